@@ -1,0 +1,68 @@
+"""The image convention of Latent Lab and conversions to and from it.
+
+Every image that crosses the latent-model interface is a float32 tensor of
+shape (N, C, H, W) with values in [-1, 1] (the GAN convention; C is 1 or 3).
+PIL images and uint8 arrays (H, W, C) are only used at the edges (files, UI).
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+from PIL import Image
+
+
+def from_uint8(array: np.ndarray) -> torch.Tensor:
+    """uint8 (H, W), (H, W, C) or (N, H, W, C) -> float (N, C, H, W) in [-1, 1]."""
+    a = np.asarray(array)
+    if a.dtype != np.uint8:
+        raise ValueError(f"Expected a uint8 array, got {a.dtype}.")
+    if a.ndim == 2:
+        a = a[None, :, :, None]
+    elif a.ndim == 3:
+        a = a[None]
+    if a.ndim != 4:
+        raise ValueError(f"Expected an image array with 2-4 dimensions, got shape {a.shape}.")
+    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
+    return t / 127.5 - 1.0
+
+
+def to_uint8(images: torch.Tensor) -> np.ndarray:
+    """(N, C, H, W) or (C, H, W) in [-1, 1] -> uint8 (N, H, W, C), clamped and rounded."""
+    t = images.detach()
+    if t.ndim == 3:
+        t = t[None]
+    t = ((t.float().clamp(-1, 1) + 1) * 127.5).round().to(torch.uint8)
+    return t.permute(0, 2, 3, 1).cpu().numpy()
+
+
+def from_pil(image: Image.Image, channels: int = 3) -> torch.Tensor:
+    """PIL image -> (1, channels, H, W) in [-1, 1]."""
+    mode = "RGB" if channels == 3 else "L"
+    return from_uint8(np.asarray(image.convert(mode)))
+
+
+def to_pil(images: torch.Tensor) -> list[Image.Image]:
+    """(N, C, H, W) in [-1, 1] -> list of PIL images (RGB, or L for 1 channel)."""
+    out = []
+    for a in to_uint8(images):
+        out.append(Image.fromarray(a[..., 0] if a.shape[-1] == 1 else a))
+    return out
+
+
+def to_rgb(images: torch.Tensor) -> torch.Tensor:
+    """Repeat a single channel to 3 so any model's output can feed RGB-only code."""
+    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
+
+
+def resize(images: torch.Tensor, size: int) -> torch.Tensor:
+    """Area-style resize of an (N, C, H, W) batch to size x size (antialiased when shrinking)."""
+    if images.shape[-1] == size and images.shape[-2] == size:
+        return images
+    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
+
+
+def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak range 2)."""
+    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
+    return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))

@@ -1,0 +1,167 @@
+"""The latent-model interface every backend implements.
+
+A backend wraps one generative model and exposes:
+
+* ``card``: a :class:`~core.card.ModelCard` (shown in the UI with the licence);
+* ``image_size`` and ``channels``; images follow :mod:`core.images`
+  (float (N, C, H, W) in [-1, 1]);
+* ``spaces``: the latent spaces it offers, by name. An autoencoder offers one
+  (``"latent"``); a StyleGAN offers ``"z"``, ``"w"`` and ``"w+"``.
+  ``convert`` maps between them where that is possible (z -> w -> w+);
+* ``sample(n, seed, space)``: plausible latents, deterministic for a seed;
+* ``decode(latents, space)``: differentiable, so projection can back-propagate;
+* ``encode(images, space)`` when ``has_encoder``.
+
+Backends implement ``_decode`` (and ``_encode``/``_sample``/``_convert``);
+batching, device moves and no-grad inference live here once.
+"""
+
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from collections.abc import Sequence
+
+import torch
+
+from core.card import LatentSpace, ModelCard
+from core.device import get_device
+
+
+class LatentModel(ABC):
+    card: ModelCard
+    image_size: int
+    channels: int
+    spaces: dict[str, LatentSpace]
+    default_space: str
+    has_encoder: bool = False
+
+    def __init__(self) -> None:
+        self.device = get_device()
+
+    # ----- what backends implement -------------------------------------------------
+    @abstractmethod
+    def modules(self) -> list[torch.nn.Module]:
+        """The torch modules of this model (moved by :meth:`to`)."""
+
+    @abstractmethod
+    def _sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        """Draw n latents on the CPU with ``generator``; return them and their space."""
+
+    @abstractmethod
+    def _decode(self, latents: torch.Tensor, space: str, **kwargs) -> torch.Tensor:
+        """latents (on self.device) in ``space`` -> images (N, C, H, W) in [-1, 1]."""
+
+    def _encode(self, images: torch.Tensor, space: str) -> torch.Tensor:
+        raise NotImplementedError(f"{self.card.title} has no encoder; use projection by optimisation.")
+
+    def _convert(self, latents: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        """Map latents between spaces; the base class handles w -> w+ broadcasting."""
+        s, d = self.spaces[src], self.spaces[dst]
+        if d.per_layer and not s.per_layer and s.shape == d.shape[1:]:
+            return latents.unsqueeze(1).repeat(1, d.num_layers, 1)
+        raise ValueError(f"{self.card.title} cannot map latents from space '{src}' to '{dst}'.")
+
+    def mean_latent(self, space: str | None = None) -> torch.Tensor:
+        """A central latent (1, *shape) to start projections from.
+
+        The default is the mean of 1000 samples; backends with a better
+        estimate (StyleGAN's tracked ``w_avg``) override it.
+        """
+        space = self.check_space(space)
+        with torch.no_grad():
+            return self.sample(1000, seed=0, space=space).mean(0, keepdim=True)
+
+    # ----- shared behaviour -------------------------------------------------------
+    def check_space(self, space: str | None) -> str:
+        space = space or self.default_space
+        if space not in self.spaces:
+            raise ValueError(f"{self.card.title} has no latent space '{space}' (it offers: {', '.join(self.spaces)}).")
+        return space
+
+    def check_latents(self, latents: torch.Tensor, space: str) -> torch.Tensor:
+        shape = self.spaces[space].shape
+        if latents.ndim == len(shape):
+            latents = latents.unsqueeze(0)
+        if tuple(latents.shape[1:]) != tuple(shape):
+            raise ValueError(
+                f"Latents of shape {tuple(latents.shape[1:])} do not fit space '{space}' of "
+                f"{self.card.title}, which expects {tuple(shape)}."
+            )
+        return latents.to(self.device, torch.float32)
+
+    def to(self, device: str | torch.device) -> LatentModel:
+        self.device = torch.device(device)
+        for m in self.modules():
+            m.to(self.device)
+        return self
+
+    def sample(self, n: int, seed: int | None = 0, space: str | None = None) -> torch.Tensor:
+        """n plausible latents in ``space`` (default: the model's default space).
+
+        Drawn on the CPU so the same seed gives the same latents on any device.
+        """
+        space = self.check_space(space)
+        g = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed())
+        latents, src = self._sample(int(n), g)
+        latents = latents.to(self.device)
+        return latents if src == space else self.convert(latents, src, space)
+
+    def convert(self, latents: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        src, dst = self.check_space(src), self.check_space(dst)
+        latents = self.check_latents(latents, src)
+        return latents if src == dst else self._convert(latents, src, dst)
+
+    def decode(self, latents: torch.Tensor, space: str | None = None, **kwargs) -> torch.Tensor:
+        """Differentiable decode of latents in ``space``."""
+        space = self.check_space(space)
+        return self._decode(self.check_latents(latents, space), space, **kwargs)
+
+    def encode(self, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        space = self.check_space(space)
+        if not self.has_encoder:
+            raise NotImplementedError(f"{self.card.title} has no encoder; use projection by optimisation.")
+        images = images.to(self.device, torch.float32)
+        if images.shape[1:] != (self.channels, self.image_size, self.image_size):
+            raise ValueError(
+                f"{self.card.title} takes images of shape {(self.channels, self.image_size, self.image_size)}, "
+                f"got {tuple(images.shape[1:])}."
+            )
+        return self._encode(images, space)
+
+    @torch.no_grad()
+    def generate(self, latents: torch.Tensor, space: str | None = None, batch_size: int = 16, **kwargs) -> torch.Tensor:
+        """Inference-only decode in batches; returns images on the CPU."""
+        space = self.check_space(space)
+        latents = self.check_latents(latents, space)
+        out = [self._decode(latents[i : i + batch_size], space, **kwargs).cpu() for i in range(0, len(latents), batch_size)]
+        return torch.cat(out) if out else torch.empty(0, self.channels, self.image_size, self.image_size)
+
+    @torch.no_grad()
+    def encode_batched(self, images: torch.Tensor, space: str | None = None, batch_size: int = 64) -> torch.Tensor:
+        parts = [self.encode(images[i : i + batch_size], space).cpu() for i in range(0, len(images), batch_size)]
+        return torch.cat(parts)
+
+    # ----- per-layer (style) mixing ---------------------------------------------------
+    def layer_groups(self, space: str | None = None) -> dict[str, list[int]]:
+        """Coarse / middle / fine layer indices of a per-layer space (empty if none).
+
+        Split as in the StyleGAN paper for 1024 px (4-8, 16-32, 64-1024 px, i.e.
+        layers 0-3, 4-7, 8+), scaled to the number of layers this model has.
+        """
+        space = self.check_space(space)
+        n = self.spaces[space].num_layers
+        if n == 0:
+            return {}
+        a, b = max(1, round(n * 4 / 18)), max(2, round(n * 8 / 18))
+        return {"coarse": list(range(0, a)), "middle": list(range(a, b)), "fine": list(range(b, n))}
+
+    def mix(self, a: torch.Tensor, b: torch.Tensor, layers_from_b: Sequence[int], space: str | None = None) -> torch.Tensor:
+        """Style mixing: ``a`` with the listed layers taken from ``b`` (per-layer space)."""
+        space = self.check_space(space)
+        if not self.spaces[space].per_layer:
+            raise ValueError(f"Style mixing needs a per-layer space; '{space}' is not one.")
+        a, b = self.check_latents(a, space), self.check_latents(b, space)
+        out = a.clone()
+        idx = list(layers_from_b)
+        out[:, idx] = b.expand_as(a)[:, idx]
+        return out
