@@ -1,0 +1,32 @@
+"""Shared test fixtures.
+
+Tests that need the developers' shared data (``../shared`` beside the project,
+or ``$LATENT_LAB_SHARED``) skip with a clear reason when it is absent, as in a
+user's clone; CI always has it.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+SHARED = Path(os.environ.get("LATENT_LAB_SHARED", ROOT.parent / "shared"))
+
+os.environ.setdefault("GRADIO_ANALYTICS_ENABLED", "False")
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+
+
+def shared_path(*parts: str) -> Path:
+    """A path inside the shared data, or skip the test when it is not there."""
+    path = SHARED.joinpath(*parts)
+    if not path.exists():
+        pytest.skip(f"shared data not present: {path} (only developers' machines and CI have ../shared)")
+    return path
+
+
+@pytest.fixture
+def shared():
+    return shared_path
