@@ -23,7 +23,7 @@ def from_uint8(array: np.ndarray) -> torch.Tensor:
         a = a[None]
     if a.ndim != 4:
         raise ValueError(f"Expected an image array with 2-4 dimensions, got shape {a.shape}.")
-    t = torch.from_numpy(np.ascontiguousarray(a)).permute(0, 3, 1, 2).float()
+    t = torch.from_numpy(np.array(a, copy=True)).permute(0, 3, 1, 2).float()
     return t / 127.5 - 1.0
 
 

@@ -19,11 +19,12 @@ batching, device moves and no-grad inference live here once.
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 
 import torch
 
 from core.card import LatentSpace, ModelCard
+from core.datasets import LatentDataset, sample_dataset
 from core.device import get_device
 
 
@@ -70,6 +71,17 @@ class LatentModel(ABC):
         space = self.check_space(space)
         with torch.no_grad():
             return self.sample(1000, seed=0, space=space).mean(0, keepdim=True)
+
+    def projection_defaults(self, space: str) -> dict:
+        """ProjectionConfig fields this model projects best with (learning rate, noise...)."""
+        return {}
+
+    def datasets(self) -> dict[str, Callable[[], LatentDataset]]:
+        """Labelled latent sets for the latent map, by name (built lazily).
+
+        Every model offers fresh samples; backends add their training data.
+        """
+        return {"samples (1000)": lambda: sample_dataset(self, 1000)}
 
     # ----- shared behaviour -------------------------------------------------------
     def check_space(self, space: str | None) -> str:

@@ -4,30 +4,55 @@ dlib's HOG detector and its 68-point shape predictor are the models the FFHQ
 dataset itself was aligned with. The predictor weights ship inside the PyPI
 package ``face-recognition-models`` (no download at run time); its licence
 excludes commercial use, which the model cards say.
+
+Speed: HOG runs on a copy resized to ``detect_side`` pixels (its cost grows
+with the pixel count, and faces worth aligning are large enough there); the
+landmarks are fitted on the full-resolution photo, on a patch around the face.
+Robustness: HOG only finds roughly upright faces, so when the upright photo has
+none, turned copies are searched (a sideways or upside-down photo, a tilted
+selfie) and the landmarks are mapped back to the photo's own pixels.
 """
 
 from __future__ import annotations
 
 import importlib.util
 import threading
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
 
+from core.faces import geometry as g
 from core.faces.align import FivePoints
 
 PREDICTOR_FILE = "shape_predictor_68_face_landmarks.dat"
 LANDMARK_LICENCE = (
     "dlib 68-point landmark model (iBUG 300-W training data): research use only, no commercial use"
 )
+# Turns tried when the upright photo shows no clear face: 90/270/180 undo a photo whose
+# orientation was lost; +-30 (only if still nothing) catch heads tilted beyond HOG's ~25 degrees.
+DEFAULT_TURNS = (90.0, 270.0, 180.0)
+DEFAULT_TILTS = (30.0, -30.0)
+# HOG scores measured on the London set, selfies and test photos (bench/alignment.py): clear
+# upright faces score 1.0-3.0; upside-down or sideways faces that HOG still "finds" score
+# below 0.4; faces in a dim group photo 0.1-0.7; false alarms on a badge 0.06-0.13.
+SURE_SCORE = 1.0  # an upright face this clear ends the search
+TURN_MARGIN = 0.5  # a turned copy wins only if its best face scores this much higher
+RELATIVE_SCORE = 1.0  # faces scoring this much below the best one are treated as false alarms
+ROLL_REFIT = 10.0  # degrees of head roll beyond which landmarks are fitted again on a levelled copy
 
 
 @dataclass(frozen=True)
 class Face:
-    box: tuple[int, int, int, int]  # left, top, right, bottom in pixels of the input image
-    landmarks: np.ndarray  # (68, 2) x/y pixels
+    """One detected face, in the pixels of the photo that was passed in."""
+
+    box: tuple[int, int, int, int]  # left, top, right, bottom (axis-aligned hull of the detection square)
+    landmarks: np.ndarray  # (68, 2) x/y pixels, iBUG 68-point order
+    score: float = 0.0  # HOG SVM margin; dlib's own threshold is 0
+    angle: float = 0.0  # degrees the photo was turned (counter-clockwise) for the face to be found
+    size: float = 0.0  # side of the detection square in photo pixels (0: use the box)
 
     @property
     def points(self) -> FivePoints:
@@ -36,6 +61,10 @@ class Face:
     @property
     def area(self) -> int:
         return max(0, self.box[2] - self.box[0]) * max(0, self.box[3] - self.box[1])
+
+    @property
+    def side(self) -> float:
+        return self.size or float(np.sqrt(self.area))
 
 
 def predictor_path() -> Path:
@@ -55,40 +84,143 @@ def predictor_path() -> Path:
 class FaceDetector:
     """dlib HOG detector + 68-point predictor.
 
-    Large photos are searched at ``max_side`` pixels (faster, and the HOG
-    window then sees whole faces); landmarks are fitted on the full image.
+    ``detect_side``: HOG searches a copy whose longer side is this many pixels
+    (small photos are enlarged at most ``max_upscale`` times). HOG's window is
+    80 px, so it finds faces down to ``80 / detect_side`` of the photo's longer
+    side (``upsample`` halves that again, at 4x the time). ``min_score`` is the
+    HOG threshold (0 = dlib's default). Thread-safe: dlib calls are serialised.
     """
 
-    def __init__(self, max_side: int = 1024, upsample: int = 1) -> None:
+    def __init__(
+        self,
+        detect_side: int = 800,
+        upsample: int = 0,
+        min_score: float = 0.0,
+        turns: Sequence[float] = DEFAULT_TURNS,
+        tilts: Sequence[float] = DEFAULT_TILTS,
+        max_upscale: float = 2.0,
+        sure_score: float = SURE_SCORE,
+        turn_margin: float = TURN_MARGIN,
+        relative_score: float = RELATIVE_SCORE,
+        roll_refit: float = ROLL_REFIT,
+    ) -> None:
         try:
             import dlib
         except ImportError as e:  # pragma: no cover - install problem
             raise RuntimeError("Face detection needs the package 'dlib-bin' (pip install dlib-bin).") from e
+        if detect_side < 80:
+            raise ValueError(f"detect_side must be at least 80 pixels (HOG's window), got {detect_side}.")
         self._dlib = dlib
         self._detector = dlib.get_frontal_face_detector()
         self._predictor = dlib.shape_predictor(str(predictor_path()))
-        self.max_side = max_side
-        self.upsample = upsample
+        self.detect_side = int(detect_side)
+        self.upsample = int(upsample)
+        self.min_score = float(min_score)
+        self.turns = tuple(float(a) for a in turns)
+        self.tilts = tuple(float(a) for a in tilts)
+        self.max_upscale = float(max_upscale)
+        self.sure_score, self.turn_margin = float(sure_score), float(turn_margin)
+        self.relative_score = float(relative_score)
+        self.roll_refit = float(roll_refit)  # 0 disables the second fit
         self._lock = threading.Lock()  # dlib objects are not documented as thread-safe
 
     def detect(self, image: Image.Image) -> list[Face]:
-        """All faces, largest first."""
-        rgb = np.asarray(image.convert("RGB"))
-        h, w = rgb.shape[:2]
-        scale = min(1.0, self.max_side / max(h, w))
-        small = rgb if scale == 1.0 else np.asarray(image.convert("RGB").resize((round(w * scale), round(h * scale)), Image.BILINEAR))
-        # Small photos get one more upsampling so faces of ~40 px are still found.
-        upsample = self.upsample + (1 if max(small.shape[:2]) < 512 else 0)
-        faces = []
+        """All faces, largest first; ``[]`` when there is none.
+
+        The upright photo is searched first; unless it shows a clear face the
+        turned copies are searched too and the orientation with the clearest
+        face wins (HOG also fires weakly on upside-down faces, so the first hit
+        is not enough). Faces much less clear than the best are dropped as
+        false alarms (``relative_score``).
+        """
+        rgb = image.convert("RGB")
+        if min(rgb.size) < 1:
+            raise ValueError("The image is empty (0 pixels wide or high).")
+        faces = self.detect_at(rgb, 0.0)
+        for group in (self.turns, self.tilts):
+            if _best(faces) >= self.sure_score:
+                break
+            if group is self.tilts and faces:
+                break  # tilted copies only when nothing at all was found
+            for angle in group:
+                turned = self.detect_at(rgb, angle)
+                if _best(turned) > _best(faces) + (self.turn_margin if faces else 0.0):
+                    faces = turned
+        if faces:
+            floor = _best(faces) - self.relative_score
+            faces = [f for f in faces if f.score >= floor]
+        return faces
+
+    def detect_at(self, rgb: Image.Image, angle: float = 0.0) -> list[Face]:
+        """Faces in ``rgb`` (RGB) turned ``angle`` degrees counter-clockwise, largest first."""
+        w, h = rgb.size
+        scale = min(self.detect_side / max(w, h), self.max_upscale)
+        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
+        small = rgb if (sw, sh) == (w, h) else rgb.resize((sw, sh), Image.BILINEAR)
+        to_det = g.scaling(sw / w, sh / h)  # photo -> detection copy
+        if angle % 360:
+            rot, size = g.rotation(angle, small.size)
+            small = g.warp(small, rot, size)
+            to_det = rot @ to_det
         with self._lock:
-            rects = self._detector(small, upsample)
-            for r in rects:
-                box = (int(r.left() / scale), int(r.top() / scale), int(r.right() / scale), int(r.bottom() / scale))
-                rect = self._dlib.rectangle(*box)
-                shape = self._predictor(rgb, rect)
-                lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-                faces.append(Face(box, lm))
-        return sorted(faces, key=lambda f: f.area, reverse=True)
+            rects, scores, _ = self._detector.run(np.asarray(small), self.upsample, self.min_score)
+        faces = []
+        from_det = np.linalg.inv(to_det)
+        for rect, score in zip(rects, scores, strict=True):
+            # dlib rectangles are inclusive pixel ranges: corners in continuous coordinates.
+            x0, y0, x1, y1 = rect.left(), rect.top(), rect.right() + 1, rect.bottom() + 1
+            corners = g.apply(from_det, np.array([[x0, y0], [x1, y0], [x0, y1], [x1, y1]], dtype=np.float64))
+            centre = corners.mean(0)
+            side = float(np.hypot(*(corners[1] - corners[0])))
+            lm = self.fit_landmarks(rgb, centre, side, angle)
+            if self.roll_refit:
+                roll = _roll(lm)
+                if abs(_wrap(roll - angle)) > self.roll_refit:
+                    lm = self.fit_landmarks(rgb, centre, side, roll)
+            lo, hi = np.floor(corners.min(0)).astype(int), np.ceil(corners.max(0)).astype(int)
+            faces.append(Face((int(lo[0]), int(lo[1]), int(hi[0]), int(hi[1])), lm, float(score), float(angle), side))
+        return sorted(faces, key=lambda f: f.side, reverse=True)
+
+    def fit_landmarks(self, rgb: Image.Image, centre: np.ndarray, side: float, angle: float = 0.0) -> np.ndarray:
+        """The 68 points of the face whose detection square (``centre``, ``side``: photo pixels,
+        continuous coordinates) is upright after turning the photo ``angle`` degrees counter-clockwise.
+
+        Fitted on the full-resolution photo: a patch twice the face's size is cut
+        (and turned) around it, as the predictor never looks further out.
+        """
+        n = int(np.ceil(2 * side))
+        if angle % 360:
+            to_frame = g.rotation(angle, rgb.size)[0]
+            c = g.apply(to_frame, centre[None])[0]
+            x0, y0 = np.floor(c - side).astype(int)
+            patch = g.warp(rgb, g.translation(-x0, -y0) @ to_frame, (n, n))
+            patch_to_photo = np.linalg.inv(to_frame) @ g.translation(x0, y0)
+        else:
+            c = np.asarray(centre, dtype=np.float64)
+            x0, y0 = np.maximum(np.floor(c - side).astype(int), 0)
+            patch = rgb.crop((x0, y0, min(x0 + n, rgb.width), min(y0 + n, rgb.height)))
+            patch_to_photo = g.translation(x0, y0)
+        lo = c - side / 2 - [x0, y0]
+        box = self._dlib.rectangle(*(int(round(v)) for v in lo), *(int(round(v + side)) - 1 for v in lo))
+        arr = np.ascontiguousarray(np.asarray(patch))
+        with self._lock:
+            shape = self._predictor(arr, box)
+        lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
+        return g.to_index(g.apply(patch_to_photo, g.from_index(lm)))
+
+
+def _best(faces: list[Face]) -> float:
+    return max((f.score for f in faces), default=-np.inf)
+
+
+def _roll(lm: np.ndarray) -> float:
+    """Clockwise tilt (degrees, as seen on screen) of the line from the image-left eye to the other."""
+    d = lm[42:48].mean(0) - lm[36:42].mean(0)
+    return float(np.degrees(np.arctan2(d[1], d[0])))
+
+
+def _wrap(angle: float) -> float:
+    return (angle + 180.0) % 360.0 - 180.0
 
 
 _default: FaceDetector | None = None

@@ -1,0 +1,93 @@
+"""Files users take home: latents (.npz), frame sequences (PNG, GIF, MP4)."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+LATENT_FORMAT = "latent-lab-latent/1"
+
+
+def save_latent(path: str | os.PathLike, latent, model: str, space: str, **meta) -> Path:
+    """Write a latent with the model and space it belongs to (a plain .npz, no pickle).
+
+    ``meta`` values must be JSON-serialisable (e.g. loss, steps, licence).
+    """
+    arr = latent.detach().cpu().numpy() if hasattr(latent, "detach") else np.asarray(latent)
+    info = {"format": LATENT_FORMAT, "model": model, "space": space, **meta}
+    path = Path(path)
+    with open(path, "wb") as f:
+        np.savez(f, latent=arr.astype(np.float32), info=np.array(json.dumps(info)))
+    return path
+
+
+def load_latent(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
+    """Read a latent saved by :func:`save_latent`; returns (array, info)."""
+    try:
+        with np.load(path, allow_pickle=False) as z:
+            latent, info = z["latent"], json.loads(str(z["info"]))
+    except (OSError, KeyError, ValueError) as e:
+        raise ValueError(f"'{Path(path).name}' is not a Latent Lab latent file ({e}).") from e
+    if info.get("format") != LATENT_FORMAT:
+        raise ValueError(f"'{Path(path).name}' has an unknown latent format {info.get('format')!r}.")
+    return latent, info
+
+
+def save_frames(frames: Sequence[Image.Image], folder: str | os.PathLike, prefix: str = "frame") -> list[Path]:
+    folder = Path(folder)
+    folder.mkdir(parents=True, exist_ok=True)
+    digits = max(3, len(str(len(frames))))
+    paths = []
+    for i, im in enumerate(frames):
+        p = folder / f"{prefix}_{i:0{digits}d}.png"
+        im.save(p)
+        paths.append(p)
+    return paths
+
+
+def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 12, loop: bool = True, boomerang: bool = False) -> Path:
+    """Animated GIF; ``boomerang`` plays forward then back for a seamless loop."""
+    seq = _sequence(frames, boomerang)
+    path = Path(path)
+    seq[0].save(path, save_all=True, append_images=seq[1:], duration=max(20, round(1000 / fps)), loop=0 if loop else 1, optimize=False)
+    return path
+
+
+def save_mp4(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 12, boomerang: bool = False, min_side: int = 256) -> Path:
+    """H.264 MP4 with the ffmpeg binary bundled in imageio-ffmpeg (no system ffmpeg needed).
+
+    Small frames are upscaled (nearest) to at least ``min_side`` pixels so
+    players show them, and to a multiple of 16 as H.264 requires.
+    """
+    import imageio.v2 as imageio  # imported lazily: only exports need it
+
+    seq = _sequence(frames, boomerang)
+    w, h = seq[0].size
+    scale = max(1, int(np.ceil(min_side / min(w, h))))
+    tw, th = _round16(w * scale), _round16(h * scale)
+    arrays = [np.asarray(im.convert("RGB").resize((tw, th), Image.NEAREST if scale > 1 else Image.LANCZOS)) for im in seq]
+    path = Path(path)
+    imageio.mimwrite(path, arrays, fps=fps, codec="libx264", macro_block_size=16, pixelformat="yuv420p", quality=8)
+    return path
+
+
+def _round16(x: int) -> int:
+    return max(16, int(np.ceil(x / 16)) * 16)
+
+
+def _sequence(frames: Sequence[Image.Image], boomerang: bool) -> list[Image.Image]:
+    if not frames:
+        raise ValueError("There are no frames to export.")
+    seq = [f.convert("RGB") for f in frames]
+    return seq + seq[-2:0:-1] if boomerang and len(seq) > 2 else seq
+
+
+def session_dir(prefix: str = "latent_lab_") -> Path:
+    """A fresh private temp folder for one request's outputs (the UI cleans it up)."""
+    return Path(tempfile.mkdtemp(prefix=prefix))

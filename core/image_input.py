@@ -1,0 +1,193 @@
+"""Turn any uploaded file into a clean RGB (or greyscale) PIL image, or say plainly why not.
+
+Uploads come from strangers: empty files, truncated JPEGs, PDFs renamed to
+.png, 16-bit scans, CMYK prints, phone photos stored sideways with an EXIF
+rotation tag, animated GIFs and decompression bombs (a tiny file that claims
+gigapixels). Each case either becomes a normal image or raises
+:class:`ImageInputError` with a sentence a user can act on.
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import warnings
+from pathlib import Path
+from typing import BinaryIO
+
+import numpy as np
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+# Pillow refuses images above 2x this many pixels and warns above 1x; we refuse above 1x.
+MAX_PIXELS = 64_000_000
+MIN_SIDE = 16
+MAX_BYTES = 50 * 1024 * 1024
+
+
+class ImageInputError(ValueError):
+    """An upload that cannot be used as an image; the message is meant for the user."""
+
+
+ImageSource = str | os.PathLike | bytes | BinaryIO | Image.Image | np.ndarray
+
+
+def load_image(
+    source: ImageSource,
+    channels: int = 3,
+    min_side: int = MIN_SIDE,
+    max_pixels: int = MAX_PIXELS,
+    background: tuple[int, int, int] = (255, 255, 255),
+) -> Image.Image:
+    """Decode ``source`` into an upright 8-bit RGB (channels=3) or L (channels=1) image.
+
+    Transparency is composited onto ``background``; only the first frame of
+    an animation is used; EXIF orientation is applied.
+    """
+    if source is None:
+        raise ImageInputError("No image was given: upload a photo first.")
+    img = _open(source, max_pixels)
+    try:
+        img = _first_frame(img)
+        img = _upright(img)
+        img = _to_8bit(img)
+        img = _flatten_alpha(img, background)
+        img = img.convert("RGB" if channels == 3 else "L")
+    except ImageInputError:
+        raise
+    except (OSError, SyntaxError, ValueError) as e:  # truncated or corrupt data surfaces while decoding
+        raise ImageInputError(f"The image file is damaged or incomplete and cannot be read ({e}).") from e
+    if min(img.size) < min_side:
+        raise ImageInputError(
+            f"The image is too small ({img.size[0]}×{img.size[1]} pixels); use one at least {min_side} pixels on each side."
+        )
+    return img
+
+
+def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+    if isinstance(source, Image.Image):
+        _check_pixels(source.size, max_pixels)
+        return source
+    if isinstance(source, np.ndarray):
+        return _from_array(source, max_pixels)
+    if isinstance(source, (str, os.PathLike)):
+        path = Path(source)
+        if not path.is_file():
+            raise ImageInputError(f"The file '{path.name}' does not exist.")
+        _check_bytes(path.stat().st_size)
+        source = path.read_bytes()
+    if isinstance(source, (bytes, bytearray)):
+        _check_bytes(len(source))
+        data: BinaryIO = io.BytesIO(source)
+    else:
+        data = source
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            img = Image.open(data)
+            _check_pixels(img.size, max_pixels)
+            img.load()
+    except ImageInputError:
+        raise
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as e:
+        raise ImageInputError(_bomb_message(max_pixels)) from e
+    except UnidentifiedImageError as e:
+        raise ImageInputError("This file is not an image Latent Lab can read (use JPEG, PNG, WebP, GIF, BMP or TIFF).") from e
+    except (OSError, SyntaxError, ValueError) as e:
+        raise ImageInputError(f"The image file is damaged or incomplete and cannot be read ({e}).") from e
+    return img
+
+
+def _check_bytes(size: int) -> None:
+    if size == 0:
+        raise ImageInputError("The uploaded file is empty (0 bytes).")
+    if size > MAX_BYTES:
+        raise ImageInputError(f"The file is too large ({size / 2**20:.0f} MB); the limit is {MAX_BYTES // 2**20} MB.")
+
+
+def _check_pixels(size: tuple[int, int], max_pixels: int) -> None:
+    if size[0] * size[1] > max_pixels:
+        raise ImageInputError(_bomb_message(max_pixels, size))
+
+
+def _bomb_message(max_pixels: int, size: tuple[int, int] | None = None) -> str:
+    dims = f" ({size[0]}×{size[1]})" if size else ""
+    return f"The image is too large{dims}: more than {max_pixels / 1e6:.0f} megapixels. Resize it and upload it again."
+
+
+def _from_array(a: np.ndarray, max_pixels: int) -> Image.Image:
+    if a.ndim not in (2, 3) or (a.ndim == 3 and a.shape[2] not in (1, 3, 4)):
+        raise ImageInputError(f"An image array must be H×W, H×W×3 or H×W×4; got shape {a.shape}.")
+    _check_pixels((a.shape[1], a.shape[0]), max_pixels)
+    if a.dtype != np.uint8:
+        a = a.astype(np.float64)
+        hi = 1.0 if a.size and np.nanmax(a) <= 1.0 else (255.0 if np.nanmax(a) <= 255 else 65535.0)
+        a = np.clip(np.nan_to_num(a) / hi * 255.0 + 0.5, 0, 255).astype(np.uint8)
+    if a.ndim == 3 and a.shape[2] == 1:
+        a = a[..., 0]
+    return Image.fromarray(a)
+
+
+def _first_frame(img: Image.Image) -> Image.Image:
+    if getattr(img, "is_animated", False):
+        img.seek(0)
+        img = img.copy()
+    return img
+
+
+def _upright(img: Image.Image) -> Image.Image:
+    """Apply the EXIF orientation tag so phone photos are not sideways."""
+    try:
+        return ImageOps.exif_transpose(img)
+    except Exception:  # a broken EXIF block must not reject an otherwise fine photo
+        return img
+
+
+def _to_8bit(img: Image.Image) -> Image.Image:
+    """16-bit and float images scaled to 8 bits (Pillow's convert('L') would clip them)."""
+    if img.mode in ("I;16", "I;16B", "I;16L", "I;16N", "I", "F"):
+        a = np.asarray(img, dtype=np.float64)
+        hi = 65535.0 if img.mode.startswith("I;16") or a.max(initial=0) > 255 else 255.0
+        if img.mode == "F" and a.max(initial=0) <= 1.0:
+            hi = 1.0
+        return Image.fromarray(np.clip(a / hi * 255.0 + 0.5, 0, 255).astype(np.uint8), "L")
+    if img.mode in ("CMYK", "YCbCr", "LAB", "HSV"):
+        return img.convert("RGB")
+    return img
+
+
+def _flatten_alpha(img: Image.Image, background: tuple[int, int, int]) -> Image.Image:
+    if img.mode == "P":
+        img = img.convert("RGBA" if "transparency" in img.info else "RGB")
+    if img.mode in ("LA", "La", "PA"):
+        img = img.convert("RGBA")
+    if img.mode in ("RGBA", "RGBa"):
+        base = Image.new("RGB", img.size, background)
+        base.paste(img, mask=img.getchannel("A"))
+        return base
+    if img.mode == "1":
+        return img.convert("L")
+    return img
+
+
+def fit_square(img: Image.Image, size: int) -> Image.Image:
+    """Centre-crop to a square and resize to ``size`` (Lanczos), the input a model expects."""
+    w, h = img.size
+    side = min(w, h)
+    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
+    return img.resize((size, size), Image.LANCZOS, box=box)
+
+
+def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False) -> tuple[Image.Image, list[str]]:
+    """The image a model sees: the FFHQ-aligned face (face models) or a centre square; plus warnings.
+
+    Raises ``core.faces.NoFaceError`` (a ValueError) when a face was asked for and none is found.
+    """
+    warnings_out: list[str] = []
+    if align_face:
+        from core.faces import align_face as align
+
+        aligned = align(img, size)
+        img, warnings_out = aligned.image, aligned.warnings
+    else:
+        img = fit_square(img, size)
+    return img.convert("RGB" if channels == 3 else "L"), warnings_out

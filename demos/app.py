@@ -1,0 +1,64 @@
+"""Assemble the tabs into one Gradio app and launch it."""
+
+from __future__ import annotations
+
+import sys
+
+import gradio as gr
+
+from demos import interpolation, latent_map, models_tab, projection
+from demos.common import AppContext
+from plugins.registry import Registry
+
+TITLE = "Latent Lab"
+INTRO = (
+    "# Latent Lab\nExplore the latent spaces of generative models: **project** an image into a model, **interpolate** "
+    "between two images or samples, and **map** a whole dataset. Every output is captioned with the model that made it "
+    "and its licence."
+)
+HEAVY_EVENTS = "heavy"
+
+
+def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -> gr.Blocks:
+    ctx = AppContext(registry, max_steps=max_steps)
+    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+        gr.Markdown(INTRO)
+        with gr.Tabs():
+            with gr.Tab("Projection", id="projection"):
+                projection.build(ctx)
+            with gr.Tab("Interpolation", id="interpolation"):
+                interpolation.build(ctx)
+            with gr.Tab("Family", id="family"):
+                gr.Markdown("The Family tab (blend two parents' faces into children) arrives with the face GAN backend.")
+            with gr.Tab("Latent map", id="latent_map"):
+                latent_map.build(ctx, demo)
+            with gr.Tab("Models", id="models"):
+                models_tab.build(ctx, demo)
+        demo.unload(ctx.end_session)
+    demo.queue(default_concurrency_limit=concurrency, max_size=32)
+    demo.latent_lab = ctx  # tests and the CLI reach the context through the app
+    return demo
+
+
+def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
+           auth: list[str] | None = None, max_file_size: str | None = "20mb", block: bool = True) -> gr.Blocks:
+    pairs = []
+    for a in auth or []:
+        user, sep, password = a.partition(":")
+        if not sep or not user or not password:
+            raise ValueError(f"--auth expects USER:PASSWORD, got '{a}'.")
+        pairs.append((user, password))
+    demo.launch(
+        server_name=host, server_port=port, share=share, auth=pairs or None, max_file_size=max_file_size,
+        prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, footer_links=["api", "settings"],
+    )
+    if share and not getattr(demo, "share_url", None):
+        print(f"warning: the public share link could not be created (no internet access to Gradio's share servers?). "
+              f"The app is still serving locally at {demo.local_url}", file=sys.stderr)
+    if block:
+        print(f"Latent Lab is running at {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None) else ""))
+        try:
+            demo.block_thread()
+        finally:
+            demo.close()
+    return demo

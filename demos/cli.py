@@ -1,0 +1,131 @@
+"""Command-line front end: the same core operations as the tabs, writing files instead of showing them."""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+from plugins.registry import Registry
+
+
+def run(args: argparse.Namespace, registry: Registry) -> int:
+    if args.command == "models":
+        for name in registry.names():
+            card = registry.entry(name).card
+            print(f"{name:32s} {registry.status(name):16s} {card.resolution:5d}px  {card.licence}")
+        for err in registry.errors:
+            print(f"[plugin failed] {err.plugin}: {err.message}")
+        return 0
+    if args.command == "project":
+        return project(args, registry)
+    if args.command == "interpolate":
+        return interpolate(args, registry)
+    raise ValueError(f"Unknown command '{args.command}'.")
+
+
+def _load(registry: Registry, name: str):
+    if registry.status(name) == "not downloaded":
+        entry = registry.entry(name)
+        if entry.download is None:
+            raise RuntimeError(f"{entry.card.title} is not available.")
+        from tqdm import tqdm
+
+        bar = tqdm(unit="B", unit_scale=True, desc=f"downloading {name}", file=sys.stderr)
+
+        def report(done, total):
+            bar.total = total
+            bar.n = done
+            bar.refresh()
+
+        entry.download(report)
+        bar.close()
+    model = registry.get(name)
+    print(f"{model.card.title}: {model.card.caption()}", file=sys.stderr)
+    return model
+
+
+def _target(registry: Registry, name: str, model, path: str, align: bool):
+    from core.image_input import load_image, model_input
+    from core.images import from_pil
+
+    img = load_image(path, min_side=min(16, model.image_size))
+    img, warnings = model_input(img, model.image_size, model.channels, align and "faces" in registry.entry(name).tags)
+    for w in warnings:
+        print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
+    return img, from_pil(img, model.channels)
+
+
+def _projection_config(model, space: str, **kw):
+    from core.projection import ProjectionConfig
+
+    return ProjectionConfig(**{**model.projection_defaults(space), "space": space, **kw})
+
+
+def _project(model, target, cfg, label: str):
+    from tqdm import tqdm
+
+    from core.projection import project
+
+    bar = tqdm(total=cfg.steps, desc=f"projecting {label}", file=sys.stderr)
+    final = None
+    for ev in project(model, target, cfg):
+        if ev.done:
+            final = ev
+        else:
+            bar.update(1)
+            bar.set_postfix(psnr=f"{ev.psnr:.2f}")
+    bar.close()
+    return final
+
+
+def project(args: argparse.Namespace, registry: Registry) -> int:
+    from core.export import save_latent
+    from core.images import to_pil
+
+    model = _load(registry, args.model)
+    space = model.check_space(args.space or ("w+" if "w+" in model.spaces else None))
+    img, target = _target(registry, args.model, model, args.image, not args.no_align)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed, preview_every=0)
+    ev = _project(model, target, cfg, Path(args.image).name)
+    img.save(out / "target.png")
+    to_pil(ev.preview)[0].save(out / "reconstruction.png")
+    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, psnr=round(ev.psnr, 3), loss=ev.loss,
+                loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence)
+    print(f"PSNR {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}). Wrote {out}/target.png, "
+          f"reconstruction.png, latent.npz")
+    return 0
+
+
+def interpolate(args: argparse.Namespace, registry: Registry) -> int:
+    import torch
+
+    from core.export import save_frames, save_gif, save_latent, save_mp4
+    from core.images import to_pil
+    from core.interpolate import path
+
+    if args.seeds is None and (args.a is None or args.b is None):
+        raise ValueError("Give two images (A B) or --seeds A B.")
+    model = _load(registry, args.model)
+    space = model.check_space(args.space)
+    if args.seeds is not None:
+        a, b = (model.sample(1, s, space) for s in args.seeds)
+    else:
+        if model.spaces[space].prior == "gaussian" and "w" in model.spaces:
+            space = "w"
+        targets = [_target(registry, args.model, model, p, not args.no_align)[1] for p in (args.a, args.b)]
+        cfg = _projection_config(model, space, steps=args.steps, preview_every=0)
+        ev = _project(model, torch.cat(targets), cfg, "A and B")
+        a, b = ev.latent[:1], ev.latent[1:]
+    how = model.spaces[space].interpolation if args.method == "auto" else args.method
+    latents = path(a.to(model.device), b.to(model.device), args.frames, how)
+    frames = to_pil(model.generate(latents, space))
+    out = Path(args.out)
+    save_frames(frames, out / "frames")
+    save_gif(frames, out / "interpolation.gif", fps=args.fps)
+    save_mp4(frames, out / "interpolation.mp4", fps=args.fps)
+    save_latent(out / "latents.npz", latents, model=args.model, space=space, method=how, licence=model.card.licence)
+    print(f"{len(frames)} frames ({how} in {space}). Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
+    return 0

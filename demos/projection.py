@@ -1,0 +1,104 @@
+"""Projection tab: put an uploaded image into a model's latent space."""
+
+from __future__ import annotations
+
+import gradio as gr
+
+from demos.common import AppContext, ImageUpload, caption, model_panel, read_upload
+from demos.figures import projection_curve
+
+
+def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None):
+    """Upload -> the model-ready PIL image (face-aligned for face models when asked)."""
+    from core.image_input import model_input
+
+    img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
+    try:
+        img, warnings = model_input(img, model.image_size, model.channels, align and "faces" in ctx.registry.entry(name).tags)
+    except ValueError as e:  # NoFaceError
+        raise gr.Error(str(e)) from e
+    for w in warnings:
+        gr.Warning(w)
+    return img
+
+
+def spaces_for(ctx: AppContext, name: str | None):
+    """Space choices of a model, without loading it when it is not loaded yet."""
+    if not name or not ctx.registry.is_loaded(name):
+        return gr.update()
+    model = ctx.registry.get(name)
+    default = "w+" if "w+" in model.spaces else model.default_space
+    return gr.update(choices=list(model.spaces), value=default)
+
+
+def build(ctx: AppContext) -> None:
+    from core.losses import available as available_losses
+
+    with gr.Row():
+        with gr.Column(scale=1):
+            model, _, _ = model_panel(ctx, "proj")
+            image = ImageUpload(label="Image to project", type="filepath", sources=["upload", "clipboard", "webcam"], elem_id="proj_image")
+            with gr.Row():
+                run = gr.Button("Project", variant="primary", elem_id="proj_run")
+                stop = gr.Button("Stop", elem_id="proj_stop")
+            with gr.Accordion("Settings", open=False):
+                space = gr.Dropdown(["latent", "w", "w+"], value=None, label="Latent space (empty: the model's default; W+ for StyleGAN)",
+                                    allow_custom_value=True, elem_id="proj_space")
+                init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
+                                info="auto = the encoder when the model has one, else the mean latent", elem_id="proj_init")
+                losses = available_losses()
+                loss = gr.Dropdown(list(losses), value="mse", label="Loss", info=" · ".join(f"{k}: {v}" for k, v in losses.items()),
+                                   elem_id="proj_loss")
+                steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
+                align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
+                seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
+        with gr.Column(scale=2):
+            with gr.Row():
+                target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, elem_id="proj_target")
+                preview = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="proj_preview")
+            status = gr.Markdown("Upload an image and press **Project**.", elem_id="proj_status")
+            curve = gr.Plot(label="Quality", elem_id="proj_curve")
+            files = gr.File(label="Downloads (latent .npz, reconstruction .png)", file_count="multiple", interactive=False, elem_id="proj_files")
+
+    def project_image(name, path, space_name, init_name, loss_name, n_steps, do_align, seed_value,
+                      request: gr.Request, progress=gr.Progress()):
+        from core.export import save_latent
+        from core.images import from_pil, to_pil
+        from core.projection import ProjectionConfig, project
+
+        m = ctx.model(name)
+        img = prepare_target(ctx, m, name, path, bool(do_align), request)
+        space_name = space_name if space_name in m.spaces else ("w+" if "w+" in m.spaces else m.default_space)
+        cfg = ProjectionConfig(**{**m.projection_defaults(space_name), "space": space_name, "steps": int(n_steps),
+                                  "init": init_name or "auto", "loss": loss_name or "mse", "seed": int(seed_value or 0)})
+        cfg.preview_every = max(1, cfg.steps // 40)
+        target_path = ctx.save_image(request, img, "target")
+        yield target_path, None, f"Projecting into **{space_name}** of {m.card.title}…", None, None
+        history = []
+        try:
+            for ev in project(m, from_pil(img, m.channels), cfg):
+                if not ev.done:
+                    history.append((ev.step, ev.loss, ev.psnr))
+                    progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")
+                if ev.preview is None:
+                    continue
+                recon = to_pil(ev.preview)[0]
+                text = (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
+                        f"start: {ev.init} · space: {ev.space}")
+                if not ev.done:
+                    yield target_path, ctx.save_image(request, recon, "preview"), text, projection_curve(history, ev.loss_name), None
+                    continue
+                npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space,
+                                  psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step,
+                                  licence=m.card.licence)
+                png = ctx.save_image(request, recon, "reconstruction")
+                yield (target_path, png, f"**Done.** {text}\n\n_{caption(ctx, name)}_", projection_curve(history, ev.loss_name),
+                       [str(npz), png])
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+
+    event = run.click(project_image, [model, image, space, init, loss, steps, align, seed],
+                      [target, preview, status, curve, files], api_name="project", show_progress_on=[status],
+                      concurrency_id="heavy")
+    stop.click(None, None, None, cancels=[event], api_name="project_stop", api_visibility="private")
+    model.change(lambda n: spaces_for(ctx, n), model, space, api_name="proj_spaces", show_progress="hidden")

@@ -1,0 +1,124 @@
+"""The plugin registry: discovery from folders and entry points, lazy loading, broken plugins isolated."""
+
+import re
+import sys
+import textwrap
+from importlib.metadata import EntryPoint
+
+import pytest
+
+from plugins import registry as registry_mod
+from plugins.registry import ModelEntry, Registry
+from tests.conftest import ROOT
+
+GOOD = '''
+from core.card import ModelCard
+from plugins.registry import ModelEntry
+
+LOADS = []
+
+def _load():
+    LOADS.append(1)
+    from tests.toy import ToyLinear
+    return ToyLinear()
+
+def get_models():
+    card = ModelCard("user/toy", "User toy", "d", "nothing", 8, "MIT", "tests")
+    return [ModelEntry(name="user/toy", card=card, load=_load)]
+'''
+
+
+def _write(folder, name, text):
+    (folder / name).write_text(textwrap.dedent(text))
+
+
+def test_user_folder_plugin_is_found_and_loaded_lazily(tmp_path):
+    _write(tmp_path, "good.py", GOOD)
+    reg = Registry().discover(tmp_path, use_entry_points=False)
+    assert "user/toy" in reg.names()
+    mod = sys.modules["latent_lab_user_plugins.good"]
+    assert mod.LOADS == []  # nothing loaded at discovery
+    assert reg.status("user/toy") == "ready"
+    model = reg.get("user/toy")
+    assert reg.get("user/toy") is model and mod.LOADS == [1]  # loaded once, cached
+    assert reg.status("user/toy") == "loaded"
+
+
+def test_broken_plugins_are_listed_and_the_rest_works(tmp_path):
+    _write(tmp_path, "good.py", GOOD)
+    _write(tmp_path, "syntax.py", "def get_models(:\n")
+    _write(tmp_path, "raises.py", "raise ImportError('needs a package that is not installed')\n")
+    _write(tmp_path, "nothing.py", "x = 1\n")
+    _write(tmp_path, "badload.py", GOOD.replace("user/toy", "user/bad").replace("LOADS.append(1)", "raise OSError('weights missing')"))
+    reg = Registry().discover(tmp_path, use_entry_points=False)
+    assert {"user/toy", "user/bad"} <= set(reg.names())
+    failed = {e.plugin.rsplit("/", 1)[-1]: e.message for e in reg.errors}
+    assert set(failed) == {"syntax.py", "raises.py", "nothing.py"}
+    assert "SyntaxError" in failed["syntax.py"]
+    assert "needs a package" in failed["raises.py"]
+    assert "get_models" in failed["nothing.py"]
+    with pytest.raises(RuntimeError, match="could not be loaded: weights missing"):
+        reg.get("user/bad")
+    assert reg.status("user/bad").startswith("failed: weights missing")
+    assert reg.get("user/toy").image_size == 8  # the good plugin still works
+
+
+def test_missing_folder_is_reported(tmp_path):
+    reg = Registry().discover(tmp_path / "nope", use_entry_points=False)
+    assert any("does not exist" in e.message for e in reg.errors)
+
+
+def test_duplicate_names_are_refused(tmp_path):
+    _write(tmp_path, "a.py", GOOD)
+    _write(tmp_path, "b.py", GOOD)
+    reg = Registry().discover(tmp_path, use_entry_points=False)
+    assert reg.names().count("user/toy") == 1
+    assert any("already registered" in e.message for e in reg.errors)
+
+
+def test_entry_point_plugins(tmp_path, monkeypatch):
+    _write(tmp_path, "ep_plugin.py", GOOD.replace("user/toy", "ep/toy"))
+    monkeypatch.syspath_prepend(str(tmp_path))
+    eps = [EntryPoint("toy", "ep_plugin", "latent_lab.plugins"), EntryPoint("fn", "ep_plugin:get_models", "latent_lab.plugins"),
+           EntryPoint("broken", "no_such_module_xyz", "latent_lab.plugins")]
+    monkeypatch.setattr(registry_mod, "entry_points", lambda group: [e for e in eps if e.group == group])
+    reg = Registry()
+    reg.discover(None)
+    assert "ep/toy" in reg.names()
+    assert any("already registered" in e.message for e in reg.errors)  # the same models via the callable form
+    assert any("no_such_module_xyz" in e.message for e in reg.errors)
+
+
+def test_builtin_plugins_are_discovered():
+    reg = Registry().discover(None, use_entry_points=False)
+    assert not [e for e in reg.errors if e.plugin.startswith("plugins.")], reg.errors
+    assert any(n.startswith("small_ae/") for n in reg.names())
+
+
+def test_get_unknown_model():
+    with pytest.raises(KeyError, match="Unknown model"):
+        Registry().get("nope")
+
+
+def test_add_rejects_non_entries():
+    with pytest.raises(TypeError):
+        Registry().add("not an entry")  # type: ignore[arg-type]
+    assert ModelEntry  # the public name exists for plugin authors
+
+
+def test_readme_plugin_example_works(tmp_path):
+    """The README's "add a model in one file" example, run exactly as printed."""
+    import torch
+
+    readme = (ROOT / "README.md").read_text()
+    m = re.search(r"<!-- plugin-example -->\s*```python\n(.*?)```", readme, re.S)
+    assert m, "README must contain the plugin example after <!-- plugin-example -->"
+    (tmp_path / "pca_digits.py").write_text(m.group(1))
+    reg = Registry().discover(tmp_path, use_entry_points=False)
+    assert not reg.errors, reg.errors
+    name = next(n for n in reg.names() if n.startswith("example/"))
+    model = reg.get(name)
+    z = model.sample(4, seed=0)
+    x = model.decode(z)
+    assert x.shape == (4, model.channels, model.image_size, model.image_size)
+    assert torch.allclose(model.encode(x), z, atol=1e-4)  # its encoder inverts its decoder
