@@ -76,6 +76,10 @@ class LatentModel(ABC):
         """ProjectionConfig fields this model projects best with (learning rate, noise...)."""
         return {}
 
+    def directions(self) -> list:
+        """Named latent directions shipped with the model (``core.directions.Direction``), e.g. age, gender."""
+        return []
+
     def datasets(self) -> dict[str, Callable[[], LatentDataset]]:
         """Labelled latent sets for the latent map, by name (built lazily).
 

@@ -6,14 +6,14 @@ import sys
 
 import gradio as gr
 
-from demos import interpolation, latent_map, models_tab, projection
+from demos import family, interpolation, latent_map, models_tab, projection
 from demos.common import AppContext
 from plugins.registry import Registry
 
 TITLE = "Latent Lab"
 INTRO = (
     "# Latent Lab\nExplore the latent spaces of generative models: **project** an image into a model, **interpolate** "
-    "between two images or samples, and **map** a whole dataset. Every output is captioned with the model that made it "
+    "between two images or samples, blend two parents into a **family**, and **map** a whole dataset. Every output is captioned with the model that made it "
     "and its licence."
 )
 HEAVY_EVENTS = "heavy"
@@ -29,7 +29,7 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -
             with gr.Tab("Interpolation", id="interpolation"):
                 interpolation.build(ctx)
             with gr.Tab("Family", id="family"):
-                gr.Markdown("The Family tab (blend two parents' faces into children) arrives with the face GAN backend.")
+                family.build(ctx, demo)
             with gr.Tab("Latent map", id="latent_map"):
                 latent_map.build(ctx, demo)
             with gr.Tab("Models", id="models"):

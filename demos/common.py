@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import shutil
 import threading
+import types
 import uuid
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,22 +22,24 @@ from gradio.data_classes import FileData
 from plugins.registry import Registry
 
 
-class ImageUpload(gr.Image):
-    """gr.Image that hands the raw upload path to our own decoder.
+def _raw_path(self: gr.Image, payload: FileData | None) -> str | None:
+    if payload is None:
+        return None
+    if payload.path is None:
+        raise gr.Error("The image did not arrive; please upload it again.")
+    return payload.path
+
+
+def ImageUpload(**kwargs) -> gr.Image:  # noqa: N802 - used like a component class
+    """A gr.Image whose handler receives the raw upload path, decoded by our own code.
 
     Stock gr.Image opens every upload with PIL before our code runs, so a
     non-image or a decompression bomb fails there with a message the user
     never sees; ``core.image_input.load_image`` explains each case instead.
     """
-
-    is_template = True  # render with the stock Image front end
-
-    def preprocess(self, payload: FileData | None) -> str | None:
-        if payload is None:
-            return None
-        if payload.path is None:
-            raise gr.Error("The image did not arrive; please upload it again.")
-        return payload.path
+    image = gr.Image(type="filepath", **{k: v for k, v in kwargs.items() if k != "type"})
+    image.preprocess = types.MethodType(_raw_path, image)
+    return image
 
 
 @dataclass
@@ -47,6 +50,7 @@ class AppContext:
     _sessions: dict[str, Path] = field(default_factory=dict)
     _uploads: dict[str, set[str]] = field(default_factory=dict)
     _lock: threading.Lock = field(default_factory=threading.Lock)
+    _caches: dict[str, dict] = field(default_factory=dict)
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _maps: Any = None
 
@@ -74,10 +78,16 @@ class AppContext:
             with self._lock:
                 self._uploads.setdefault(_session_key(request), set()).add(path)
 
+    def session_cache(self, request: gr.Request | None) -> dict:
+        """In-memory values of one session (e.g. parents' projections); dropped when it ends."""
+        with self._lock:
+            return self._caches.setdefault(_session_key(request), {})
+
     def end_session(self, request: gr.Request | None) -> None:
-        """Delete this session's uploads and outputs (called when the browser tab closes)."""
+        """Delete this session's uploads, outputs and cached values (called when the browser tab closes)."""
         key = _session_key(request)
         with self._lock:
+            self._caches.pop(key, None)
             folder = self._sessions.pop(key, None)
             uploads = self._uploads.pop(key, set())
         if folder is not None:

@@ -1,17 +1,30 @@
-"""Find a face in a photo and align it the way FFHQ was aligned."""
+"""Find a face in a photo and align it the way FFHQ was aligned.
+
+Transform size: FFHQ resamples its crop square at 4096 px and then shrinks it
+to the output. ``align_face`` resamples at ``min(4096, max(4 * output, 1024))``
+instead: the photo is first reduced so the square is at most ~4x the output
+(FFHQ's own shrink step), so a 4x supersampled transform already sees every
+source pixel. Measured on London (bench/alignment.py): 57 dB PSNR against the
+4096 px result at 256 px output and 56 dB at 1024 px output (differences of
+under one grey level), 7-10x faster (0.12 vs 0.84 s at 256 px output).
+"""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import numpy as np
 from PIL import Image
 
-from core.faces.align import FivePoints, align_ffhq
-from core.faces.detect import Face, FaceDetector, default_detector
+from core.faces.align import FivePoints, align_ffhq, ffhq_quad, to_aligned
+from core.faces.detect import LANDMARK_LICENCE, Face, FaceDetector, default_detector
 
 # Below this eye-to-eye distance (pixels in the photo) the aligned crop is
 # upsampled so much that it turns blurry.
 SMALL_FACE_EYE_DISTANCE = 30.0
+# Below this HOG score the "face" may be something else (see detect.py).
+UNSURE_SCORE = 0.5
+MAX_OUTPUT_SIZE = 4096
 
 
 class NoFaceError(ValueError):
@@ -20,10 +33,16 @@ class NoFaceError(ValueError):
 
 @dataclass
 class AlignedFace:
-    image: Image.Image
-    face: Face
+    image: Image.Image  # RGB, output_size x output_size
+    face: Face  # the face used, in the photo's pixels
     faces_found: int
     warnings: list[str] = field(default_factory=list)
+    quad: np.ndarray | None = None  # (4, 2) corners of the FFHQ crop square in the photo (top-left, bottom-left, ...)
+
+
+def transform_size_for(output_size: int) -> int:
+    """The supersampling size ``align_face`` uses (see the module docstring)."""
+    return min(MAX_OUTPUT_SIZE, max(4 * output_size, 1024, output_size))
 
 
 def align_face(
@@ -35,8 +54,14 @@ def align_face(
     """Detect the largest face in ``image`` and return its FFHQ-aligned crop.
 
     Raises :class:`NoFaceError` when no face is found (never returns a crop of
-    the background). Several faces or a small face add a warning.
+    the background). Several faces, a small face, a turned photo or an unsure
+    detection add a warning (a plain sentence for the user).
     """
+    if not isinstance(image, Image.Image):
+        raise TypeError(f"align_face needs a PIL image, got {type(image).__name__}.")
+    if not 1 <= int(output_size) <= MAX_OUTPUT_SIZE:
+        raise ValueError(f"The aligned size must be between 1 and {MAX_OUTPUT_SIZE} pixels, got {output_size}.")
+    output_size = int(output_size)
     detector = detector or default_detector()
     faces = detector.detect(image)
     if not faces:
@@ -53,9 +78,26 @@ def align_face(
             f"The face is small ({eyes:.0f} px between the eyes); the aligned crop will be blurry. "
             "A closer photo gives a better result."
         )
-    size = transform_size or max(4 * output_size, 1024)
-    crop = align_ffhq(image, face.points, output_size=output_size, transform_size=min(size, 4096))
-    return AlignedFace(crop, face, len(faces), warnings)
+    if face.angle % 360:
+        warnings.append(f"The face was found after turning the photo by {face.angle:g} degrees.")
+    if face.score < UNSURE_SCORE:
+        warnings.append("The face was hard to detect; check that the aligned crop really shows it.")
+    ts = transform_size or transform_size_for(output_size)
+    crop = align_ffhq(image, face.points, output_size=output_size, transform_size=ts)
+    return AlignedFace(crop, face, len(faces), warnings, ffhq_quad(face.points)[0])
 
 
-__all__ = ["AlignedFace", "Face", "FaceDetector", "FivePoints", "NoFaceError", "align_face", "align_ffhq", "default_detector"]
+__all__ = [
+    "LANDMARK_LICENCE",
+    "AlignedFace",
+    "Face",
+    "FaceDetector",
+    "FivePoints",
+    "NoFaceError",
+    "align_face",
+    "align_ffhq",
+    "default_detector",
+    "ffhq_quad",
+    "to_aligned",
+    "transform_size_for",
+]
