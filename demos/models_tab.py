@@ -1,4 +1,4 @@
-"""Models tab: every model with its status and licence, plugin errors, and local checkpoints."""
+"""Models tab: every model with its status and licence, plugin errors, and the user's own checkpoints."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ def table(ctx: AppContext) -> list[list[str]]:
     for name in ctx.registry.names():
         card = ctx.registry.entry(name).card
         licence = card.licence + ("" if card.commercial_use else " (non-commercial)")
-        rows.append([name, card.title, ctx.registry.status(name), f"{card.resolution}px", licence, card.source])
+        rows.append([name, card.title, ctx.registry.status(name), f"{card.resolution}px" if card.resolution else "?", licence, card.source])
     return rows
 
 
@@ -29,5 +29,35 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                           interactive=False, wrap=True, elem_id="models_table")
     errors = gr.Markdown(errors_markdown(ctx), elem_id="models_errors")
     refresh = gr.Button("Refresh", size="sm", elem_id="models_refresh")
+    with gr.Accordion("Add your own StyleGAN2 / StyleGAN3 network pickle (.pkl)", open=False):
+        gr.Markdown("NVIDIA-format pickles are read by a restricted loader: no code stored in the file ever runs. "
+                    "Tampered or unknown files are refused. The checkpoint's own licence applies to its outputs.")
+        with gr.Row():
+            upload = gr.File(label="Upload a .pkl", file_types=[".pkl"], elem_id="models_pkl_upload")
+            local_path = gr.Textbox(label="…or a path on the server", placeholder="/data/models/network-snapshot.pkl",
+                                    elem_id="models_pkl_path")
+        with gr.Row():
+            title = gr.Textbox(label="Display name (optional)", elem_id="models_pkl_title")
+            faces = gr.Checkbox(False, label="It is a face model (offer it in the Family tab)", elem_id="models_pkl_faces")
+        add = gr.Button("Add model", elem_id="models_pkl_add")
+        added = gr.Markdown("", elem_id="models_pkl_status")
+
+    def add_pickle(file_path, path_text, title_text, is_face, progress=gr.Progress()):
+        from plugins.stylegan import register_local_pickle
+
+        src = file_path or (path_text or "").strip()
+        if not src:
+            raise gr.Error("Upload a .pkl file or type its path first.")
+        progress(0.1, desc="checking the pickle (nothing in it is executed)")
+        try:
+            name = register_local_pickle(src, ctx.registry, title=(title_text or None), tags=("faces",) if is_face else (),
+                                         copy=bool(file_path))
+        except (ValueError, OSError) as e:
+            raise gr.Error(str(e)) from e
+        note = f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in every model list."
+        dropdowns = [gr.update(choices=ctx.choices("faces" if "family" in (d.elem_id or "") else None)) for d in ctx.model_dropdowns]
+        return (note, table(ctx), *dropdowns)
+
     refresh.click(lambda: (table(ctx), errors_markdown(ctx)), None, [models, errors], api_name="models")
     demo.load(lambda: (table(ctx), errors_markdown(ctx)), None, [models, errors], api_name="models_on_load", show_progress="hidden")
+    add.click(add_pickle, [upload, local_path, title, faces], [added, models, *ctx.model_dropdowns], api_name="add_pickle")

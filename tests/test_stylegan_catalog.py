@@ -44,7 +44,10 @@ REQUIRED = {
     "stylegan2/metfaces-1024": "stylegan2-metfaces-1024x1024.pkl",
 }
 HOSTS = {"api.ngc.nvidia.com", "nvlabs-fi-cdn.nvidia.com"}
-LICENCE_URLS = {"https://github.com/NVlabs/stylegan3/blob/main/LICENSE.txt", "https://nvlabs.github.io/stylegan2-ada-pytorch/license.html"}
+LICENCE_URLS = {
+    "https://github.com/NVlabs/stylegan3/blob/main/LICENSE.txt",
+    "https://nvlabs.github.io/stylegan2-ada-pytorch/license.html",
+}
 
 
 @pytest.fixture
@@ -177,7 +180,9 @@ def test_entry_download_fetches_into_the_cache_with_progress(cache):
     data = shared_path("fixtures", "stylegan", "ada_r32.pkl").read_bytes()
     httpd = _local_server(data)
     try:
-        c = Checkpoint("stylegan2/test-32", "stylegan2", f"http://127.0.0.1:{httpd.server_address[1]}/t.pkl", 32, "ffhq", "stylegan3")
+        c = Checkpoint(
+            "stylegan2/test-32", "stylegan2", f"http://127.0.0.1:{httpd.server_address[1]}/t.pkl", 32, "ffhq", "stylegan3"
+        )
         entry = catalog_entry(c)
         assert entry.status() == "not downloaded"
         calls = []
@@ -212,11 +217,15 @@ def test_uploaded_pickle_is_copied_and_listed_at_the_next_start(cache, tmp_path)
     upload = tmp_path / "upload.pkl"
     shutil.copyfile(shared_path("fixtures", "stylegan", "ada_r32.pkl"), upload)
     reg = Registry()
-    name = register_local_pickle(upload, reg, verify=check_pickle_stream)
-    assert name in reg.entries and register_local_pickle(upload, reg, verify=check_pickle_stream) == name  # twice: same entry, no error
+    name = register_local_pickle(upload, reg, title="My faces", tags=("faces",), verify=check_pickle_stream)
+    assert name in reg.entries
+    assert register_local_pickle(upload, reg, verify=check_pickle_stream) == name  # twice: same entry, no error
+    assert name in reg.names(tag="faces") and reg.entry(name).card.title == "My faces"
     upload.unlink()  # the upload's temporary file goes away
     assert reg.status(name) == "ready"
-    assert name in [e.name for e in get_models()]
+    relisted = {e.name: e for e in get_models()}[name]  # the next start
+    assert relisted.card.title == "My faces" and "faces" in relisted.tags and relisted.status() == "ready"
+    assert not list((cache / "stylegan" / "local").glob("*.part"))
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="the StyleGAN loader / model are not written yet")
@@ -224,15 +233,30 @@ def test_downloaded_checkpoint_loads_as_a_latent_model(cache):
     data = shared_path("fixtures", "stylegan", "ada_r32.pkl").read_bytes()
     httpd = _local_server(data)
     try:
-        c = Checkpoint("stylegan2/test-32", "stylegan2", f"http://127.0.0.1:{httpd.server_address[1]}/t.pkl", 32, "ffhq", "stylegan3")
+        c = Checkpoint(
+            "stylegan2/test-32", "stylegan2", f"http://127.0.0.1:{httpd.server_address[1]}/t.pkl", 32, "ffhq", "stylegan3"
+        )
         entry = catalog_entry(c)
-        entry.download()
+        entry.download()  # verified by the safe loader
         model = entry.load()
         assert model.card.name == c.name and model.image_size == 32
-        assert tuple(model.generate(model.sample(2, seed=0, space="w"), "w").shape) == (2, 3, 32, 32)
+        w = model.sample(2, seed=0, space="w")
+        images = model.generate(w, "w")
+        assert tuple(images.shape) == (2, 3, 32, 32)
     finally:
         httpd.shutdown()
         httpd.server_close()
+    # The user deletes the pickle: the safetensors copy made at the first load still serves.
+    checkpoint_path(c).unlink()
+    assert entry.status() == "ready"
+    again = entry.load()
+    assert (again.generate(w, "w") - images).abs().max().item() == 0.0
+    # ...until that copy goes too.
+    for folder in (cache / "stylegan").glob("*-v*"):
+        shutil.rmtree(folder)
+    assert entry.status() == "not downloaded"
+    with pytest.raises(NotDownloadedError):
+        entry.load()
 
 
 @pytest.mark.skipif(not HAVE_MODEL, reason="the StyleGAN loader / model are not written yet")
@@ -244,3 +268,24 @@ def test_tampered_local_pickle_is_refused(cache, tmp_path, monkeypatch):
         register_local_pickle(shared_path("fixtures", "stylegan", "tamper_global_system.pkl"), reg)
     assert not reg.entries and not marker.exists()
     assert not list((cache / "stylegan" / "local").glob("*.pkl"))
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="the StyleGAN loader / model are not written yet")
+def test_local_pickle_loads_through_the_registry(cache, tmp_path):
+    src = tmp_path / "mine.pkl"
+    shutil.copyfile(shared_path("fixtures", "stylegan", "sg3_r_r32.pkl"), src)
+    reg = Registry()
+    name = register_local_pickle(src, reg, copy=False)  # verified by the safe loader
+    entry = reg.entry(name)
+    assert entry.card.resolution == 32 and entry.status() == "ready"
+    model = reg.get(name)
+    assert model.image_size == 32 and model.card is entry.card
+
+
+@pytest.mark.skipif(not HAVE_MODEL, reason="the StyleGAN loader / model are not written yet")
+def test_wrong_file_placed_by_hand_is_named_as_such(cache):
+    c = checkpoint("stylegan2/ffhq-256")
+    shutil.copyfile(shared_path("fixtures", "stylegan", "ada_r32.pkl"), checkpoint_path(c))
+    assert catalog_entry(c).status() == "ready"
+    with pytest.raises(ValueError, match=r"holds a 32 px generator, but stylegan2/ffhq-256 is 256 px"):
+        catalog_entry(c).load()

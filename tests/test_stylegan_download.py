@@ -50,7 +50,8 @@ class Handler(http.server.BaseHTTPRequestHandler):
             return
         start = 0
         rng = self.headers.get("Range")
-        if rng and mode != "ignore_range" and (self.headers.get("If-Range") in (None, etag)):
+        if_range_ok = mode == "no_if_range" or self.headers.get("If-Range") in (None, etag)
+        if rng and mode != "ignore_range" and if_range_ok:
             start = int(rng.removeprefix("bytes=").split("-")[0])
             if start >= len(data):
                 self.send_response(416)
@@ -222,6 +223,19 @@ def test_file_changed_on_server_is_not_glued_to_an_old_prefix(server, cache, pkl
     assert dest.read_bytes() == new
 
 
+def test_changed_file_is_detected_by_its_size_when_the_server_ignores_if_range(server, cache, pkl_bytes):
+    server.routes["/net.pkl"] = {"mode": "truncate", "data": pkl_bytes}
+    dest = _dest(cache)
+    with pytest.raises(DownloadError):
+        _fetch(server, dest, retries=0)
+    new = shared_path("fixtures", "stylegan", "sg3_r_r32.pkl").read_bytes()
+    assert len(new) != len(pkl_bytes)
+    server.routes["/net.pkl"] = {"mode": "no_if_range", "data": new, "etag": '"new"'}
+    _fetch(server, dest)
+    assert [r["range"] for r in server.log[-2:]] == [f"bytes={CUT_AT}-", None]  # tail refused, whole file fetched
+    assert dest.read_bytes() == new
+
+
 def test_html_page_with_200_is_refused_and_nothing_is_kept(server, cache):
     page = b"<!DOCTYPE html><html><body>Please log in</body></html>" * 50
     server.routes["/net.pkl"] = {"mode": "normal", "data": page, "type": "text/html"}
@@ -249,11 +263,27 @@ def test_verifier_that_cannot_run_keeps_the_complete_part(server, cache, pkl_byt
     def missing(path):
         raise ImportError("no loader")
 
-    with pytest.raises(DownloadError, match="cannot be checked"):
+    with pytest.raises(DownloadError, match="could not be checked"):
         _fetch(server, dest, verify=missing)
     assert part_path(dest).read_bytes() == pkl_bytes and not dest.exists()
     _fetch(server, dest)  # complete already: verified and renamed without another request
     assert len(server.log) == 1 and dest.read_bytes() == pkl_bytes
+
+
+def test_unwritable_cache_gives_a_plain_message(server, cache, pkl_bytes, monkeypatch):
+    server.routes["/net.pkl"] = {"mode": "normal", "data": pkl_bytes}
+    dest = _dest(cache)
+    real_open = open
+
+    def full_disk(file, mode="r", *args, **kwargs):
+        if str(file).endswith(".part") and "b" in mode and ("w" in mode or "a" in mode):
+            raise OSError(28, "No space left on device")
+        return real_open(file, mode, *args, **kwargs)
+
+    monkeypatch.setattr("builtins.open", full_disk)
+    with pytest.raises(DownloadError, match="No space left on device"):
+        _fetch(server, dest)
+    assert not dest.exists()
 
 
 def test_404_gives_a_clear_message(server, cache):
