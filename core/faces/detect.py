@@ -5,12 +5,14 @@ dataset itself was aligned with. The predictor weights ship inside the PyPI
 package ``face-recognition-models`` (no download at run time); its licence
 excludes commercial use, which the model cards say.
 
-Speed: HOG runs on a copy resized to ``detect_side`` pixels (its cost grows
-with the pixel count, and faces worth aligning are large enough there); the
+Speed: HOG runs on a copy resized to about ``detect_side``² pixels (its cost
+grows with the pixel count, and faces worth aligning are large enough there); the
 landmarks are fitted on the full-resolution photo, on a patch around the face.
-Robustness: HOG only finds roughly upright faces, so when the upright photo has
-none, turned copies are searched (a sideways or upside-down photo, a tilted
-selfie) and the landmarks are mapped back to the photo's own pixels.
+Robustness: HOG only finds roughly upright faces, so when the upright photo shows
+no clear face, turned copies are searched (a sideways or upside-down photo, a
+strongly tilted selfie) and the clearest orientation wins; a tilted head gets a
+second landmark fit on a levelled copy. Landmarks are always mapped back to the
+photo's own pixels.
 """
 
 from __future__ import annotations
@@ -37,11 +39,12 @@ DEFAULT_TURNS = (90.0, 270.0, 180.0)
 DEFAULT_TILTS = (30.0, -30.0)
 # HOG scores measured on the London set, selfies and test photos (bench/alignment.py): clear
 # upright faces score 1.0-3.0; upside-down or sideways faces that HOG still "finds" score
-# below 0.4; faces in a dim group photo 0.1-0.7; false alarms on a badge 0.06-0.13.
+# below 0.4; dark-skinned faces in a dim group photo 0.1-0.7; false alarms on a badge 0.06-0.13.
 SURE_SCORE = 1.0  # an upright face this clear ends the search
 TURN_MARGIN = 0.5  # a turned copy wins only if its best face scores this much higher
 RELATIVE_SCORE = 1.0  # faces scoring this much below the best one are treated as false alarms
 ROLL_REFIT = 10.0  # degrees of head roll beyond which landmarks are fitted again on a levelled copy
+LANDMARK_MAX_SIDE = 800.0  # px: larger faces are fitted on a reduced patch (London faces are ~500 px)
 
 
 @dataclass(frozen=True)
@@ -84,11 +87,13 @@ def predictor_path() -> Path:
 class FaceDetector:
     """dlib HOG detector + 68-point predictor.
 
-    ``detect_side``: HOG searches a copy whose longer side is this many pixels
-    (small photos are enlarged at most ``max_upscale`` times). HOG's window is
-    80 px, so it finds faces down to ``80 / detect_side`` of the photo's longer
-    side (``upsample`` halves that again, at 4x the time). ``min_score`` is the
-    HOG threshold (0 = dlib's default). Thread-safe: dlib calls are serialised.
+    ``detect_side``: HOG searches a copy of about ``detect_side``² pixels (its
+    cost grows with the pixel count; a panorama keeps the same budget as a
+    square photo). Small photos are enlarged at most ``max_upscale`` times.
+    HOG's window is 80 px, so in a square photo it finds faces down to
+    ``80 / detect_side`` of the side (``upsample`` halves that, at 4x the time).
+    ``min_score`` is the HOG threshold (0 = dlib's default). The defaults were
+    chosen on evidence (bench/alignment.py). Thread-safe: dlib calls are serialised.
     """
 
     def __init__(
@@ -98,7 +103,7 @@ class FaceDetector:
         min_score: float = 0.0,
         turns: Sequence[float] = DEFAULT_TURNS,
         tilts: Sequence[float] = DEFAULT_TILTS,
-        max_upscale: float = 2.0,
+        max_upscale: float = 4.0,
         sure_score: float = SURE_SCORE,
         turn_margin: float = TURN_MARGIN,
         relative_score: float = RELATIVE_SCORE,
@@ -133,17 +138,18 @@ class FaceDetector:
         is not enough). Faces much less clear than the best are dropped as
         false alarms (``relative_score``).
         """
-        rgb = image.convert("RGB")
+        rgb = image if image.mode == "RGB" else image.convert("RGB")
         if min(rgb.size) < 1:
             raise ValueError("The image is empty (0 pixels wide or high).")
-        faces = self.detect_at(rgb, 0.0)
+        small = self._detection_copy(rgb)
+        faces = self.detect_at(rgb, 0.0, small)
         for group in (self.turns, self.tilts):
             if _best(faces) >= self.sure_score:
                 break
             if group is self.tilts and faces:
                 break  # tilted copies only when nothing at all was found
             for angle in group:
-                turned = self.detect_at(rgb, angle)
+                turned = self.detect_at(rgb, angle, small)
                 if _best(turned) > _best(faces) + (self.turn_margin if faces else 0.0):
                     faces = turned
         if faces:
@@ -151,13 +157,21 @@ class FaceDetector:
             faces = [f for f in faces if f.score >= floor]
         return faces
 
-    def detect_at(self, rgb: Image.Image, angle: float = 0.0) -> list[Face]:
-        """Faces in ``rgb`` (RGB) turned ``angle`` degrees counter-clockwise, largest first."""
+    def _detection_copy(self, rgb: Image.Image) -> Image.Image:
+        """The photo resized to about ``detect_side``² pixels (no more than ``max_upscale`` times larger)."""
         w, h = rgb.size
-        scale = min(self.detect_side / max(w, h), self.max_upscale)
-        sw, sh = max(1, round(w * scale)), max(1, round(h * scale))
-        small = rgb if (sw, sh) == (w, h) else rgb.resize((sw, sh), Image.BILINEAR)
-        to_det = g.scaling(sw / w, sh / h)  # photo -> detection copy
+        scale = min(self.detect_side / np.sqrt(w * h), self.max_upscale)
+        size = (max(1, round(w * scale)), max(1, round(h * scale)))
+        # reducing_gap: a fast box reduction first when shrinking a big photo a lot.
+        return rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR, reducing_gap=3.0)
+
+    def detect_at(self, rgb: Image.Image, angle: float = 0.0, small: Image.Image | None = None) -> list[Face]:
+        """Faces in ``rgb`` (RGB) turned ``angle`` degrees counter-clockwise, largest first.
+
+        ``small``: the detection copy from an earlier call on the same photo (saves resizing again).
+        """
+        small = self._detection_copy(rgb) if small is None else small
+        to_det = g.scaling(small.width / rgb.width, small.height / rgb.height)  # photo -> detection copy
         if angle % 360:
             rot, size = g.rotation(angle, small.size)
             small = g.warp(small, rot, size)
@@ -185,28 +199,34 @@ class FaceDetector:
         """The 68 points of the face whose detection square (``centre``, ``side``: photo pixels,
         continuous coordinates) is upright after turning the photo ``angle`` degrees counter-clockwise.
 
-        Fitted on the full-resolution photo: a patch twice the face's size is cut
-        (and turned) around it, as the predictor never looks further out.
+        Fitted at full resolution on a patch twice the face's size (the predictor
+        never looks further out); faces over ``LANDMARK_MAX_SIDE`` px are fitted
+        on a reduced patch, as more pixels no longer make the points better.
         """
-        n = int(np.ceil(2 * side))
+        f = min(1.0, LANDMARK_MAX_SIDE / side)  # patch pixels per photo pixel
+        n = int(np.ceil(2 * side * f))
+        to_frame = g.rotation(angle, rgb.size)[0] if angle % 360 else np.eye(3)
+        c = g.apply(to_frame, np.asarray(centre, dtype=np.float64)[None])[0]
+        x0, y0 = np.floor(c - side).astype(int)
+        if angle % 360 == 0:
+            x0, y0 = max(x0, 0), max(y0, 0)
+        to_patch = g.scaling(f, f) @ g.translation(-x0, -y0) @ to_frame
         if angle % 360:
-            to_frame = g.rotation(angle, rgb.size)[0]
-            c = g.apply(to_frame, centre[None])[0]
-            x0, y0 = np.floor(c - side).astype(int)
-            patch = g.warp(rgb, g.translation(-x0, -y0) @ to_frame, (n, n))
-            patch_to_photo = np.linalg.inv(to_frame) @ g.translation(x0, y0)
+            patch = g.warp(rgb, to_patch, (n, n))
         else:
-            c = np.asarray(centre, dtype=np.float64)
-            x0, y0 = np.maximum(np.floor(c - side).astype(int), 0)
-            patch = rgb.crop((x0, y0, min(x0 + n, rgb.width), min(y0 + n, rgb.height)))
-            patch_to_photo = g.translation(x0, y0)
-        lo = c - side / 2 - [x0, y0]
-        box = self._dlib.rectangle(*(int(round(v)) for v in lo), *(int(round(v + side)) - 1 for v in lo))
+            x1, y1 = min(x0 + int(np.ceil(2 * side)), rgb.width), min(y0 + int(np.ceil(2 * side)), rgb.height)
+            patch = rgb.crop((x0, y0, x1, y1))
+            if f < 1:
+                size = (max(1, round((x1 - x0) * f)), max(1, round((y1 - y0) * f)))
+                patch = patch.resize(size, Image.BILINEAR, reducing_gap=3.0)
+                to_patch = g.scaling(size[0] / (x1 - x0), size[1] / (y1 - y0)) @ g.translation(-x0, -y0)
+        lo = g.apply(to_patch, np.asarray(centre, dtype=np.float64)[None])[0] - side * f / 2
+        box = self._dlib.rectangle(*(int(round(v)) for v in lo), *(int(round(v + side * f)) - 1 for v in lo))
         arr = np.ascontiguousarray(np.asarray(patch))
         with self._lock:
             shape = self._predictor(arr, box)
         lm = np.array([(p.x, p.y) for p in shape.parts()], dtype=np.float64)
-        return g.to_index(g.apply(patch_to_photo, g.from_index(lm)))
+        return g.to_index(g.apply(np.linalg.inv(to_patch), g.from_index(lm)))
 
 
 def _best(faces: list[Face]) -> float:
