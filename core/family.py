@@ -30,7 +30,7 @@ DISCLAIMER = "A child image is a latent-space blend of the two parents' photos, 
 class ChildSettings:
     gene_weight: float = 0.5  # 0 = all father, 1 = all mother (layers set to "blend")
     dominance: dict[str, str] = field(default_factory=dict)  # layer group -> blend / father / mother
-    attributes: dict[str, float] = field(default_factory=dict)  # direction name -> amount
+    attributes: dict[str, float] = field(default_factory=dict)  # direction name -> amount, in std of the data along it
     variation: float = 0.0  # 0 = the pure blend; ~0.3 = siblings that clearly differ
     seed: int = 0
     children: int = 4
@@ -84,7 +84,8 @@ def make_children(
             continue
         if name not in by_name:
             raise ValueError(f"No '{name}' direction for {model.card.title}; available: {', '.join(by_name) or 'none'}.")
-        children = apply_direction(children, by_name[name], float(amount))
+        d = by_name[name]
+        children = apply_direction(children, d, float(amount) * d.std)  # amounts are in std of the data along d
     return children
 
 
