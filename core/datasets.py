@@ -40,6 +40,6 @@ def sample_dataset(model, n: int = 1000, seed: int = 0, space: str | None = None
     with torch.no_grad():
         lat = model.sample(n, seed=seed, space=space).cpu().numpy()
     return LatentDataset(
-        f"samples ({n}, seed {seed})", lat, space, {"sample": np.arange(n).astype(str)},
+        f"samples ({n}, seed {seed})", lat, space, {},
         f"{n} random samples of {model.card.title} in space '{space}' (no labels).",
     )

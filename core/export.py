@@ -51,9 +51,16 @@ def save_frames(frames: Sequence[Image.Image], folder: str | os.PathLike, prefix
     return paths
 
 
-def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 12, loop: bool = True, boomerang: bool = False) -> Path:
-    """Animated GIF; ``boomerang`` plays forward then back for a seamless loop."""
+def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float = 12, loop: bool = True, boomerang: bool = False,
+             min_side: int = 0) -> Path:
+    """Animated GIF; ``boomerang`` plays forward then back for a seamless loop.
+
+    Frames smaller than ``min_side`` are enlarged by an integer factor (nearest neighbour).
+    """
     seq = _sequence(frames, boomerang)
+    if min_side and min(seq[0].size) < min_side:
+        k = -(-min_side // min(seq[0].size))
+        seq = [f.resize((f.size[0] * k, f.size[1] * k), Image.NEAREST) for f in seq]
     path = Path(path)
     seq[0].save(path, save_all=True, append_images=seq[1:], duration=max(20, round(1000 / fps)), loop=0 if loop else 1, optimize=False)
     return path

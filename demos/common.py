@@ -68,7 +68,12 @@ class AppContext:
     def new_file(self, request: gr.Request | None, suffix: str, stem: str = "out") -> Path:
         return self.session_dir(request) / f"{stem}_{uuid.uuid4().hex[:10]}{suffix}"
 
-    def save_image(self, request: gr.Request | None, image, stem: str = "image") -> str:
+    def save_image(self, request: gr.Request | None, image, stem: str = "image", min_side: int = 0) -> str:
+        """Save a PIL image in the session folder; ``min_side`` upscales small images for display
+        (nearest neighbour, so an 8x8 digit shows its real pixels)."""
+        if min_side and min(image.size) < min_side:
+            k = -(-min_side // min(image.size))
+            image = image.resize((image.size[0] * k, image.size[1] * k), 0)
         path = self.new_file(request, ".png", stem)
         image.save(path)
         return str(path)

@@ -77,7 +77,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 continue
             crop, warnings = aligned(name, path, who, request)
             notes += warnings
-            out.append(ctx.save_image(request, crop, f"{who}_crop"))
+            out.append(ctx.save_image(request, crop, f"{who}_crop", min_side=256))
         for w in notes:
             gr.Warning(w)
         return out[0], out[1], "\n".join(f"- {w}" for w in notes)
@@ -120,7 +120,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 yield gr.update(), gr.update(), f"Projecting the {tag}: step {payload.step}/{payload.steps}, PSNR {payload.psnr:.1f} dB"
                 continue
             m, space, _, _, res = payload
-            imgs = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection") for w in ("father", "mother")]
+            imgs = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection", min_side=256) for w in ("father", "mother")]
             yield (imgs[0], imgs[1], f"Both parents projected into **{space}** of {m.card.title} "
                    f"(PSNR father {res['father'][1]:.1f} dB, mother {res['mother'][1]:.1f} dB).")
 
@@ -159,7 +159,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             npz = save_latent(ctx.new_file(request, ".npz", f"child{i}"), z[None], model=name, space=space,
                               gene_weight=settings.gene_weight, dominance=settings.dominance, attributes=settings.attributes,
                               variation=settings.variation, seed=settings.seed, index=i, licence=m.card.licence, note=DISCLAIMER)
-            gallery.append((png, f"child #{i} · {label}"))
+            gallery.append((ctx.save_image(request, img, f"child{i}_view", min_side=256), f"child #{i} · {label}"))
             out += [png, str(npz)]
         yield gallery, out, f"{len(images)} children. _{label}. {DISCLAIMER}_"
 

@@ -87,7 +87,9 @@ def build(ctx: AppContext) -> None:
         frames_pil = to_pil(m.generate(latents, space_name))
         label = caption(ctx, name)
         paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames_pil)]
-        gif_path = save_gif(frames_pil, ctx.new_file(request, ".gif", "interpolation"), fps=fps_value, boomerang=loop)
+        views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames_pil)]
+        gif_path = save_gif(frames_pil, ctx.new_file(request, ".gif", "interpolation"), fps=fps_value, boomerang=loop,
+                           min_side=256)
         mp4_path = save_mp4(frames_pil, ctx.new_file(request, ".mp4", "interpolation"), fps=fps_value, boomerang=loop)
         zip_path = ctx.new_file(request, ".zip", "frames")
         with zipfile.ZipFile(zip_path, "w") as z:
@@ -97,7 +99,7 @@ def build(ctx: AppContext) -> None:
         npz = save_latent(ctx.new_file(request, ".npz", "latents"), latents, model=name, space=space_name, method=how,
                           mixing=list(groups or []), licence=m.card.licence)
         text = f"{len(frames_pil)} frames in **{space_name}** with **{how}**{' (style mixing: ' + ', '.join(groups) + ')' if groups else ''}.{proj_note}\n\n_{label}_"
-        yield [(p, f"{i}") for i, p in enumerate(paths)], str(gif_path), str(mp4_path), [str(zip_path), str(gif_path), str(mp4_path), str(npz)], text
+        yield [(p, f"{i}") for i, p in enumerate(views)], str(gif_path), str(mp4_path), [str(zip_path), str(gif_path), str(mp4_path), str(npz)], text
 
     event = run.click(interpolate, [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing, steps, align, fps,
                                     boomerang], [gallery, gif, video, files, status], api_name="interpolate",

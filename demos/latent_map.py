@@ -110,7 +110,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
         m = ctx.model(name)
         img = to_pil(m.generate(torch.as_tensor(lat), space))[0]
-        return ctx.save_image(request, img.resize((256, 256), 0) if img.size[0] < 256 else img, "decoded")
+        return ctx.save_image(request, img, "decoded", min_side=256)
 
     def decode_point(name, ds, how, n_dims, by, i, request: gr.Request):
         data = ctx.dataset(name, ds)
@@ -160,7 +160,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         else:
             pics = to_pil(m.generate(torch.as_tensor(data.latents[idx]), data.space))
         label_of = data.labels.get(by) if by else None
-        gallery = [(ctx.save_image(request, p.resize((128, 128), 0) if p.size[0] < 128 else p, "neighbour"),
+        gallery = [(ctx.save_image(request, p, "neighbour", min_side=128),
                     f"#{i} · d={d:.2f}" + (f" · {by}: {label_of[i]}" if label_of is not None else ""))
                    for p, i, d in zip(pics, idx, dist, strict=True)]
         _, lmap, _ = compute(name, ds, how, n_dims, by)

@@ -72,7 +72,7 @@ def build(ctx: AppContext) -> None:
         cfg = ProjectionConfig(**{**m.projection_defaults(space_name), "space": space_name, "steps": int(n_steps),
                                   "init": init_name or "auto", "loss": loss_name or "mse", "seed": int(seed_value or 0)})
         cfg.preview_every = max(1, cfg.steps // 40)
-        target_path = ctx.save_image(request, img, "target")
+        target_path = ctx.save_image(request, img, "target", min_side=256)
         yield target_path, None, f"Projecting into **{space_name}** of {m.card.title}…", None, None
         history = []
         try:
@@ -86,13 +86,13 @@ def build(ctx: AppContext) -> None:
                 text = (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
                         f"start: {ev.init} · space: {ev.space}")
                 if not ev.done:
-                    yield target_path, ctx.save_image(request, recon, "preview"), text, projection_curve(history, ev.loss_name), None
+                    yield target_path, ctx.save_image(request, recon, "preview", min_side=256), text, projection_curve(history, ev.loss_name), None
                     continue
                 npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space,
                                   psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step,
                                   licence=m.card.licence)
                 png = ctx.save_image(request, recon, "reconstruction")
-                yield (target_path, png, f"**Done.** {text}\n\n_{caption(ctx, name)}_", projection_curve(history, ev.loss_name),
+                yield (target_path, ctx.save_image(request, recon, "preview", min_side=256), f"**Done.** {text}\n\n_{caption(ctx, name)}_", projection_curve(history, ev.loss_name),
                        [str(npz), png])
         except ValueError as e:
             raise gr.Error(str(e)) from e

@@ -1,0 +1,214 @@
+"""The app end to end: launched on 127.0.0.1, every api_name called through gradio_client.
+
+Error cases assert the message a user actually sees.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+DIGITS, FACES = "small_ae/digits", "small_ae/faces"
+
+
+@pytest.fixture(scope="module")
+def app(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("app")
+    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
+    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    from demos.app import build_app, launch
+    from plugins.registry import Registry
+
+    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300)
+    launch(demo, block=False)
+    yield demo, tmp
+    demo.close()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    c = Client(app[0].local_url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    d = load_digits().images[10]  # a held-in "0"
+    p = tmp_path_factory.mktemp("img") / "digit.png"
+    Image.fromarray(np.uint8(d * 255 / 16)).resize((32, 32), Image.NEAREST).save(p)
+    return str(p)
+
+
+@pytest.fixture(scope="module")
+def text_file(tmp_path_factory):
+    p = tmp_path_factory.mktemp("bad") / "notes.png"
+    p.write_text("this is not an image at all")
+    return str(p)
+
+
+def _error(call) -> str:
+    with pytest.raises(AppError) as e:
+        call()
+    return str(e.value)
+
+
+# ----- projection ------------------------------------------------------------------------
+def test_project_digit(client, digit_png):
+    target, recon, status, curve, files = client.predict(
+        DIGITS, handle_file(digit_png), "latent", "auto", "mse", 60, False, 0, api_name="/project")
+    assert Image.open(target).size == (8, 8) and Image.open(recon).size == (8, 8)
+    assert "Done" in status and "PSNR" in status
+    psnr = float(status.split("PSNR **")[1].split(" dB")[0])
+    assert psnr > 20
+    npz = next(f for f in files if f.endswith(".npz"))
+    with np.load(npz, allow_pickle=False) as z:
+        assert z["latent"].shape[0] == 1
+        assert '"model": "small_ae/digits"' in str(z["info"])
+
+
+def test_project_streams_previews(client, digit_png):
+    job = client.submit(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 40, False, 0, api_name="/project")
+    outputs = list(job)
+    assert len(outputs) >= 3  # target first, then previews, then the final result
+    assert "Done" in outputs[-1][2]
+
+
+def test_project_errors(client, text_file):
+    assert "not an image" in _error(lambda: client.predict(DIGITS, handle_file(text_file), "latent", "auto", "mse", 5, False, 0,
+                                                           api_name="/project"))
+    assert "Upload the image first" in _error(lambda: client.predict(DIGITS, None, "latent", "auto", "mse", 5, False, 0,
+                                                                     api_name="/project"))
+    msg = _error(lambda: client.predict("stylegan2/ffhq-256", None, "w+", "auto", "mse", 5, False, 0, api_name="/project"))
+    assert "not downloaded yet" in msg
+    assert "Choose a model" in _error(lambda: client.predict(None, None, "latent", "auto", "mse", 5, False, 0, api_name="/project"))
+
+
+def test_model_card_and_spaces(client):
+    card, _ = client.predict(FACES, api_name="/proj_model_card")
+    assert "CC BY 4.0" in card and "London" in card
+    card, _ = client.predict("stylegan2/ffhq-256", api_name="/interp_model_card")
+    assert "non-commercial" in card and "not downloaded" in card
+    client.predict(DIGITS, api_name="/proj_spaces")
+
+
+# ----- interpolation -----------------------------------------------------------------------
+def test_interpolate_seeds(client):
+    gallery, gif, video, files, status = client.predict(
+        DIGITS, "two seeds", 1, 2, None, None, 6, "", "auto", [], 10, False, 8, False, api_name="/interpolate")
+    assert len(gallery) == 6
+    assert Image.open(gif).n_frames == 6
+    assert Path(video["video"] if isinstance(video, dict) else video).stat().st_size > 0
+    assert {Path(f).suffix for f in files} == {".zip", ".gif", ".mp4", ".npz"}
+    assert "lerp" in status
+
+
+def test_interpolate_images_and_errors(client, digit_png, text_file):
+    gallery, *_, status = client.predict(DIGITS, "two images", 0, 0, handle_file(digit_png), handle_file(digit_png), 4, "",
+                                         "slerp", [], 20, False, 8, False, api_name="/interpolate")
+    assert len(gallery) == 4 and "slerp" in status
+    assert "per-layer" in _error(lambda: client.predict(DIGITS, "two seeds", 1, 2, None, None, 4, "", "auto", ["coarse"], 10, False,
+                                                        8, False, api_name="/interpolate"))
+    assert "not an image" in _error(lambda: client.predict(DIGITS, "two images", 0, 0, handle_file(text_file), handle_file(digit_png),
+                                                           4, "", "auto", [], 5, False, 8, False, api_name="/interpolate"))
+
+
+# ----- latent map ------------------------------------------------------------------------------
+def test_latent_map_flow(client, digit_png):
+    datasets = client.predict(DIGITS, api_name="/map_datasets")
+    names = [c[0] if isinstance(c, (list, tuple)) else c for c in datasets["choices"]]
+    ds = next(n for n in names if "train" in n.lower() or "digits" in n.lower())
+    labels = client.predict(DIGITS, ds, api_name="/map_labels")
+    colour = labels["value"]
+    plot, info = client.predict(DIGITS, ds, "pca", 2, colour, api_name="/map")
+    assert "points" in info
+    img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, 5, api_name="/map_decode_point")
+    assert Image.open(img).size[0] >= 8 and "Point #5" in text and idx == 5
+    img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, "7:123456", api_name="/map_click")
+    assert "Point #7" in text
+    img, text = client.predict(DIGITS, ds, "pca", 2, colour, 0.5, -0.5, 0, api_name="/map_decode_xy")
+    assert "inverse PCA" in text
+    gallery, plot = client.predict(DIGITS, ds, "pca", 2, colour, handle_file(digit_png), 5, 10, api_name="/map_neighbours")
+    assert len(gallery) == 5
+    assert "between 0 and" in _error(lambda: client.predict(DIGITS, ds, "pca", 2, colour, 10**6, api_name="/map_decode_point"))
+
+
+# ----- models tab ---------------------------------------------------------------------------------
+def test_models_table_lists_everything(client):
+    table, errors = client.predict(api_name="/models")
+    rows = table["data"]
+    ids = [r[0] for r in rows]
+    assert DIGITS in ids and FACES in ids and "stylegan2/ffhq-256" in ids
+    assert "All plugins loaded" in errors
+
+
+def test_add_pickle_then_project_in_w_plus(client, digit_png):
+    fixture = shared_path("fixtures", "stylegan", "ada_r32.pkl")
+    note, table, *_ = client.predict(None, str(fixture), "Fixture SG2", False, api_name="/add_pickle")
+    assert "Added" in note
+    name = note.split("`")[1]
+    target, recon, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "mse", 5, False, 0,
+                                                         api_name="/project")
+    assert Image.open(recon).size == (32, 32) and "w+" in status
+    bad = shared_path("fixtures", "stylegan", "tamper_global_system.pkl")
+    assert "not a usable StyleGAN network pickle" in _error(lambda: client.predict(None, str(bad), "", False, api_name="/add_pickle"))
+
+
+# ----- family --------------------------------------------------------------------------------------
+def test_family_on_builtin_faces(client):
+    dad = shared_path("data", "faces", "london", "neutral", "001_03.jpg")
+    mum = shared_path("data", "faces", "london", "neutral", "002_03.jpg")
+    fcrop, mcrop, note = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
+    assert Image.open(fcrop).size == (64, 64) or Image.open(fcrop).size[0] >= 64
+    fp, mp, status = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 30, api_name="/family_project")
+    assert "projected" in status
+    args = [FACES, handle_file(str(dad)), handle_file(str(mum)), 30, 0.5, "blend", "blend", "blend", 0.0, 0.0, 0.2, 1, 3]
+    gallery, files, status = client.predict(*args, api_name="/family_children")
+    assert len(gallery) == 3 and "not a prediction" in status
+    assert len([f for f in files if f.endswith(".npz")]) == 3
+    video = client.predict(*args, 0, api_name="/family_morph")
+    assert Path(video["video"] if isinstance(video, dict) else video).stat().st_size > 0
+
+
+def test_family_no_face_message(client):
+    zebra = shared_path("data", "faces", "photos", "singnet_zebra_stripes.jpg")
+    msg = _error(lambda: client.predict(FACES, handle_file(str(zebra)), None, api_name="/family_align"))
+    assert "No face was found" in msg and "ather" in msg
+
+
+# ----- privacy ---------------------------------------------------------------------------------------
+def test_uploads_are_deleted_when_the_session_ends(app, digit_png):
+    import time
+
+    demo, tmp = app
+    c = Client(demo.local_url, verbose=False)
+    c.predict(DIGITS, handle_file(digit_png), "latent", "auto", "mse", 5, False, 0, api_name="/project")
+    ctx = demo.latent_lab
+    uploads = set(ctx._uploads[c.session_hash])
+    folder = ctx._sessions[c.session_hash]
+    assert uploads and all(Path(p).exists() for p in uploads) and any(folder.iterdir())
+    c.close()  # ends the heartbeat: Gradio runs the unload event
+    deadline = time.time() + 20
+    while time.time() < deadline and (folder.exists() or any(Path(p).exists() for p in uploads)):
+        time.sleep(0.2)
+    assert not any(Path(p).exists() for p in uploads), "an upload outlived its session"
+    assert not folder.exists(), "a session's outputs outlived it"
+    assert c.session_hash not in ctx._caches

@@ -1,0 +1,91 @@
+"""One real-browser test: Playwright driving Debian's Chromium against the running app.
+
+Uploads a face in Projection and waits for the result, then clicks a point on
+the latent map (the plotly-click bridge only exists in a browser). Screenshots
+go to $LATENT_LAB_SCREENSHOTS (the README's come from here) or a temp folder.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import shared_path
+
+CHROMIUM = shutil.which("chromium") or "/usr/bin/chromium"
+ARGS = ["--headless", "--no-sandbox", "--disable-gpu", "--disable-background-networking", "--disable-component-update",
+        "--disable-sync", "--no-first-run", "--disable-dev-shm-usage"]
+
+pytestmark = pytest.mark.browser
+
+
+@pytest.fixture(scope="module")
+def browser_app(tmp_path_factory):
+    if not Path(CHROMIUM).exists():
+        pytest.skip("Chromium is not installed (apt-get install chromium); CI installs it")
+    pytest.importorskip("playwright")
+    tmp = tmp_path_factory.mktemp("browser")
+    os.environ.setdefault("GRADIO_TEMP_DIR", str(tmp / "gradio"))
+    from demos.app import build_app, launch
+    from plugins.registry import Registry
+
+    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300)
+    launch(demo, block=False)
+    yield demo
+    demo.close()
+
+
+@pytest.fixture(scope="module")
+def page(browser_app):
+    from playwright.sync_api import sync_playwright
+
+    with sync_playwright() as p:
+        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True, args=ARGS)
+        pg = browser.new_page(viewport={"width": 1400, "height": 1000})
+        pg.goto(browser_app.local_url, wait_until="load")  # not "networkidle": the session heartbeat never idles
+        pg.locator("#proj_run").wait_for(timeout=60_000)
+        yield pg
+        browser.close()
+
+
+def _shots(tmp_path) -> Path:
+    folder = Path(os.environ.get("LATENT_LAB_SCREENSHOTS", tmp_path))
+    folder.mkdir(parents=True, exist_ok=True)
+    return folder
+
+
+def test_projection_in_a_real_browser(page, tmp_path):
+    from playwright.sync_api import expect
+
+    photo = shared_path("data", "faces", "london", "smiling", "010_08.jpg")
+    page.get_by_role("tab", name="Projection").click()
+    page.locator("#proj_model input").first.click()
+    page.get_by_role("option", name="Small AE — London faces", exact=False).first.click()
+    page.locator("#proj_image input[type=file]").set_input_files(str(photo))
+    page.locator("#proj_run").click()
+    status = page.locator("#proj_status")
+    expect(status).to_contain_text("Done", timeout=180_000)
+    expect(status).to_contain_text("PSNR")
+    expect(page.locator("#proj_preview img")).to_be_visible()
+    expect(page.locator("#proj_target img")).to_be_visible()
+    page.screenshot(path=str(_shots(tmp_path) / "projection.png"), full_page=True)
+
+
+def test_latent_map_click_decodes_the_point(page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Latent map").click()
+    page.locator("#map_model input").first.click()
+    page.get_by_role("option", name="Small AE — digits", exact=False).first.click()
+    expect(page.locator("#map_dataset input").first).not_to_have_value("", timeout=30_000)
+    page.locator("#map_run").click()
+    points = page.locator("#map_plot .scatterlayer .points path")
+    expect(points.first).to_be_visible(timeout=60_000)
+    points.nth(3).click(force=True)
+    info = page.locator("#map_decoded_info")
+    expect(info).to_contain_text("Point #", timeout=30_000)
+    expect(page.locator("#map_decoded img")).to_be_visible()
+    page.screenshot(path=str(_shots(tmp_path) / "latent_map.png"), full_page=True)
