@@ -1,0 +1,137 @@
+"""StyleGAN2/3 generators as :class:`core.model.LatentModel` (spaces z, w and w+)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import torch
+
+from core.card import LatentSpace, ModelCard
+from core.model import LatentModel
+
+
+class StyleGANModel(LatentModel):
+    """A generator from :mod:`plugins.stylegan.pickle_loader` / :mod:`plugins.stylegan.weights`.
+
+    Knobs (plain attributes, read at every call): ``truncation_psi`` (1.0 = none) and
+    ``truncation_cutoff`` (None = all layers) for z -> w / w+; ``class_index`` for
+    class-conditional models; ``noise_mode`` ('const', 'random', 'none'); ``force_fp32``
+    (on CUDA the layers flagged fp16 run in half precision unless this is set).
+
+    Noise: with ``noise_mode='const'`` (the default) StyleGAN2 reads its per-layer
+    ``noise_const`` buffers, listed by :meth:`noise_buffers`. A projector may set
+    ``requires_grad_()`` on them and optimise them in place; :meth:`reset_noise` restores them.
+    """
+
+    has_encoder = False
+
+    def __init__(
+        self,
+        G: torch.nn.Module,
+        card: ModelCard,
+        truncation_psi: float = 1.0,
+        truncation_cutoff: int | None = None,
+        class_index: int = 0,
+        noise_mode: str = "const",
+    ) -> None:
+        super().__init__()
+        self.card = card
+        self.G = G.eval().requires_grad_(False).to(self.device)
+        self.image_size, self.channels = int(G.img_resolution), int(G.img_channels)
+        self.truncation_psi, self.truncation_cutoff = float(truncation_psi), truncation_cutoff
+        self.class_index, self.noise_mode, self.force_fp32 = int(class_index), noise_mode, False
+        n = int(G.num_ws)
+        self.spaces = {
+            "z": LatentSpace("z", (G.z_dim,), prior="gaussian", description="Input noise, N(0, I)."),
+            "w": LatentSpace("w", (G.w_dim,), description="Intermediate latent (mapping network output)."),
+            "w+": LatentSpace("w+", (n, G.w_dim), description=f"One w per synthesis layer ({n} layers).", num_layers=n),
+        }
+        self.default_space = "w"
+        self._noise_init = [b.detach().clone() for b in self.noise_buffers()]
+
+    # ----- constructors -------------------------------------------------------------------------------------------
+    @classmethod
+    def from_pickle(cls, path: str | Path, card: ModelCard, cache_root: str | Path | None = None, **kw) -> StyleGANModel:
+        """Load an NVIDIA network pickle safely, through the safetensors cache (converted on first use)."""
+        from plugins.stylegan.weights import load_cached
+
+        return cls(load_cached(path, cache_root), card, **kw)
+
+    @classmethod
+    def from_folder(cls, folder: str | Path, card: ModelCard, **kw) -> StyleGANModel:
+        """Load a generator saved as ``model.safetensors`` + ``config.json``."""
+        from plugins.stylegan.weights import load_generator
+
+        return cls(load_generator(folder), card, **kw)
+
+    # ----- LatentModel --------------------------------------------------------------------------------------------
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.G]
+
+    def _sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        return torch.randn(n, self.G.z_dim, generator=generator), "z"
+
+    def _labels(self, n: int) -> torch.Tensor | None:
+        c_dim = int(self.G.c_dim)
+        if c_dim == 0:
+            return None
+        if not 0 <= self.class_index < c_dim:
+            raise ValueError(f"class_index must be in 0..{c_dim - 1} for {self.card.title}, got {self.class_index}.")
+        c = torch.zeros(n, c_dim, device=self.device)
+        c[:, self.class_index] = 1
+        return c
+
+    def _mapping(self, z: torch.Tensor, cutoff: int | None) -> torch.Tensor:
+        return self.G.mapping(z, self._labels(z.shape[0]), truncation_psi=self.truncation_psi, truncation_cutoff=cutoff)
+
+    def _convert(self, latents: torch.Tensor, src: str, dst: str) -> torch.Tensor:
+        if src == "z" and dst == "w":
+            return self._mapping(latents, None)[:, 0]  # one w: truncation applies to it as a whole
+        if src == "z" and dst == "w+":
+            return self._mapping(latents, self.truncation_cutoff)
+        return super()._convert(latents, src, dst)
+
+    def _decode(self, latents: torch.Tensor, space: str, noise_mode: str | None = None, **kwargs) -> torch.Tensor:
+        if space == "z":
+            ws = self._mapping(latents, self.truncation_cutoff)
+        elif space == "w":
+            ws = latents.unsqueeze(1).repeat(1, self.G.num_ws, 1)
+        else:
+            ws = latents
+        kwargs.setdefault("force_fp32", self.force_fp32)
+        return self.G.synthesis(ws, noise_mode=noise_mode or self.noise_mode, **kwargs)
+
+    def mean_latent(self, space: str | None = None) -> torch.Tensor:
+        space = self.check_space(space)
+        w_avg = self.G.mapping.w_avg.detach().to(self.device, torch.float32)
+        if space == "w":
+            return w_avg.unsqueeze(0).clone()
+        if space == "w+":
+            return w_avg.reshape(1, 1, -1).repeat(1, self.G.num_ws, 1)
+        return torch.zeros(1, self.G.z_dim, device=self.device)
+
+    def layer_groups(self, space: str | None = None) -> dict[str, list[int]]:
+        """StyleGAN2: by the resolution each w+ layer drives (coarse 4-8 px, middle 16-32, fine 64+), as in the paper."""
+        space = self.check_space(space)
+        if not self.spaces[space].per_layer or getattr(self.G, "family", "") != "stylegan2":
+            return super().layer_groups(space)
+        n, R = self.G.num_ws, self.image_size
+        res = [min(4 * 2 ** (i // 2), R) for i in range(n)]  # two w per resolution, as in the StyleGAN papers
+        groups = {
+            "coarse": [i for i in range(n) if res[i] <= 8],
+            "middle": [i for i in range(n) if 16 <= res[i] <= 32],
+            "fine": [i for i in range(n) if res[i] >= 64],
+        }
+        return groups if all(groups.values()) else super().layer_groups(space)
+
+    # ----- noise ----------------------------------------------------------------------------------------------------
+    def noise_buffers(self) -> list[torch.Tensor]:
+        """The ``noise_const`` buffers of StyleGAN2 (coarse to fine); empty for StyleGAN3, which has no noise."""
+        return [b for name, b in self.G.named_buffers() if name.endswith("noise_const")]
+
+    def reset_noise(self) -> None:
+        """Restore the noise buffers to their loaded values (e.g. after a projection optimised them)."""
+        with torch.no_grad():
+            for b, b0 in zip(self.noise_buffers(), self._noise_init, strict=True):
+                b.requires_grad_(False)
+                b.copy_(b0.to(b.device))
