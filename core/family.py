@@ -71,7 +71,7 @@ def make_children(
     f = model.check_latents(father, space)[:1]
     m = model.check_latents(mother, space)[:1]
     alpha = layer_weights(model, space, settings).to(f.device)
-    child = f + (m - f) * alpha
+    child = torch.lerp(f, m, alpha.to(f.dtype))  # exact at alpha 0 and 1
     n = max(1, int(settings.children))
     children = child.expand(n, *child.shape[1:]).clone()
     if settings.variation > 0:

@@ -16,7 +16,7 @@ METHODS = ("lerp", "slerp")
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
     """(1 - t) a + t b for batches a, b of shape (N, *S); ``t`` is a float or has shape (N,)."""
     t = _per_sample(t, a)
-    return a + (b - a) * t.reshape(-1, *([1] * (a.ndim - 1)))
+    return torch.lerp(a, b, t.reshape(-1, *([1] * (a.ndim - 1))))  # exact at t = 0 and t = 1
 
 
 def slerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float, eps: float = 1e-7) -> torch.Tensor:

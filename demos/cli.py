@@ -21,6 +21,10 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
         return project(args, registry)
     if args.command == "interpolate":
         return interpolate(args, registry)
+    if args.command == "family":
+        return family(args, registry)
+    if args.command == "directions":
+        return directions(args, registry)
     raise ValueError(f"Unknown command '{args.command}'.")
 
 
@@ -128,4 +132,72 @@ def interpolate(args: argparse.Namespace, registry: Registry) -> int:
     save_mp4(frames, out / "interpolation.mp4", fps=args.fps)
     save_latent(out / "latents.npz", latents, model=args.model, space=space, method=how, licence=model.card.licence)
     print(f"{len(frames)} frames ({how} in {space}). Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
+    return 0
+
+
+def family(args: argparse.Namespace, registry: Registry) -> int:
+    import torch
+
+    from core.direction_data import directions_for
+    from core.export import save_latent, save_mp4
+    from core.family import DISCLAIMER, ChildSettings, make_children, morph
+    from core.images import to_pil
+
+    model = _load(registry, args.model)
+    space = "w+" if "w+" in model.spaces else model.default_space
+    parents = [_target(registry, args.model, model, p, True) for p in (args.father, args.mother)]
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    for (img, _), who in zip(parents, ("father", "mother"), strict=True):
+        img.save(out / f"{who}_aligned.png")
+    cfg = _projection_config(model, space, steps=args.steps, preview_every=0)
+    ev = _project(model, torch.cat([t for _, t in parents]), cfg, "father and mother")
+    father, mother = ev.latent[:1].to(model.device), ev.latent[1:].to(model.device)
+    for who, rec in zip(("father", "mother"), to_pil(ev.preview), strict=True):
+        rec.save(out / f"{who}_projected.png")
+    dirs = directions_for(args.model, model)
+    names = {d.name for d in dirs}
+    attributes = {k: v for k, v in (("age", args.age), ("gender", args.gender)) if v}
+    for k in attributes:
+        if k not in names:
+            raise ValueError(f"{model.card.title} has no '{k}' direction; make one with 'python app.py directions'.")
+    settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
+                             attributes=attributes, variation=args.variation, seed=args.seed, children=args.children)
+    if not model.spaces[space].per_layer:
+        settings.dominance = {}
+    kids = make_children(model, father, mother, space, settings, dirs)
+    for i, (img, z) in enumerate(zip(to_pil(model.generate(kids, space)), kids, strict=True)):
+        img.save(out / f"child_{i}.png")
+        save_latent(out / f"child_{i}.npz", z[None], model=args.model, space=space, gene_weight=args.gene,
+                    attributes=attributes, variation=args.variation, seed=args.seed, licence=model.card.licence, note=DISCLAIMER)
+    frames = to_pil(model.generate(morph(father, kids[0], mother, 32), space))
+    save_mp4(frames, out / "morph_child_0.mp4", fps=12, boomerang=True)
+    print(f"Projected parents: PSNR {ev.psnr:.2f} dB. Wrote {len(kids)} children, their latents and morph_child_0.mp4 to {out}.\n"
+          f"{DISCLAIMER}")
+    return 0
+
+
+def directions(args: argparse.Namespace, registry: Registry) -> int:
+    from tqdm import tqdm
+
+    from core.direction_data import fit_from_folder, save_user_directions
+
+    model = _load(registry, args.model)
+    bar = tqdm(desc="encoding photos", file=sys.stderr)
+
+    def report(i, n, name):
+        bar.total = n
+        bar.n = i
+        bar.set_postfix_str(name)
+        bar.refresh()
+
+    align = not args.no_align and "faces" in registry.entry(args.model).tags
+    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report)
+    bar.close()
+    for n in notes:
+        print(n)
+    if not found:
+        raise ValueError("No direction could be fitted from these labels.")
+    path = save_user_directions(args.model, found)
+    print(f"Saved {len(found)} direction(s) to {path}; the Family tab offers them for {args.model}.")
     return 0

@@ -136,6 +136,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def make(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, var, seed_v, n, request: gr.Request,
              progress=gr.Progress()):
+        from core.direction_data import directions_for
         from core.export import save_latent
         from core.family import DISCLAIMER, make_children
         from core.images import to_pil
@@ -145,10 +146,11 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 yield gr.update(), gr.update(), f"Projecting the {tag} first: step {payload.step}/{payload.steps}"
         m, space, f, mo, _ = payload
         settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, var, seed_v, n)
-        available = {d.name for d in m.directions()}
+        dirs = directions_for(name, m)
+        available = {d.name for d in dirs}
         settings.attributes = {k: v for k, v in settings.attributes.items() if v and k in available}
         try:
-            lat = make_children(m, f, mo, space, settings, m.directions())
+            lat = make_children(m, f, mo, space, settings, dirs)
         except ValueError as e:
             raise gr.Error(str(e)) from e
         images = to_pil(m.generate(lat, space))
@@ -165,15 +167,17 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, var, seed_v, n, index,
                     request: gr.Request, progress=gr.Progress()):
+        from core.direction_data import directions_for
         from core.export import save_mp4
         from core.family import make_children, morph
         from core.images import to_pil
 
         *_, (_, (m, space, f, mo, _)) = projections(name, fpath, mpath, n_steps, request, progress)
         settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, var, seed_v, n)
-        available = {d.name for d in m.directions()}
+        dirs = directions_for(name, m)
+        available = {d.name for d in dirs}
         settings.attributes = {k: v for k, v in settings.attributes.items() if v and k in available}
-        kids = make_children(m, f, mo, space, settings, m.directions())
+        kids = make_children(m, f, mo, space, settings, dirs)
         i = int(index or 0)
         if not 0 <= i < len(kids):
             raise gr.Error(f"Choose a child number between 0 and {len(kids) - 1}.")
@@ -183,7 +187,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     def directions_info(name):
         if not name or not ctx.registry.is_loaded(name):
             return "Age and gender sliders work where the model has those directions."
-        dirs = ctx.registry.get(name).directions()
+        from core.direction_data import directions_for
+
+        dirs = directions_for(name, ctx.registry.get(name))
         if not dirs:
             return "This model has no age / gender directions yet (`python app.py directions` makes them); those sliders do nothing."
         return "\n".join(f"- **{d.name}**: {d.describe()}" if hasattr(d, "describe") else f"- **{d.name}**" for d in dirs)

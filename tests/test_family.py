@@ -1,0 +1,86 @@
+"""Blending parents into children: weights per layer, exact parents at the ends, seeded variation, directions."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+
+from core.directions import Direction
+from core.family import ChildSettings, layer_weights, make_children, morph
+from tests.conftest import shared_path
+from tests.toy import ToyLinear
+
+
+@pytest.fixture(scope="module")
+def toy():
+    return ToyLinear()
+
+
+@pytest.fixture(scope="module")
+def sg2():
+    from core.card import ModelCard
+    from plugins.stylegan.model import StyleGANModel
+
+    card = ModelCard("fixture/sg2", "fixture", "random weights", "nothing", 32, "test", "shared fixture")
+    return StyleGANModel.from_pickle(shared_path("fixtures", "stylegan", "ada_r32.pkl"), card)
+
+
+def test_gene_weight_ends_are_the_parents(toy):
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    for gene, parent in ((0.0, f), (1.0, m)):
+        kids = make_children(toy, f, m, "latent", ChildSettings(gene_weight=gene, variation=0.0, children=3))
+        assert kids.shape == (3, 6)
+        assert torch.allclose(kids, parent.expand(3, -1), atol=1e-6)
+    mid = make_children(toy, f, m, "latent", ChildSettings(gene_weight=0.25, children=1))
+    assert torch.allclose(mid[0], (0.75 * f + 0.25 * m)[0], atol=1e-6)
+
+
+def test_variation_is_seeded_and_scaled(toy):
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    a = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=4))
+    b = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=4))
+    c = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=8, children=4))
+    assert torch.equal(a, b) and not torch.allclose(a, c)
+    assert len(torch.unique(a, dim=0)) == 4  # siblings differ
+    centre = (f + m) / 2
+    small = make_children(toy, f, m, "latent", ChildSettings(variation=0.1, seed=7, children=4))
+    assert torch.allclose(small - centre, (a - centre) / 3, atol=1e-5)
+
+
+def test_attribute_moves_by_std_units(toy):
+    f = toy.sample(1, seed=1)
+    d = Direction("age", np.eye(6, dtype=np.float32)[2], "latent", "ridge", std=2.0)
+    kids = make_children(toy, f, f, "latent", ChildSettings(attributes={"age": 1.5}, children=1), [d])
+    assert torch.allclose(kids[0] - f[0], torch.tensor([0, 0, 3.0, 0, 0, 0]), atol=1e-6)
+    with pytest.raises(ValueError, match="No 'gender' direction"):
+        make_children(toy, f, f, "latent", ChildSettings(attributes={"gender": 1.0}), [d])
+
+
+def test_bad_settings(toy):
+    f = toy.sample(1, seed=1)
+    with pytest.raises(ValueError, match="between 0"):
+        make_children(toy, f, f, "latent", ChildSettings(gene_weight=1.5))
+
+
+def test_per_layer_dominance_on_stylegan(sg2):
+    groups = sg2.layer_groups("w+")
+    assert set(groups) == {"coarse", "middle", "fine"}
+    alpha = layer_weights(sg2, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}))
+    assert alpha.shape == (sg2.spaces["w+"].num_layers, 1)
+    assert (alpha[groups["coarse"]] == 0).all() and (alpha[groups["fine"]] == 1).all()
+    assert torch.allclose(alpha[groups["middle"]], torch.tensor(0.3))
+    f, m = sg2.sample(1, 1, "w+"), sg2.sample(1, 2, "w+")
+    kid = make_children(sg2, f, m, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}, children=1))
+    assert torch.equal(kid[0, groups["coarse"]], f[0, groups["coarse"]])
+    assert torch.equal(kid[0, groups["fine"]], m[0, groups["fine"]])
+    with pytest.raises(ValueError, match="Unknown layer groups"):
+        layer_weights(sg2, "w+", ChildSettings(dominance={"eyes": "father"}))
+
+
+def test_morph_goes_through_the_child(toy):
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    c = (f[0] + m[0]) / 2 + 0.1
+    frames = morph(f, c, m, 9)
+    assert torch.allclose(frames[0], f[0]) and torch.allclose(frames[-1], m[0])
+    assert any(torch.allclose(x, c) for x in frames)
