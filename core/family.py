@@ -17,10 +17,12 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DISCLAIMER
+    import torch
 
-from core.model import LatentModel
+    from core.model import LatentModel
 
 DOMINANCE = ("blend", "father", "mother")
 DISCLAIMER = "A child image is a latent-space blend of the two parents' photos, not a prediction of real children."
@@ -38,6 +40,8 @@ class ChildSettings:
 
 def layer_weights(model: LatentModel, space: str, settings: ChildSettings) -> torch.Tensor:
     """Per-layer mother weight alpha, shape (num_layers, 1) for per-layer spaces, else (1,)."""
+    import torch
+
     if not 0.0 <= settings.gene_weight <= 1.0:
         raise ValueError("The gene weight must be between 0 (father) and 1 (mother).")
     groups = model.layer_groups(space)
@@ -65,6 +69,8 @@ def make_children(
     directions: Sequence = (),
 ) -> torch.Tensor:
     """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape))."""
+    import torch
+
     from core.directions import apply_direction
 
     space = model.check_space(space)
@@ -91,6 +97,8 @@ def make_children(
 
 def morph(father: torch.Tensor, child: torch.Tensor, mother: torch.Tensor, frames: int = 24) -> torch.Tensor:
     """Latents of a father -> child -> mother walk (linear; W and autoencoder spaces are learned spaces)."""
+    import torch
+
     from core.interpolate import path
 
     half = max(2, frames // 2)

@@ -53,4 +53,95 @@ def mse(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return (x - y).pow(2).flatten(1).mean(1)
 
 
+# ----- MS-SSIM + L1 (offline perceptual loss) -------------------------------------------------------------------------
+# Zhao, Gallo, Frosio & Kautz 2017, "Loss Functions for Image Restoration with Neural Networks": the mix
+# alpha * (1 - MS-SSIM) + (1 - alpha) * L1 with alpha = 0.84 beat L2 and L1 in their perceptual tests.
+# MS-SSIM as in Wang, Simoncelli & Bovik 2003 (Gaussian window sigma 1.5, 11 taps, scale weights below,
+# K1 = 0.01, K2 = 0.03) on images mapped from [-1, 1] to [0, 1] (the luminance term assumes non-negative
+# intensities). Small images use fewer scales (down to 8 px, weights renormalised) and a window no wider than the image.
+MS_SSIM_WEIGHTS = (0.0448, 0.2856, 0.3001, 0.2363, 0.1333)
+MIX_ALPHA = 0.84
+
+
+def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
+    g = torch.exp(-(x**2) / (2 * sigma**2))
+    return g / g.sum()
+
+
+def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
+    """Separable 'valid' Gaussian filter of every channel."""
+    c = x.shape[1]
+    x = torch.nn.functional.conv2d(x, g.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
+    return torch.nn.functional.conv2d(x, g.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
+
+
+def _ssim_terms(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per-image mean luminance term l and contrast-structure term cs of SSIM."""
+    size = min(11, x.shape[-1], x.shape[-2])
+    size -= 1 - size % 2  # odd
+    g = _gaussian_window(size, 1.5, x.device)
+    c1, c2 = (0.01 * data_range) ** 2, (0.03 * data_range) ** 2
+    mx, my = _blur(x, g), _blur(y, g)
+    sxx = _blur(x * x, g) - mx * mx
+    syy = _blur(y * y, g) - my * my
+    sxy = _blur(x * y, g) - mx * my
+    lum = (2 * mx * my + c1) / (mx * mx + my * my + c1)
+    cs = (2 * sxy + c2) / (sxx + syy + c2)
+    return lum.flatten(1).mean(1), cs.flatten(1).mean(1)
+
+
+def ms_ssim(x: torch.Tensor, y: torch.Tensor, min_side: int = 8) -> torch.Tensor:
+    """Multi-scale SSIM per image of images in [-1, 1]: 1 = identical, near 0 = unrelated."""
+    scales = 1
+    while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2**scales >= min_side:
+        scales += 1
+    weights = torch.tensor(MS_SSIM_WEIGHTS[:scales], device=x.device)
+    weights = weights / weights.sum()
+    x, y = (x.float() + 1) / 2, (y.float() + 1) / 2
+    value = torch.ones(x.shape[0], device=x.device)
+    for i in range(scales):
+        lum, cs = _ssim_terms(x, y, 1.0)
+        term = lum * cs if i == scales - 1 else cs
+        value = value * term.clamp_min(1e-4) ** weights[i]  # negative cs (anti-correlated) would make the power undefined
+        if i < scales - 1:
+            x, y = torch.nn.functional.avg_pool2d(x, 2), torch.nn.functional.avg_pool2d(y, 2)
+    return value
+
+
+def ms_ssim_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
+    """alpha (1 - MS-SSIM) + (1 - alpha) L1, with L1 on the [0, 1] scale (Zhao et al. 2017)."""
+    l1 = (x - y).abs().flatten(1).mean(1) / 2
+    return MIX_ALPHA * (1 - ms_ssim(x, y)) + (1 - MIX_ALPHA) * l1
+
+
+# ----- LPIPS (needs NVIDIA's VGG16 weights; the code lives with the StyleGAN plugin, which downloads them) ------------
+def _lpips_available() -> bool:
+    from plugins.stylegan import lpips  # light import (torch only); core stays runnable without the plugin's weights
+
+    return lpips.is_available()
+
+
+def _lpips_build(device: torch.device) -> LossFn:
+    from plugins.stylegan import lpips
+
+    return lpips.build_loss(device)
+
+
 register_loss(Loss("mse", "Pixel mean squared error: exact colours, blurry on details it cannot match.", lambda device: mse))
+register_loss(
+    Loss(
+        "ms-ssim+l1",
+        "0.84 (1 - MS-SSIM) + 0.16 L1 (Zhao et al. 2017): structure and contrast over exact values; no download.",
+        lambda device: ms_ssim_l1,
+    )
+)
+register_loss(
+    Loss(
+        "lpips",
+        "LPIPS with VGG16 (Zhang et al. 2018), NVIDIA's weights: closest to human judgement; needs vgg16.pt "
+        "(python -m plugins.stylegan.lpips --download).",
+        _lpips_build,
+        _lpips_available,
+    )
+)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import sys
+import threading
 
 import gradio as gr
 
@@ -25,7 +26,7 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Projection", id="projection"):
-                projection.build(ctx)
+                projection.build(ctx, demo)
             with gr.Tab("Interpolation", id="interpolation"):
                 interpolation.build(ctx)
             with gr.Tab("Family", id="family"):
@@ -55,6 +56,9 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     if share and not getattr(demo, "share_url", None):
         print(f"warning: the public share link could not be created (no internet access to Gradio's share servers?). "
               f"The app is still serving locally at {demo.local_url}", file=sys.stderr)
+    # Import torch and the core modules in the background once the page is served, so the first
+    # click does not wait for them (start-up itself stays free of them).
+    threading.Timer(1.0, _warm_up).start()
     if block:
         print(f"Latent Lab is running at {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None) else ""))
         try:
@@ -62,3 +66,9 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
         finally:
             demo.close()
     return demo
+
+
+def _warm_up() -> None:
+    import core.interpolate  # noqa: F401
+    import core.losses  # noqa: F401
+    import core.projection  # noqa: F401

@@ -31,9 +31,15 @@ def spaces_for(ctx: AppContext, name: str | None):
     return gr.update(choices=list(model.spaces), value=default)
 
 
-def build(ctx: AppContext) -> None:
-    from core.losses import available as available_losses
+def loss_choices():
+    """Losses runnable now (LPIPS only once its weights are downloaded); imported after start-up."""
+    from core.losses import available
 
+    losses = available()
+    return gr.update(choices=list(losses), info=" · ".join(f"{k}: {v}" for k, v in losses.items()))
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "proj")
@@ -46,9 +52,7 @@ def build(ctx: AppContext) -> None:
                                     allow_custom_value=True, elem_id="proj_space")
                 init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
                                 info="auto = the encoder when the model has one, else the mean latent", elem_id="proj_init")
-                losses = available_losses()
-                loss = gr.Dropdown(list(losses), value="mse", label="Loss", info=" · ".join(f"{k}: {v}" for k, v in losses.items()),
-                                   elem_id="proj_loss")
+                loss = gr.Dropdown(["mse"], value="mse", label="Loss", elem_id="proj_loss")
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
@@ -102,3 +106,4 @@ def build(ctx: AppContext) -> None:
                       concurrency_id="heavy")
     stop.click(None, None, None, cancels=[event], api_name="project_stop", api_visibility="private")
     model.change(lambda n: spaces_for(ctx, n), model, space, api_name="proj_spaces", show_progress="hidden")
+    demo.load(loss_choices, None, loss, api_name="proj_losses", show_progress="hidden")
