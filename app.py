@@ -33,11 +33,14 @@ def _private_environment() -> None:
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
-    common = argparse.ArgumentParser(add_help=False)
-    common.add_argument("--plugins-dir", help="a folder of extra model plugins (*.py files or packages)")
-    common.add_argument("--device", default="auto", help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+    def options(parser: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
+        parser.add_argument("--plugins-dir", default=default(None), help="a folder of extra model plugins (*.py files or packages)")
+        parser.add_argument("--device", default=default("auto"), help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+        return parser
 
-    p = argparse.ArgumentParser(prog="app.py", description="Latent Lab: explore generative latent spaces.", parents=[common])
+    # Given before or after the command; the subcommands' copies must not reset what was given before.
+    common = options(argparse.ArgumentParser(add_help=False), lambda _: argparse.SUPPRESS)
+    p = options(argparse.ArgumentParser(prog="app.py", description="Latent Lab: explore generative latent spaces."), lambda d: d)
     p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for the local network)")
     p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")

@@ -212,3 +212,30 @@ def test_uploads_are_deleted_when_the_session_ends(app, digit_png):
     assert not any(Path(p).exists() for p in uploads), "an upload outlived its session"
     assert not folder.exists(), "a session's outputs outlived it"
     assert c.session_hash not in ctx._caches
+
+
+# ----- launch options ------------------------------------------------------------------------------
+def test_share_failure_keeps_serving_and_auth_protects(tmp_path, capsys):
+    import urllib.error
+    import urllib.request
+
+    from demos.app import build_app, launch
+    from plugins.registry import Registry
+
+    demo = build_app(Registry().discover(None, use_entry_points=False))
+    try:
+        launch(demo, share=True, auth=["alice:secret"], block=False)
+        err = capsys.readouterr().err
+        if getattr(demo, "share_url", None) is None:  # offline (CI, this machine): a clear warning, still serving locally
+            assert "share link could not be created" in err and demo.local_url in err
+        with pytest.raises(urllib.error.HTTPError) as e:
+            urllib.request.urlopen(demo.local_url + "config", timeout=10)
+        assert e.value.code == 401
+        c = Client(demo.local_url, auth=("alice", "secret"), verbose=False)
+        table, _ = c.predict(api_name="/models")
+        assert any(r[0] == DIGITS for r in table["data"])
+        c.close()
+    finally:
+        demo.close()
+    with pytest.raises(ValueError, match="USER:PASSWORD"):
+        launch(build_app(Registry()), auth=["nopassword"], block=False)

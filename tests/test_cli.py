@@ -1,0 +1,78 @@
+"""The command line: files out, a plain message and a non-zero exit on bad input."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from PIL import Image
+
+import app
+from core.export import load_latent
+from tests.conftest import shared_path
+
+
+@pytest.fixture
+def digit(tmp_path):
+    from sklearn.datasets import load_digits
+
+    p = tmp_path / "digit.png"
+    Image.fromarray(np.uint8(load_digits().images[3] * 255 / 16)).resize((32, 32), Image.NEAREST).save(p)
+    return p
+
+
+def test_project(tmp_path, digit, capsys):
+    out = tmp_path / "out"
+    assert app.main(["project", str(digit), "--model", "small_ae/digits", "--steps", "30", "--out", str(out)]) == 0
+    assert {p.name for p in out.iterdir()} == {"target.png", "reconstruction.png", "latent.npz"}
+    latent, info = load_latent(out / "latent.npz")
+    assert latent.shape == (1, 8) and info["model"] == "small_ae/digits" and info["steps"] == 30
+    assert "PSNR" in capsys.readouterr().out
+
+
+def test_interpolate_seeds_and_images(tmp_path, digit):
+    out = tmp_path / "seeds"
+    assert app.main(["interpolate", "--seeds", "1", "2", "--model", "small_ae/digits", "--frames", "5", "--out", str(out)]) == 0
+    assert len(list((out / "frames").glob("*.png"))) == 5
+    assert Image.open(out / "interpolation.gif").n_frames == 5
+    assert (out / "interpolation.mp4").stat().st_size > 0
+    out2 = tmp_path / "images"
+    assert app.main(["interpolate", str(digit), str(digit), "--model", "small_ae/digits", "--frames", "3", "--steps", "5",
+                     "--out", str(out2)]) == 0
+    assert load_latent(out2 / "latents.npz")[0].shape == (3, 8)
+
+
+@pytest.mark.parametrize(
+    "argv,message",
+    [
+        (["project", "{missing}", "--model", "small_ae/digits", "--out", "{out}"], "does not exist"),
+        (["project", "{text}", "--model", "small_ae/digits", "--out", "{out}"], "not an image"),
+        (["project", "{digit}", "--model", "no/such-model", "--out", "{out}"], "Unknown model"),
+        (["interpolate", "--model", "small_ae/digits", "--out", "{out}"], "Give two images"),
+        (["project", "{digit}", "--model", "small_ae/digits", "--space", "w+", "--out", "{out}"], "has no latent space"),
+        (["--device", "cuda:7", "models"], "not available"),
+    ],
+)
+def test_bad_input_exits_non_zero_with_a_plain_message(tmp_path, digit, capsys, argv, message):
+    text = tmp_path / "notes.jpg"
+    text.write_text("not an image")
+    fill = {"missing": str(tmp_path / "nope.png"), "out": str(tmp_path / "o"), "text": str(text), "digit": str(digit)}
+    code = app.main([a.format(**fill) for a in argv])
+    err = capsys.readouterr().err
+    assert code == 2
+    assert message in err and "Traceback" not in err
+
+
+def test_family_cli(tmp_path):
+    dad = shared_path("data", "faces", "london", "neutral", "003_03.jpg")
+    mum = shared_path("data", "faces", "london", "neutral", "004_03.jpg")
+    out = tmp_path / "fam"
+    assert app.main(["family", str(dad), str(mum), "--model", "small_ae/faces", "--children", "2", "--steps", "10",
+                     "--out", str(out)]) == 0
+    names = {p.name for p in out.iterdir()}
+    assert {"father_aligned.png", "mother_aligned.png", "child_0.png", "child_1.npz", "morph_child_0.mp4"} <= names
+
+
+def test_models_lists_licences(capsys):
+    assert app.main(["models"]) == 0
+    out = capsys.readouterr().out
+    assert "small_ae/faces" in out and "stylegan2/ffhq-256" in out and "not downloaded" in out
