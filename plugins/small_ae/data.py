@@ -1,0 +1,266 @@
+"""Training data for the small autoencoders: scikit-learn's digits and folders of photos.
+
+Held-out data is chosen without any random generator whose stream could change
+between library versions: digits by a fixed hash of the sample index, photo
+folders by a hash of the person (group) key, so both photos of a held-out
+person stay out of training. Aligned face crops are cached in the user cache
+(never in the repository: the London set's images may not be committed).
+"""
+
+from __future__ import annotations
+
+import csv
+import functools
+import hashlib
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image, ImageOps
+
+IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
+# Columns that must never be read into the product, whatever CSV a user passes.
+EXCLUDED_COLUMNS = frozenset({"face_eth", "eth", "ethnicity", "race"})
+_ALIGN_CACHE_VERSION = "1"
+MISSING = frozenset({"", "na", "n/a", "nan", "none"})  # empty cells of a numeric column become NaN
+
+
+@dataclass
+class Dataset:
+    """Images (N, C, H, W) in [-1, 1] with integer/float labels and a train/held-out split."""
+
+    images: torch.Tensor
+    heldout: np.ndarray  # bool (N,)
+    labels: dict[str, np.ndarray] = field(default_factory=dict)
+    label_maps: dict[str, list[str]] = field(default_factory=dict)  # code -> name for categorical labels
+    files: list[str] = field(default_factory=list)
+    skipped: list[str] = field(default_factory=list)  # files left out (e.g. no face found), with the reason
+    name: str = ""
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        return self.images[torch.from_numpy(~self.heldout)]
+
+    @property
+    def heldout_images(self) -> torch.Tensor:
+        return self.images[torch.from_numpy(self.heldout)]
+
+
+def _hash_unit(key: str) -> float:
+    """A stable number in [0, 1) for a key (same on every machine and Python version)."""
+    return int(hashlib.sha1(key.encode()).hexdigest()[:12], 16) / 16**12
+
+
+def holdout_by_key(keys: list[str], fraction: float) -> np.ndarray:
+    """Hold out round(fraction * #unique keys) keys, those with the smallest hash; all their items go out."""
+    unique = sorted(set(keys))
+    n_out = int(round(fraction * len(unique)))
+    out = set(sorted(unique, key=_hash_unit)[:n_out])
+    return np.array([k in out for k in keys], dtype=bool)
+
+
+# ----- digits --------------------------------------------------------------------------
+def load_digits_dataset(heldout_fraction: float = 0.2) -> Dataset:
+    """scikit-learn's 8x8 digits (values 0-16) as (1797, 1, 8, 8) in [-1, 1]; labels ``digit`` and ``index``."""
+    from sklearn.datasets import load_digits
+
+    d = load_digits()
+    images = torch.from_numpy(d.images.astype(np.float32)).unsqueeze(1) / 8.0 - 1.0
+    index = np.arange(len(images))
+    heldout = holdout_by_key([f"digits-{i}" for i in index], heldout_fraction)
+    return Dataset(images, heldout, {"digit": d.target.astype(np.int64), "index": index}, name="digits")
+
+
+# ----- photo folders -------------------------------------------------------------------
+def list_images(folder: str | Path) -> list[Path]:
+    folder = Path(folder).expanduser()
+    if not folder.is_dir():
+        raise FileNotFoundError(f"The image folder '{folder}' does not exist.")
+    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
+    if not files:
+        raise ValueError(f"The folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
+    return files
+
+
+def _open(path: Path) -> Image.Image:
+    """A photo the right way up (phones store the rotation in EXIF)."""
+    return ImageOps.exif_transpose(Image.open(path))
+
+
+def center_crop(image: Image.Image, size: int) -> Image.Image:
+    """Largest centred square, resized to size x size (for photos that are not faces)."""
+    w, h = image.size
+    s = min(w, h)
+    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
+    return image.convert("RGB").crop(box).resize((size, size), Image.LANCZOS)
+
+
+@functools.cache
+def _aligner_fingerprint() -> str:
+    """Hash of the alignment code, so a change to it never serves stale cached crops."""
+    import core.faces
+
+    folder = Path(core.faces.__file__).parent
+    return hashlib.sha1(b"".join(p.read_bytes() for p in sorted(folder.glob("*.py")))).hexdigest()
+
+
+def _aligned_cached(path: Path, size: int) -> np.ndarray | None:
+    """FFHQ-aligned crop (uint8 H, W, 3) of one photo, or None when no face is found; cached by file content."""
+    from core.paths import cache_dir
+
+    digest = hashlib.sha1(path.read_bytes() + _aligner_fingerprint().encode()).hexdigest()
+    cache = cache_dir("small_ae", "aligned") / f"{digest}_{size}_v{_ALIGN_CACHE_VERSION}"
+    png, none = cache.with_suffix(".png"), cache.with_suffix(".noface")
+    if png.is_file():
+        return np.asarray(Image.open(png).convert("RGB"))
+    if none.is_file():
+        return None
+    from core.faces import NoFaceError, align_face
+
+    try:
+        crop = align_face(_open(path), size).image
+    except NoFaceError:
+        none.touch()
+        return None
+    crop.save(png)
+    return np.asarray(crop)
+
+
+def read_labels(csv_path: str | Path) -> tuple[str, dict[str, dict[str, str]]]:
+    """Rows of a CSV keyed by its first column; excluded columns (ethnicity) are dropped on reading."""
+    with open(csv_path, newline="") as f:
+        reader = csv.DictReader(f)
+        if not reader.fieldnames:
+            raise ValueError(f"The labels file '{csv_path}' has no header row.")
+        key = reader.fieldnames[0]
+        rows = {}
+        for row in reader:
+            rows[row[key].strip()] = {k: v.strip() for k, v in row.items() if k and k.lower() not in EXCLUDED_COLUMNS}
+    return key, rows
+
+
+def _encode_column(values: list[str], universe: list[str]) -> tuple[np.ndarray, list[str] | None]:
+    """Numbers stay numbers (int when whole); text becomes codes 0..k-1 in the sorted order of all
+    values in ``universe`` (the whole column, so a subset gets the same codes), with the names."""
+    try:
+        every = np.array([np.nan if v.lower() in MISSING else float(v) for v in universe])
+        nums = np.array([np.nan if v.lower() in MISSING else float(v) for v in values])
+        if np.all(np.isfinite(every)) and np.all(every == np.round(every)):
+            return nums.astype(np.int64), None
+        return nums, None  # float, NaN where missing
+    except ValueError:
+        names = sorted(set(universe))
+        code = {n: i for i, n in enumerate(names)}
+        return np.array([code[v] for v in values], dtype=np.int64), names
+
+
+def load_folder(
+    folder: str | Path,
+    size: int = 64,
+    align_faces: bool = False,
+    labels_csv: str | Path | None = None,
+    folder_label: str = "folder",
+    heldout_fraction: float = 0.15,
+    rename: dict[str, str] | None = None,
+    progress: bool = True,
+    only_heldout: bool = False,
+) -> Dataset:
+    """Every image under ``folder`` as (N, 3, size, size) in [-1, 1].
+
+    With ``labels_csv`` the first column is a key matched to the file stem or to
+    the stem's part before the first "_" (London: ``001`` <- ``001_03.jpg``);
+    photos with the same key are held out together. Images in sub-folders get a
+    categorical label ``folder_label`` (the sub-folder name). ``only_heldout`` reads just the
+    held-out photos (for quick evaluation).
+    """
+    from tqdm import tqdm
+
+    folder = Path(folder).expanduser()
+    files = list_images(folder)
+    _, rows = read_labels(labels_csv) if labels_csv else ("", {})
+    rename = rename or {}
+    skipped: list[str] = []
+    keys = []
+    for path in files:
+        key = path.stem if path.stem in rows or not rows else path.stem.split("_")[0]
+        if rows and key not in rows:
+            skipped.append(f"{path.relative_to(folder)}: no row in {Path(labels_csv).name}")
+            key = ""
+        keys.append(key)
+    # The split is decided from the file names alone, before any photo is read, so it never
+    # depends on which photos the face detector happens to accept.
+    labelled = [(p, k) for p, k in zip(files, keys, strict=True) if k]
+    heldout_all = holdout_by_key([k for _, k in labelled], heldout_fraction)
+    arrays, kept, kept_keys, heldout, label_rows, subfolders = [], [], [], [], [], []
+    for (path, key), out in tqdm(list(zip(labelled, heldout_all, strict=True)), desc="reading images", disable=not progress):
+        if only_heldout and not out:
+            continue
+        try:
+            arr = _aligned_cached(path, size) if align_faces else np.asarray(center_crop(_open(path), size))
+        except OSError as e:
+            skipped.append(f"{path.relative_to(folder)}: unreadable ({e})")
+            continue
+        if arr is None:
+            skipped.append(f"{path.relative_to(folder)}: no face found")
+            continue
+        arrays.append(arr)
+        kept.append(path.relative_to(folder).as_posix())
+        kept_keys.append(key)
+        heldout.append(out)
+        label_rows.append(rows.get(key, {}))
+        subfolders.append(path.parent.relative_to(folder).as_posix())
+    if not arrays:
+        raise ValueError(f"No usable image in '{folder}' ({len(skipped)} skipped).")
+    images = torch.from_numpy(np.stack(arrays)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    labels: dict[str, np.ndarray] = {}
+    maps: dict[str, list[str]] = {}
+    all_rows = [rows[k] for _, k in labelled] if rows else []
+    for col in label_rows[0] if rows else []:
+        values, names = _encode_column([r.get(col, "") for r in label_rows], [r.get(col, "") for r in all_rows])
+        name = rename.get(col, col)
+        labels[name] = values
+        if names is not None:
+            maps[name] = names
+    all_subfolders = [p.parent.relative_to(folder).as_posix() for p, _ in labelled]
+    if len(set(all_subfolders)) > 1:
+        values, names = _encode_column(subfolders, all_subfolders)
+        labels[folder_label], maps[folder_label] = values, names
+    return Dataset(images, np.array(heldout, dtype=bool), labels, maps, kept, skipped, name=folder.name)
+
+
+# ----- the London preset ---------------------------------------------------------------
+def london_root(shared: str | Path | None = None) -> Path:
+    """The London set in the developers' shared data (../shared beside the project, or $LATENT_LAB_SHARED)."""
+    import os
+
+    if shared is None:
+        shared = os.environ.get("LATENT_LAB_SHARED", Path(__file__).resolve().parents[3] / "shared")
+    return Path(shared) / "data" / "faces" / "london"
+
+
+def load_london(size: int = 64, root: str | Path | None = None, progress: bool = True, only_heldout: bool = False) -> Dataset:
+    """The 204 London photos, FFHQ-aligned; labels face_id, age, gender (0=female, 1=male), expression (0=neutral, 1=smiling)."""
+    root = Path(root) if root else london_root()
+    if not (root / "london_info.csv").is_file():
+        raise FileNotFoundError(f"The London face set is not at '{root}' (it lives in the developers' shared data).")
+    ds = load_folder(
+        root,
+        size,
+        align_faces=True,
+        labels_csv=root / "london_info.csv",
+        folder_label="expression",
+        heldout_fraction=0.15,
+        rename={"face_age": "age", "face_gender": "gender"},
+        progress=progress,
+        only_heldout=only_heldout,
+    )
+    ds.name = "london"
+    return ds
+
+
+def describe(ds: Dataset) -> str:
+    return json.dumps(
+        {"name": ds.name, "n": len(ds.images), "heldout": int(ds.heldout.sum()), "labels": list(ds.labels), "maps": ds.label_maps}
+    )
