@@ -72,7 +72,18 @@ class Direction:
         else:
             result = "no held-out test"
         src = f" from {self.source}" if self.source else ""
-        return f"{self.name}: {self.method}{src}; {result}"
+        warn = "" if self.reliable else " — no better than chance on held-out data: treat this slider as unreliable"
+        return f"{self.name}: {self.method}{src}; {result}{warn}"
+
+    @property
+    def reliable(self) -> bool:
+        """Whether the direction predicted its label on held-out data clearly better than chance."""
+        m = self.metrics
+        if "heldout_accuracy" in m:
+            return m["heldout_accuracy"] >= m.get("chance", 0.5) + 0.05
+        if "heldout_r2" in m:
+            return m["heldout_r2"] >= 0.05
+        return True  # unsupervised (PCA) directions make no claim to test
 
 
 # ----- helpers ----------------------------------------------------------------------------
@@ -311,10 +322,11 @@ def fit_numeric_direction(
     training fold; R² and MAE are pooled over the held-out folds, next to the
     MAE of always guessing the training mean (``baseline_mae``).
     """
-    from sklearn.linear_model import RidgeCV
+    from sklearn.linear_model import Ridge, RidgeCV
 
     x, shape = _as_matrix(latents)
     v = np.asarray(values, dtype=np.float64).ravel()
+    g_all = None if groups is None else np.asarray(groups)
     if len(v) != len(x):
         raise ValueError(f"Got {len(v)} values for {len(x)} latents; give one value per latent.")
     if not np.all(np.isfinite(v)):
@@ -324,9 +336,19 @@ def fit_numeric_direction(
     if len(x) < 4:
         raise ValueError(f"Need at least 4 labelled latents for a numeric direction, got {len(x)}.")
 
-    def fit(idx: np.ndarray) -> tuple[RidgeCV, np.ndarray, np.ndarray]:
+    def fit(idx: np.ndarray) -> tuple[Ridge | RidgeCV, np.ndarray, np.ndarray]:
         z, mu, sd = _standardise(x[idx])
-        return RidgeCV(alphas=alphas).fit(z, v[idx]), mu, sd
+        if g_all is None or len(np.unique(g_all[idx])) < 3:
+            return RidgeCV(alphas=list(alphas)).fit(z, v[idx]), mu, sd
+        # With groups, leave-one-out would pick the penalty on photos whose twin (same person) is in
+        # the fit; choose it on inner folds that keep each person on one side instead.
+        inner = heldout_folds(len(idx), g_all[idx], None, folds, seed)
+        errors = [sum(np.sum((Ridge(alpha=a).fit(z[tr], v[idx][tr]).predict(z[te]) - v[idx][te]) ** 2) for tr, te in inner)
+                  for a in alphas]
+        best = float(alphas[int(np.argmin(errors))])
+        reg = Ridge(alpha=best).fit(z, v[idx])
+        reg.alpha_ = best
+        return reg, mu, sd
 
     pred = np.empty(len(v))
     base = np.empty(len(v))

@@ -5,17 +5,28 @@ differentiable). The loop is a generator that yields a
 :class:`ProjectionEvent` after every step, so a UI can stream previews and
 cancel between steps (stop iterating, or pass ``should_stop``).
 
-The schedule follows the StyleGAN2 projector (Karras et al. 2020, appendix D):
+The defaults follow the StyleGAN2 projector (Karras et al. 2020, appendix D):
 Adam with a learning rate that ramps up over the first steps and down with a
-cosine over the last ones, Gaussian noise added to the latent that decays to
-zero (to escape poor local minima early), and, for models with per-layer noise
-inputs, optimised noise maps kept white by a multi-scale autocorrelation
-penalty.
+cosine over the last ones, optional Gaussian noise added to the latent that
+decays to zero (to escape poor local minima early), and, for models with
+per-layer noise inputs, optional noise maps kept white by a multi-scale
+autocorrelation penalty. Backends tune these through
+``LatentModel.projection_defaults(space)``.
+
+Several targets (N, C, H, W) are independent projections run as one batch:
+the loss is a sum over images, Adam works per coordinate, every target has
+its own noise maps and regulariser, and the best latent is kept per image.
+Only the random draws differ from running them one by one.
+
+Nothing here changes the model: noise maps are our own tensors passed to
+``decode(..., noise=[...])``, so concurrent projections on one shared model
+are safe.
 """
 
 from __future__ import annotations
 
 import math
+import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 
@@ -25,7 +36,7 @@ from core import losses
 from core.images import psnr
 from core.model import LatentModel
 
-INITS = ("auto", "encoder", "mean", "bank")
+INITS = ("auto", "encoder", "mean", "samples", "bank")
 
 
 @dataclass
@@ -33,19 +44,24 @@ class ProjectionConfig:
     space: str | None = None  # None: the model's default space
     steps: int = 200
     lr: float = 0.05
-    init: str = "auto"  # encoder if the model has one, else mean
+    init: str = "auto"  # encoder if the model has one, else ``auto_init``
     bank_size: int = 64  # samples tried by init="bank"
     loss: str = "mse"
     lr_rampup: float = 0.05  # fraction of steps
-    lr_rampdown: float = 0.25
+    lr_rampdown: float = 0.25  # fraction of steps (1.0: a cosine decay over the whole run)
     latent_noise: float = 0.0  # initial latent noise, as a fraction of the latents' spread
     latent_noise_ramp: float = 0.75  # fraction of steps over which it decays to 0
-    optimize_noise: bool = False  # models with noise_buffers() only
+    optimize_noise: bool = False  # models with noise inputs (noise_shapes()) only
     noise_regularize: float = 1e5
     betas: tuple[float, float] = (0.9, 0.999)
     preview_every: int = 10
     seed: int = 0
     extra: dict = field(default_factory=dict)
+    # added with the StyleGAN projector work:
+    auto_init: str = "mean"  # what init="auto" means for a model without an encoder
+    stats_samples: int = 1000  # samples behind init="samples" (their mean) and the latent spread (NVIDIA: 10,000)
+    noise_mode: str | None = None  # decode(noise_mode=...) while noise maps are not optimised; None: the model's own
+    bank_chunk: int = 64  # images decoded at once while scoring a bank
 
 
 @dataclass
@@ -60,6 +76,7 @@ class ProjectionEvent:
     done: bool = False
     loss_name: str = "mse"
     init: str = ""
+    setup_seconds: float = 0.0  # one-time cost before the first step (statistics, bank), on the first event
 
 
 @dataclass
@@ -83,18 +100,35 @@ def learning_rate(cfg: ProjectionConfig, t: float) -> float:
     return cfg.lr * ramp
 
 
-def noise_regularizer(noises: list[torch.Tensor]) -> torch.Tensor:
-    """Penalise spatial autocorrelation of noise maps at every scale down to 8 px."""
+def noise_regularizer(noises: list[torch.Tensor], per_image: bool = False) -> torch.Tensor:
+    """Penalise spatial autocorrelation of noise maps at every scale down to 8 px.
+
+    Maps are (H, W) or (N, 1, H, W); with ``per_image`` the result has one value per image, else their sum.
+    """
     reg = torch.zeros(())
     for n in noises:
         n = n[None, None] if n.ndim == 2 else n
         reg = reg.to(n.device)
         while True:
-            reg = reg + (n * torch.roll(n, 1, dims=3)).mean() ** 2 + (n * torch.roll(n, 1, dims=2)).mean() ** 2
+            reg = reg + (n * torch.roll(n, 1, dims=3)).mean(dim=(1, 2, 3)) ** 2 + (n * torch.roll(n, 1, dims=2)).mean(dim=(1, 2, 3)) ** 2
             if n.shape[2] <= 8:
                 break
             n = torch.nn.functional.avg_pool2d(n, 2)
-    return reg
+    return reg if per_image else reg.sum()
+
+
+def latent_stats(model: LatentModel, space: str, n: int, seed: int, chunk: int = 1000) -> tuple[torch.Tensor, float]:
+    """Mean (1, *shape) and spread sqrt(E||x - mean||²) of ``n`` sampled latents, in chunks (W+ samples are large)."""
+    if n < 2:
+        raise ValueError("Latent statistics need at least 2 samples.")
+    total = total_sq = 0.0
+    with torch.no_grad():
+        for i in range(0, n, chunk):
+            s = model.sample(min(chunk, n - i), seed=seed * 100003 + i, space=space).double()
+            total, total_sq = total + s.sum(0), total_sq + s.square().sum(0)
+        mean = total / n
+        spread = float((total_sq / n - mean.square()).sum().clamp_min(0).sqrt())
+    return mean.float().unsqueeze(0), spread
 
 
 def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig) -> tuple[torch.Tensor, str]:
@@ -103,18 +137,38 @@ def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: Pr
     if init not in INITS:
         raise ValueError(f"Unknown initialisation '{init}'; use one of {', '.join(INITS)}.")
     if init == "auto":
-        init = "encoder" if model.has_encoder else "mean"
+        init = "encoder" if model.has_encoder else cfg.auto_init
+        if init not in INITS or init == "auto":
+            raise ValueError(f"Unknown initialisation '{init}' (auto_init); use one of {', '.join(INITS[1:])}.")
+        if init == "encoder" and not model.has_encoder:
+            init = "mean"
     n = target.shape[0]
+    shape = model.spaces[space].shape
     with torch.no_grad():
         if init == "encoder":
             return model.encode(target, space), init
         if init == "mean":
-            return model.mean_latent(space).to(model.device).expand(n, *model.spaces[space].shape).clone(), init
+            return model.mean_latent(space).to(model.device).expand(n, *shape).clone(), init
+        if init == "samples":
+            mean, _ = latent_stats(model, space, cfg.stats_samples, cfg.seed)
+            return mean.to(model.device).expand(n, *shape).clone(), init
         bank = model.sample(cfg.bank_size, seed=cfg.seed, space=space)
         loss_fn = losses.get_loss(cfg.loss, model.device)
-        images = model.generate(bank, space).to(model.device)
-        picks = [int(loss_fn(images, target[i : i + 1].expand_as(images)).argmin()) for i in range(n)]
-        return bank[picks].clone(), init
+        decode_kw = {"noise_mode": cfg.noise_mode} if cfg.noise_mode else {}
+        scores = torch.empty(n, len(bank))
+        for i in range(0, len(bank), cfg.bank_chunk):
+            images = model.generate(bank[i : i + cfg.bank_chunk], space, batch_size=cfg.bank_chunk, **decode_kw).to(model.device)
+            for j in range(n):
+                scores[j, i : i + len(images)] = loss_fn(images, target[j : j + 1].expand_as(images)).cpu()
+        return bank[scores.argmin(1).to(bank.device)].clone(), init
+
+
+def _noise_shapes(model: LatentModel) -> list[tuple[int, int]]:
+    if hasattr(model, "noise_shapes"):
+        return [tuple(s) for s in model.noise_shapes()]
+    if hasattr(model, "noise_buffers"):
+        return [tuple(b.shape[-2:]) for b in model.noise_buffers()]
+    return []
 
 
 def project(
@@ -126,7 +180,7 @@ def project(
     """Optimise latents so ``model.decode`` matches ``target`` (N, C, H, W) in [-1, 1].
 
     Yields one event per step (with a preview every ``preview_every`` steps)
-    and a final event with ``done=True`` holding the best latent found.
+    and a final event with ``done=True`` holding the best latent found per image.
     """
     cfg = config or ProjectionConfig()
     if cfg.steps < 1:
@@ -137,29 +191,33 @@ def project(
         target = target[None]
     if tuple(target.shape[1:]) != expected:
         raise ValueError(f"The target must have shape {expected} for {model.card.title}; got {tuple(target.shape[1:])}.")
+    if not torch.isfinite(target).all():
+        raise ValueError("The target image contains NaN or infinite values.")
     target = target.to(model.device, torch.float32)
     loss_fn = losses.get_loss(cfg.loss, model.device)
-    torch.manual_seed(cfg.seed)
+    n_img = target.shape[0]
+    gen = torch.Generator().manual_seed(cfg.seed)
 
+    t_setup = time.perf_counter()
     start, init_used = initial_latent(model, target, space, cfg)
     latent = start.detach().clone().requires_grad_(True)
     params = [latent]
     noises: list[torch.Tensor] = []
-    if cfg.optimize_noise and hasattr(model, "noise_buffers"):
-        g = torch.Generator().manual_seed(cfg.seed)
-        noises = [torch.randn(b.shape, generator=g).to(model.device).requires_grad_(True) for b in model.noise_buffers()]
+    if cfg.optimize_noise:
+        noises = [torch.randn(n_img, 1, *s, generator=gen).to(model.device).requires_grad_(True) for s in _noise_shapes(model)]
         params += noises
     opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
 
     spread = 0.0
     if cfg.latent_noise > 0:
-        with torch.no_grad():
-            s = model.sample(256, seed=cfg.seed + 1, space=space)
-            spread = float((s - s.mean(0)).pow(2).sum() / len(s)) ** 0.5
+        _, spread = latent_stats(model, space, cfg.stats_samples, cfg.seed + 1)
+    setup_seconds = time.perf_counter() - t_setup
 
-    best = (math.inf, start.detach().clone(), None)
+    best_loss = torch.full((n_img,), math.inf)
+    best_latent = start.detach().clone()
+    best_noise = [n.detach().clone() for n in noises]
     history: list[tuple[int, float, float]] = []
-    decode_kw = {"noise": noises} if noises else {}
+    decode_kw: dict = {"noise": noises} if noises else ({"noise_mode": cfg.noise_mode} if cfg.noise_mode else {})
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             break
@@ -170,46 +228,60 @@ def project(
         if spread > 0:
             scale = spread * cfg.latent_noise * max(0.0, 1.0 - t / cfg.latent_noise_ramp) ** 2
             exploring = scale > 0
-            z = latent + torch.randn_like(latent) * scale
+            if exploring:
+                z = latent + torch.randn(latent.shape, generator=gen).to(latent.device) * scale
         recon = model.decode(z, space, **decode_kw)
         per_image = loss_fn(recon, target)
         loss = per_image.sum()
         if noises:
             loss = loss + cfg.noise_regularize * noise_regularizer(noises)
-        value = float(per_image.detach().mean())
-        if not exploring and value < best[0]:  # the loss belongs to the latent before this step's update
-            best = (value, latent.detach().clone(), [n.detach().clone() for n in noises])
+        values = per_image.detach().cpu()
+        if not exploring:  # the loss belongs to the latent before this step's update
+            better = values < best_loss
+            if better.any():
+                best_loss = torch.where(better, values, best_loss)
+                idx = better.nonzero().flatten().to(latent.device)
+                best_latent[idx] = latent.detach()[idx]
+                for b, n in zip(best_noise, noises, strict=True):
+                    b[idx] = n.detach()[idx]
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
         if noises:
             with torch.no_grad():
                 for n in noises:
-                    n -= n.mean()
-                    n *= n.square().mean().rsqrt()
+                    n -= n.mean(dim=(1, 2, 3), keepdim=True)
+                    n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
 
+        value = float(values.mean())
         quality = float(psnr(recon.detach(), target).mean())
         history.append((step + 1, value, quality))
         show = cfg.preview_every > 0 and ((step + 1) % cfg.preview_every == 0 or step == 0)
         yield ProjectionEvent(
             step + 1, cfg.steps, value, quality, latent.detach().cpu(), space,
             recon.detach().cpu() if show else None, loss_name=cfg.loss, init=init_used,
-        )
+            setup_seconds=setup_seconds if step == 0 else 0.0,
+        )  # fmt: skip
 
-    # Final: the best latent seen, or the last one when every step was exploring;
-    # the last update is also a candidate, so decode both and keep the better.
-    candidates = [(latent.detach().clone(), [n.detach().clone() for n in noises])]
-    if best[0] < math.inf:
-        candidates.append((best[1], best[2]))
+    # Final: per image, the better of the best latent seen and the last update (never scored yet).
     with torch.no_grad():
-        scored = []
-        for lat, ns in candidates:
-            r = model.decode(lat, space, **({"noise": ns} if ns else {}))
-            scored.append((float(loss_fn(r, target).mean()), lat, r))
-        value, best_latent, recon = min(scored, key=lambda c: c[0])
+        last_kw = {"noise": noises} if noises else decode_kw
+        last = model.decode(latent, space, **last_kw)
+        last_loss = loss_fn(last, target).cpu()
+        final_latent, recon, final_loss = latent.detach().clone(), last, last_loss
+        if torch.isfinite(best_loss).any():
+            best_kw = {"noise": best_noise} if noises else decode_kw
+            best = model.decode(best_latent, space, **best_kw)
+            best_scored = loss_fn(best, target).cpu()
+            use_best = best_scored < last_loss
+            if use_best.any():
+                sel = use_best.to(latent.device)
+                final_latent = torch.where(sel.reshape(-1, *[1] * (latent.ndim - 1)), best_latent, final_latent)
+                recon = torch.where(sel.reshape(-1, 1, 1, 1), best, last)
+                final_loss = torch.where(use_best, best_scored, last_loss)
         quality = float(psnr(recon, target).mean())
-    yield ProjectionEvent(len(history), cfg.steps, value, quality, best_latent.cpu(), space, recon.cpu(), done=True,
-                          loss_name=cfg.loss, init=init_used)
+    yield ProjectionEvent(len(history), cfg.steps, float(final_loss.mean()), quality, final_latent.cpu(), space, recon.cpu(),
+                          done=True, loss_name=cfg.loss, init=init_used, setup_seconds=setup_seconds if not history else 0.0)
 
 
 def run_projection(model: LatentModel, target: torch.Tensor, config: ProjectionConfig | None = None,

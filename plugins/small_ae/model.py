@@ -22,6 +22,7 @@ from core.model import LatentModel
 WEIGHTS_NAME = "model.safetensors"
 CONFIG_NAME = "config.json"
 LATENTS_NAME = "latents.safetensors"
+DIRECTIONS_NAME = "directions.safetensors"
 
 
 @dataclass(frozen=True)
@@ -213,6 +214,51 @@ class SmallAEModel(LatentModel):
         """The mean of the training latents: the usual start of a projection."""
         self.check_space(space)
         return self.net.latent_mean.detach().clone().to(self.device).unsqueeze(0)
+
+    def datasets(self) -> dict:
+        """The encoded training data (shipped beside the weights) and fresh samples, for the latent map."""
+        out = dict(super().datasets())
+        if self.folder is not None and (self.folder / LATENTS_NAME).is_file():
+            out = {"training data (encoded)": self._training_dataset, **out}
+        return out
+
+    def _training_dataset(self):
+        import numpy as np
+
+        from core.datasets import LatentDataset
+
+        tensors, info = self.training_latents()
+        maps = info.get("labels", {})
+        labels = {}
+        for key, value in tensors.items():
+            if key in ("latents", "index"):
+                continue
+            v = value.numpy()
+            if key == "split":
+                labels[key] = np.array(info.get("split", ["train", "held-out"]))[v.astype(int)]
+            elif key in maps:
+                labels[key] = np.array(maps[key])[v.astype(int)]
+            else:
+                labels[key] = v
+        images = None
+        if info.get("dataset") == "digits" and "index" in tensors:
+            index = tensors["index"].numpy()
+
+            def images(idx):  # scikit-learn ships the digits, so the map can show the real ones
+                from sklearn.datasets import load_digits
+
+                pix = load_digits().images[index[np.asarray(idx)]] / 8.0 - 1.0
+                return torch.from_numpy(pix).float().unsqueeze(1)
+
+        what = f"{len(tensors['latents'])} training and held-out items of '{info.get('dataset', '?')}', encoded with this model."
+        return LatentDataset("training data (encoded)", tensors["latents"].numpy(), "latent", labels, what, images)
+
+    def directions(self) -> list:
+        """Attribute directions fitted on the encoded training data at training time (``directions.safetensors``)."""
+        from core.directions import load_directions
+
+        path = self.folder / DIRECTIONS_NAME if self.folder is not None else None
+        return load_directions(path) if path is not None and path.is_file() else []
 
     def training_latents(self) -> tuple[dict[str, torch.Tensor], dict]:
         """The encoded training data with labels (``latents.safetensors`` beside the weights); see :func:`load_latents`."""
