@@ -43,6 +43,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                       elem_id=f"family_dom_{g}") for g in GROUPS]
             age = gr.Slider(-3, 3, value=0, step=0.1, label="Age (younger ← → older, in std of the training data)", elem_id="family_age")
             gender = gr.Slider(-3, 3, value=0, step=0.1, label="Gender (← → along the model's gender direction)", elem_id="family_gender")
+            with gr.Row():
+                extra = gr.Dropdown([], value=None, label="Another direction", allow_custom_value=True, elem_id="family_extra")
+                extra_amount = gr.Slider(-3, 3, value=0, step=0.1, label="Amount (std)", elem_id="family_extra_amount")
             directions_note = gr.Markdown("", elem_id="family_directions")
             variation = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation between children", elem_id="family_variation")
             with gr.Row():
@@ -124,18 +127,22 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             yield (imgs[0], imgs[1], f"Both parents projected into **{space}** of {m.card.title} "
                    f"(PSNR father {res['father'][1]:.1f} dB, mother {res['mother'][1]:.1f} dB).")
 
-    def settings_from(m, space, gene_w, dom, age_v, gender_v, var, seed_v, n):
+    def settings_from(m, space, gene_w, dom, age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs):
         from core.family import ChildSettings
 
         groups = m.layer_groups(space)
+        wanted = {"age": float(age_v or 0), "gender": float(gender_v or 0)}
+        if extra_name:
+            wanted[extra_name] = float(extra_v or 0)
+        names = {d.name for d in dirs}
         return ChildSettings(
             gene_weight=float(gene_w), dominance={g: d for g, d in zip(GROUPS, dom, strict=True) if g in groups},
-            attributes={"age": float(age_v or 0), "gender": float(gender_v or 0)}, variation=float(var or 0),
+            attributes={k: v for k, v in wanted.items() if v and k in names}, variation=float(var or 0),
             seed=int(seed_v or 0), children=int(n or 1),
         )
 
-    def make(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, var, seed_v, n, request: gr.Request,
-             progress=gr.Progress()):
+    def make(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n,
+             request: gr.Request, progress=gr.Progress()):
         from core.direction_data import directions_for
         from core.export import save_latent
         from core.family import DISCLAIMER, make_children
@@ -145,10 +152,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             if tag != "done":
                 yield gr.update(), gr.update(), f"Projecting the {tag} first: step {payload.step}/{payload.steps}"
         m, space, f, mo, _ = payload
-        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, var, seed_v, n)
         dirs = directions_for(name, m)
-        available = {d.name for d in dirs}
-        settings.attributes = {k: v for k, v in settings.attributes.items() if v and k in available}
+        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs)
         try:
             lat = make_children(m, f, mo, space, settings, dirs)
         except ValueError as e:
@@ -165,7 +170,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             out += [png, str(npz)]
         yield gallery, out, f"{len(images)} children. _{label}. {DISCLAIMER}_"
 
-    def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, var, seed_v, n, index,
+    def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, index,
                     request: gr.Request, progress=gr.Progress()):
         from core.direction_data import directions_for
         from core.export import save_mp4
@@ -173,10 +178,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         from core.images import to_pil
 
         *_, (_, (m, space, f, mo, _)) = projections(name, fpath, mpath, n_steps, request, progress)
-        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, var, seed_v, n)
         dirs = directions_for(name, m)
-        available = {d.name for d in dirs}
-        settings.attributes = {k: v for k, v in settings.attributes.items() if v and k in available}
+        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs)
         kids = make_children(m, f, mo, space, settings, dirs)
         i = int(index or 0)
         if not 0 <= i < len(kids):
@@ -185,25 +188,33 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         return str(save_mp4(frames, ctx.new_file(request, ".mp4", "morph"), fps=12, boomerang=True))
 
     def directions_info(name):
-        if not name or not ctx.registry.is_loaded(name):
-            return "Age and gender sliders work where the model has those directions."
+        """What each direction is and how well it did on held-out data; the extra-direction choices."""
         from core.direction_data import directions_for
 
-        dirs = directions_for(name, ctx.registry.get(name))
+        if not name or ctx.registry.status(name) == "not downloaded":
+            return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
+        dirs = directions_for(name, ctx.model(name))
         if not dirs:
-            return "This model has no age / gender directions yet (`python app.py directions` makes them); those sliders do nothing."
-        return "\n".join(f"- **{d.name}**: {d.describe()}" if hasattr(d, "describe") else f"- **{d.name}**" for d in dirs)
+            return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
+                    "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
+        lines = []
+        for d in dirs:
+            towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
+            lines.append(f"- {d.describe()}{towards}")
+        others = [d.name for d in dirs if d.name not in ("age", "gender")]
+        return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)
 
     both = [model, father, mother]
-    child_inputs = [model, father, mother, steps, gene, *dominance, age, gender, variation, seed, count]
+    child_inputs = [model, father, mother, steps, gene, *dominance, age, gender, extra, extra_amount, variation, seed, count]
     father.change(align_both, both, [father_crop, mother_crop, align_note], api_name="family_align")
     mother.change(align_both, both, [father_crop, mother_crop, align_note], api_name="family_align_mother")
     ev = project_btn.click(project_parents, [*both, steps], [father_proj, mother_proj, status], api_name="family_project",
                            show_progress_on=[status], concurrency_id="heavy")
     gen = generate.click(make, child_inputs, [children, files, status], api_name="family_children", concurrency_id="heavy")
-    for slider in (gene, age, gender, variation):
+    for slider in (gene, age, gender, extra_amount, variation):
         slider.release(make, child_inputs, [children, files, status], api_name=f"family_children_{slider.elem_id}",
                        api_visibility="undocumented", concurrency_id="heavy")
     mv = morph_btn.click(morph_video, [*child_inputs, which], video, api_name="family_morph", concurrency_id="heavy")
     stop.click(None, None, None, cancels=[ev, gen, mv], api_name="family_stop", api_visibility="private")
-    gr.on([model.change, demo.load], directions_info, model, directions_note, api_name="family_directions", show_progress="hidden")
+    gr.on([model.change, demo.load], directions_info, model, [directions_note, extra], api_name="family_directions",
+          show_progress="hidden")
