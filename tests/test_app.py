@@ -243,3 +243,37 @@ def test_share_failure_keeps_serving_and_auth_protects(tmp_path, capsys):
         demo.close()
     with pytest.raises(ValueError, match="USER:PASSWORD"):
         launch(build_app(Registry()), auth=["nopassword"], block=False)
+
+
+def test_family_on_a_fixture_stylegan_w_plus(client):
+    """The W+ path with a real-format StyleGAN pickle (random weights: images are noise, so check the mechanics)."""
+    note, *_ = client.predict(None, str(shared_path("fixtures", "stylegan", "ada_r32.pkl")), "Fixture SG2 face", True,
+                              api_name="/add_pickle")
+    name = note.split("`")[1]
+    dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "005_03.jpg")))
+    mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "006_03.jpg")))
+    fp, mp, status = client.predict(name, dad, mum, 20, api_name="/family_project")
+    assert "w+" in status
+
+    def children(gene, variation, seed, n=2, coarse="blend"):
+        gallery, files, _ = client.predict(name, dad, mum, 20, gene, coarse, "blend", "blend", 0.0, 0.0, None, 0.0, variation,
+                                           seed, n, api_name="/family_children")
+        pngs = [np.asarray(Image.open(f)) for f in files if f.endswith(".png")]
+        npz = [np.load(f, allow_pickle=False)["latent"] for f in files if f.endswith(".npz")]
+        return pngs, npz
+
+    pngs, lat = children(0.0, 0.0, 0)
+    assert pngs[0].shape == (32, 32, 3) and lat[0].shape == (1, 8, 64)  # 8 w+ layers of 64
+    father_view = np.asarray(Image.open(fp))[::8, ::8]  # the 32 px projection, shown 8x enlarged
+    mother_view = np.asarray(Image.open(mp))[::8, ::8]
+    assert np.abs(pngs[0].astype(int) - father_view).max() <= 1  # gene weight 0 = the father's projection
+    pngs1, _ = children(1.0, 0.0, 0)
+    assert np.abs(pngs1[0].astype(int) - mother_view).max() <= 1  # gene weight 1 = the mother's
+    a, la = children(0.5, 0.4, 3)
+    b, lb = children(0.5, 0.4, 3)
+    c, lc = children(0.5, 0.4, 4)
+    assert all(np.array_equal(x, y) for x, y in zip(la, lb, strict=True))  # same seed, same children
+    assert not np.allclose(la[0], lc[0])
+    _, dom = children(0.5, 0.0, 0, n=1, coarse="father")
+    _, blend = children(0.5, 0.0, 0, n=1)
+    assert not np.allclose(dom[0][:, :2], blend[0][:, :2]) and np.allclose(dom[0][:, 2:4], blend[0][:, 2:4])
