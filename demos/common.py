@@ -190,7 +190,10 @@ def read_upload(ctx: AppContext, path: str | None, request: gr.Request | None, c
 def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str = "Model"):
     """Model dropdown + card + Download button; returns (dropdown, card, download_button)."""
     with gr.Group():
-        dropdown = gr.Dropdown(ctx.choices(tag), value=ctx.default_model(tag), label=label, elem_id=f"{prefix}_model")
+        # Custom values allowed: models added while the app runs (a local .pkl) are valid before this
+        # session's list is refreshed; ctx.model() still refuses unknown names with a plain message.
+        dropdown = gr.Dropdown(ctx.choices(tag), value=ctx.default_model(tag), label=label, elem_id=f"{prefix}_model",
+                               allow_custom_value=True)
         with gr.Accordion("Model card (licence, training data)", open=False):
             card = gr.Markdown(ctx.card_markdown(ctx.default_model(tag)), elem_id=f"{prefix}_card")
         download = gr.Button("Download weights", visible=False, size="sm", elem_id=f"{prefix}_download")
@@ -217,6 +220,8 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
         return ctx.card_markdown(name), gr.update(visible=False), gr.update(choices=ctx.choices(tag), value=name)
 
     dropdown.change(show, dropdown, [card, download], api_name=f"{prefix}_model_card", show_progress="hidden")
+    dropdown.focus(lambda: gr.update(choices=ctx.choices(tag)), None, dropdown, api_name=f"{prefix}_model_list",
+                   api_visibility="undocumented", show_progress="hidden")
     download.click(fetch, dropdown, [card, download, dropdown], api_name=f"{prefix}_download", concurrency_id="download")
     return dropdown, card, download
 

@@ -273,8 +273,12 @@ def register_local_pickle(
     Adding the same file again returns the same name (the name is content-based).
     """
     entry = local_model_entry(path, title=title, tags=tags, copy=copy, verify=verify)
-    if registry is not None and entry.name not in registry.entries:
-        registry.add(entry, plugin="plugins.stylegan")
+    if registry is not None:
+        if entry.name not in registry.entries:
+            registry.add(entry, plugin="plugins.stylegan")
+        else:  # the same file again: keep the entry, add what is newly said about it (e.g. "faces")
+            known = registry.entries[entry.name]
+            known.tags = tuple(dict.fromkeys((*known.tags, *entry.tags)))
     return entry.name
 
 
