@@ -58,7 +58,7 @@ def test_get_models_is_cheap_and_complete():
 def test_committed_files_are_small_and_safe():
     files = [p for p in (ROOT / "plugins/small_ae/weights").rglob("*") if p.is_file()]
     names = {p.name for p in files}
-    assert names == {"config.json", "model.safetensors", "latents.safetensors"}
+    assert names == {"config.json", "model.safetensors", "latents.safetensors", "directions.safetensors"}
     assert sum(p.stat().st_size for p in files) < 10 * 2**20
     for p in files:  # no image of the London set (or any image) is committed
         assert p.suffix not in (".png", ".jpg", ".jpeg", ".npy", ".pt", ".pkl")

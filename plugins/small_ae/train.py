@@ -195,12 +195,12 @@ def run(ds: Dataset, config: AEConfig, tc: TrainConfig, out: str | Path, progres
     }
     net.save_pretrained(out, training=training)
     save_latents(out, latents, ds)
-    facts["directions"] = write_directions(out, latents.numpy(), ds)
     facts: dict = {
         "train_seconds": round(seconds, 1),
         "train_mse": reconstruction_mse(net, ds.train_images),
         "heldout_mse": reconstruction_mse(net, ds.heldout_images) if ds.heldout.any() else float("nan"),
         "params": sum(p.numel() for p in net.parameters()),
+        "directions": write_directions(out, latents.numpy(), ds),
     }
     return facts
 
