@@ -150,8 +150,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
         for tag, payload in projections(name, fpath, mpath, n_steps, request, progress):
             if tag != "done":
-                yield gr.update(), gr.update(), f"Projecting the {tag} first: step {payload.step}/{payload.steps}"
-        m, space, f, mo, _ = payload
+                yield gr.update(), gr.update(), f"Projecting the {tag} first: step {payload.step}/{payload.steps}", gr.update(), gr.update()
+        m, space, f, mo, res = payload
         dirs = directions_for(name, m)
         settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs)
         try:
@@ -168,7 +168,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                               variation=settings.variation, seed=settings.seed, index=i, licence=m.card.licence, note=DISCLAIMER)
             gallery.append((ctx.save_image(request, img, f"child{i}_view", min_side=256), f"child #{i} · {label}"))
             out += [png, str(npz)]
-        yield gallery, out, f"{len(images)} children. _{label}. {DISCLAIMER}_"
+        parents = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection", min_side=256) for w in ("father", "mother")]
+        yield gallery, out, f"{len(images)} children. _{label}. {DISCLAIMER}_", *parents
 
     def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, index,
                     request: gr.Request, progress=gr.Progress()):
@@ -210,9 +211,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     mother.change(align_both, both, [father_crop, mother_crop, align_note], api_name="family_align_mother")
     ev = project_btn.click(project_parents, [*both, steps], [father_proj, mother_proj, status], api_name="family_project",
                            show_progress_on=[status], concurrency_id="heavy")
-    gen = generate.click(make, child_inputs, [children, files, status], api_name="family_children", concurrency_id="heavy")
+    gen = generate.click(make, child_inputs, [children, files, status, father_proj, mother_proj], api_name="family_children", concurrency_id="heavy")
     for slider in (gene, age, gender, extra_amount, variation):
-        slider.release(make, child_inputs, [children, files, status], api_name=f"family_children_{slider.elem_id}",
+        slider.release(make, child_inputs, [children, files, status, father_proj, mother_proj], api_name=f"family_children_{slider.elem_id}",
                        api_visibility="undocumented", concurrency_id="heavy")
     mv = morph_btn.click(morph_video, [*child_inputs, which], video, api_name="family_morph", concurrency_id="heavy")
     stop.click(None, None, None, cancels=[ev, gen, mv], api_name="family_stop", api_visibility="private")

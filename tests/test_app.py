@@ -185,7 +185,7 @@ def test_family_on_builtin_faces(client):
     assert "gender" in note and "held-out accuracy" in note
     args = [FACES, handle_file(str(dad)), handle_file(str(mum)), 30, 0.5, "blend", "blend", "blend", 0.0, 1.0, "expression", 0.5,
             0.2, 1, 3]
-    gallery, files, status = client.predict(*args, api_name="/family_children")
+    gallery, files, status, fproj, mproj = client.predict(*args, api_name="/family_children")
     assert len(gallery) == 3 and "not a prediction" in status
     assert len([f for f in files if f.endswith(".npz")]) == 3
     video = client.predict(*args, 0, api_name="/family_morph")
@@ -256,7 +256,7 @@ def test_family_on_a_fixture_stylegan_w_plus(client):
     assert "w+" in status
 
     def children(gene, variation, seed, n=2, coarse="blend"):
-        gallery, files, _ = client.predict(name, dad, mum, 20, gene, coarse, "blend", "blend", 0.0, 0.0, None, 0.0, variation,
+        gallery, files, *_ = client.predict(name, dad, mum, 20, gene, coarse, "blend", "blend", 0.0, 0.0, None, 0.0, variation,
                                            seed, n, api_name="/family_children")
         pngs = [np.asarray(Image.open(f)) for f in files if f.endswith(".png")]
         npz = [np.load(f, allow_pickle=False)["latent"] for f in files if f.endswith(".npz")]

@@ -89,3 +89,19 @@ def test_latent_map_click_decodes_the_point(page, tmp_path):
     expect(info).to_contain_text("Point #", timeout=30_000)
     expect(page.locator("#map_decoded img")).to_be_visible()
     page.screenshot(path=str(_shots(tmp_path) / "latent_map.png"), full_page=True)
+
+
+def test_family_in_a_real_browser(page, tmp_path):
+    from playwright.sync_api import expect
+
+    dad = shared_path("data", "faces", "london", "neutral", "012_03.jpg")
+    mum = shared_path("data", "faces", "london", "neutral", "011_03.jpg")
+    page.get_by_role("tab", name="Family").click()
+    page.locator("#family_father input[type=file]").set_input_files(str(dad))
+    expect(page.locator("#family_father_crop img")).to_be_visible(timeout=60_000)  # aligned before anything slow
+    page.locator("#family_mother input[type=file]").set_input_files(str(mum))
+    expect(page.locator("#family_mother_crop img")).to_be_visible(timeout=60_000)
+    page.locator("#family_generate").click()
+    expect(page.locator("#family_status")).to_contain_text("children", timeout=180_000)
+    expect(page.locator("#family_children img").first).to_be_visible()
+    page.screenshot(path=str(_shots(tmp_path) / "family.png"), full_page=True)
