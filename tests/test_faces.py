@@ -267,3 +267,17 @@ def test_parallel_alignment_matches_serial(detector):
         t.join()
     assert not errors
     assert all(np.array_equal(out[i], serial[i]) for i in range(len(imgs)))
+
+
+def test_cnn_fallback_finds_a_face_hog_misses():
+    """A dimly lit child's face in the classroom photo: HOG finds nothing, the CNN fallback does (with a warning)."""
+    from core.faces import align_face, default_detector
+
+    photo = Image.open(shared_path("data", "faces", "photos", "singnet_classroom_in_tanzania.jpg")).convert("RGB")
+    crop = photo.crop((137, -27, 337, 173))
+    assert default_detector().detect(crop) == []
+    aligned = align_face(crop, 64)
+    assert aligned.image.size == (64, 64)
+    assert any("slower, more thorough detector" in w for w in aligned.warnings)
+    eyes = aligned.face.points
+    assert 10 < eyes.inter_ocular < 40  # a small but real face, not a background blob

@@ -65,6 +65,9 @@ def align_face(
     output_size = int(output_size)
     detector = detector or default_detector()
     faces = detector.detect(image)
+    slow = False
+    if not faces:
+        faces, slow = detector.detect_cnn(image), True
     if not faces:
         raise NoFaceError(
             "No face was found in this photo. Use a clear, front-facing photo where the face is well lit and not cut off."
@@ -81,7 +84,9 @@ def align_face(
         )
     if face.angle % 360:
         warnings.append(f"The face was found after turning the photo by {face.angle:g} degrees.")
-    if face.score < UNSURE_SCORE:
+    if slow:
+        warnings.append("The face was only found by the slower, more thorough detector; check that the crop really shows it.")
+    elif face.score < UNSURE_SCORE:
         warnings.append("The face was hard to detect; check that the aligned crop really shows it.")
     ts = transform_size or transform_size_for(output_size)
     crop = align_ffhq(image, face.points, output_size=output_size, transform_size=ts)
