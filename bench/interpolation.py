@@ -4,22 +4,18 @@ Target: < 0.5 s for 32 frames on each small autoencoder. The baseline column
 decodes the frames one by one (what a naive loop does); ours decodes in one
 batch.
 
-    python bench/interpolation.py
+    python -m bench.interpolation
 """
 
 from __future__ import annotations
 
 import statistics
-import sys
 import time
-from pathlib import Path
 
-sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+import torch
 
-import torch  # noqa: E402
-
-from core.interpolate import path  # noqa: E402
-from plugins.registry import Registry  # noqa: E402
+from core.interpolate import path
+from plugins.registry import Registry
 
 
 def timed(fn, reps: int = 5) -> float:

@@ -4,7 +4,7 @@ Cold: the first start after deleting the project's bytecode caches and, when
 allowed (root on Linux), dropping the OS page cache. Warm: the median of the
 next starts. Target: <= 6 s warm on a 2-core machine.
 
-    python bench/startup.py [--runs 3]
+    python -m bench.startup [--runs 3]
 """
 
 from __future__ import annotations
@@ -73,7 +73,7 @@ def main() -> None:
     how = make_cold()
     cold = time_start()
     warm = [time_start() for _ in range(args.runs)]
-    print(f"| start | seconds to first HTTP 200 | target |\n|---|---|---|")
+    print("| start | seconds to first HTTP 200 | target |\n|---|---|---|")
     print(f"| cold ({how}) | {cold:.2f} | — |")
     print(f"| warm (median of {args.runs}: {', '.join(f'{w:.2f}' for w in warm)}) | {statistics.median(warm):.2f} | <= 6.0 |")
 
