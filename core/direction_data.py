@@ -4,12 +4,11 @@
 direction per label column: two distinct values -> logistic regression (a
 yes/no attribute such as gender), numbers -> ridge regression (such as age).
 Accuracy is measured on held-out people when a person column is given.
-Columns about ethnicity or race are refused: Latent Lab never infers them.
+Columns about ethnicity or race are dropped (core.labels): Latent Lab never infers them.
 """
 
 from __future__ import annotations
 
-import csv
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -19,12 +18,10 @@ import numpy as np
 import torch
 
 from core.directions import Direction, fit_binary_direction, fit_numeric_direction, load_directions, save_directions
+from core.labels import MISSING, list_images, read_labels, row_key
 from core.model import LatentModel
 
-FILE_COLUMNS = ("file", "filename", "image", "path", "id", "face_id")
 GROUP_COLUMNS = ("person", "person_id", "group", "subject", "identity", "face_id")
-REFUSED = re.compile(r"(?:^|[_\W])(eth\w*|race|racial|skin\w*|nationality|origin)(?:$|[_\W])", re.I)
-IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".tif", ".tiff", ".gif"}
 
 
 def user_directions_path(model_name: str) -> Path:
@@ -53,35 +50,25 @@ class LabelledImages:
     groups: list[str] | None
 
 
-def read_labels(images_dir: str | Path, labels_csv: str | Path) -> LabelledImages:
-    """Match CSV rows to image files by file name or stem (e.g. ``001`` matches ``001_03.jpg``)."""
-    images_dir, labels_csv = Path(images_dir), Path(labels_csv)
-    if not images_dir.is_dir():
-        raise ValueError(f"The image folder {images_dir} does not exist.")
-    with open(labels_csv, newline="", encoding="utf-8-sig") as f:
-        rows = list(csv.DictReader(f))
-    if not rows:
-        raise ValueError(f"{labels_csv.name} has no rows.")
-    columns = list(rows[0])
-    key = next((c for c in columns if c.strip().lower() in FILE_COLUMNS), columns[0])
+def read_labelled_folder(images_dir: str | Path, labels_csv: str | Path) -> LabelledImages:
+    """Photos of ``images_dir`` with their CSV rows (see :mod:`core.labels` for the matching rule)."""
+    key, rows = read_labels(labels_csv)
+    columns = list(next(iter(rows.values())))
     group = next((c for c in columns if c.strip().lower() in GROUP_COLUMNS), None)
-    refused = [c for c in columns if REFUSED.search(c)]
-    label_cols = [c for c in columns if c not in (key, group) and c not in refused]
+    label_cols = [c for c in columns if c not in (key, group)]
     if not label_cols:
-        raise ValueError(f"{labels_csv.name} has no label columns besides '{key}'.")
-    files = sorted(p for p in images_dir.rglob("*") if p.suffix.lower() in IMAGE_SUFFIXES)
-    by_name = {p.name: p for p in files}
+        raise ValueError(f"{Path(labels_csv).name} has no label columns besides '{key}'.")
     paths, labels, groups = [], {c: [] for c in label_cols}, []
-    for row in rows:
-        ident = (row.get(key) or "").strip()
-        matches = [by_name[ident]] if ident in by_name else [p for p in files if p.stem == ident or p.stem.startswith(ident + "_")]
-        for p in matches:
-            paths.append(p)
-            for c in label_cols:
-                labels[c].append((row.get(c) or "").strip())
-            groups.append((row.get(group) or ident) if group else ident)
+    for p in list_images(images_dir):
+        k = row_key(p, rows)
+        if k is None:
+            continue
+        paths.append(p)
+        for c in label_cols:
+            labels[c].append(rows[k].get(c, ""))
+        groups.append(rows[k].get(group, k) if group else k)
     if not paths:
-        raise ValueError(f"No image in {images_dir} matches the '{key}' column of {labels_csv.name}.")
+        raise ValueError(f"No image in {images_dir} matches the '{key}' column of {Path(labels_csv).name}.")
     return LabelledImages(paths, labels, groups)
 
 
@@ -119,7 +106,7 @@ def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path,
                     progress: Callable[[int, int, str], None] | None = None) -> tuple[list[Direction], list[str]]:
     """Fit one direction per label column; returns the directions and notes (skipped columns, images)."""
     space = model.check_space(space or ("w" if "w" in model.spaces else model.default_space))
-    data = read_labels(images_dir, labels_csv)
+    data = read_labelled_folder(images_dir, labels_csv)
     latents, kept = encode_images(model, data.paths, space, align_faces, steps, progress)
     notes = [f"{len(kept)} of {len(data.paths)} images used" + ("" if len(kept) == len(data.paths) else " (others unreadable or no face)")]
     groups = [data.groups[i] for i in kept] if data.groups else None
@@ -131,7 +118,7 @@ def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path,
     out = []
     for column, raw in data.labels.items():
         values = [raw[i] for i in kept]
-        known = [(i, v) for i, v in enumerate(values) if v and v.lower() not in ("na", "nan", "none", "?")]
+        known = [(i, v) for i, v in enumerate(values) if v.lower() not in MISSING]
         idx = np.array([i for i, _ in known])
         vals = [v for _, v in known]
         g = [groups[i] for i in idx] if groups else None

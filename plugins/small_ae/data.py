@@ -9,7 +9,6 @@ person stay out of training. Aligned face crops are cached in the user cache
 
 from __future__ import annotations
 
-import csv
 import functools
 import hashlib
 import json
@@ -18,13 +17,12 @@ from pathlib import Path
 
 import numpy as np
 import torch
-from PIL import Image, ImageOps
+from PIL import Image
 
-IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".bmp", ".webp")
-# Columns that must never be read into the product, whatever CSV a user passes.
-EXCLUDED_COLUMNS = frozenset({"face_eth", "eth", "ethnicity", "race"})
+from core.image_input import fit_square, load_image
+from core.labels import MISSING, list_images, read_labels, row_key
+
 _ALIGN_CACHE_VERSION = "1"
-MISSING = frozenset({"", "na", "n/a", "nan", "none"})  # empty cells of a numeric column become NaN
 
 
 @dataclass
@@ -74,29 +72,6 @@ def load_digits_dataset(heldout_fraction: float = 0.2) -> Dataset:
 
 
 # ----- photo folders -------------------------------------------------------------------
-def list_images(folder: str | Path) -> list[Path]:
-    folder = Path(folder).expanduser()
-    if not folder.is_dir():
-        raise FileNotFoundError(f"The image folder '{folder}' does not exist.")
-    files = sorted(p for p in folder.rglob("*") if p.suffix.lower() in IMAGE_EXTENSIONS and p.is_file())
-    if not files:
-        raise ValueError(f"The folder '{folder}' holds no images ({', '.join(IMAGE_EXTENSIONS)}).")
-    return files
-
-
-def _open(path: Path) -> Image.Image:
-    """A photo the right way up (phones store the rotation in EXIF)."""
-    return ImageOps.exif_transpose(Image.open(path))
-
-
-def center_crop(image: Image.Image, size: int) -> Image.Image:
-    """Largest centred square, resized to size x size (for photos that are not faces)."""
-    w, h = image.size
-    s = min(w, h)
-    box = ((w - s) // 2, (h - s) // 2, (w - s) // 2 + s, (h - s) // 2 + s)
-    return image.convert("RGB").crop(box).resize((size, size), Image.LANCZOS)
-
-
 @functools.cache
 def _aligner_fingerprint() -> str:
     """Hash of the alignment code, so a change to it never serves stale cached crops."""
@@ -120,25 +95,12 @@ def _aligned_cached(path: Path, size: int) -> np.ndarray | None:
     from core.faces import NoFaceError, align_face
 
     try:
-        crop = align_face(_open(path), size).image
+        crop = align_face(load_image(path), size).image
     except NoFaceError:
         none.touch()
         return None
     crop.save(png)
     return np.asarray(crop)
-
-
-def read_labels(csv_path: str | Path) -> tuple[str, dict[str, dict[str, str]]]:
-    """Rows of a CSV keyed by its first column; excluded columns (ethnicity) are dropped on reading."""
-    with open(csv_path, newline="") as f:
-        reader = csv.DictReader(f)
-        if not reader.fieldnames:
-            raise ValueError(f"The labels file '{csv_path}' has no header row.")
-        key = reader.fieldnames[0]
-        rows = {}
-        for row in reader:
-            rows[row[key].strip()] = {k: v.strip() for k, v in row.items() if k and k.lower() not in EXCLUDED_COLUMNS}
-    return key, rows
 
 
 def _encode_column(values: list[str], universe: list[str]) -> tuple[np.ndarray, list[str] | None]:
@@ -184,8 +146,8 @@ def load_folder(
     skipped: list[str] = []
     keys = []
     for path in files:
-        key = path.stem if path.stem in rows or not rows else path.stem.split("_")[0]
-        if rows and key not in rows:
+        key = row_key(path, rows) if rows else path.stem
+        if rows and key is None:
             skipped.append(f"{path.relative_to(folder)}: no row in {Path(labels_csv).name}")
             key = ""
         keys.append(key)
@@ -198,8 +160,8 @@ def load_folder(
         if only_heldout and not out:
             continue
         try:
-            arr = _aligned_cached(path, size) if align_faces else np.asarray(center_crop(_open(path), size))
-        except OSError as e:
+            arr = _aligned_cached(path, size) if align_faces else np.asarray(fit_square(load_image(path), size))
+        except (OSError, ValueError) as e:  # ValueError: core.image_input's plain-sentence refusals
             skipped.append(f"{path.relative_to(folder)}: unreadable ({e})")
             continue
         if arr is None:
