@@ -23,10 +23,10 @@ def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: b
 
 
 def spaces_for(ctx: AppContext, name: str | None):
-    """Space choices of a model, without loading it when it is not loaded yet."""
-    if not name or not ctx.registry.is_loaded(name):
+    """The chosen model's spaces (loading it: it is about to be used); W+ first for StyleGAN."""
+    if not name or ctx.registry.status(name) not in ("ready", "loaded"):
         return gr.update()
-    model = ctx.registry.get(name)
+    model = ctx.model(name)
     default = "w+" if "w+" in model.spaces else model.default_space
     return gr.update(choices=list(model.spaces), value=default)
 
