@@ -31,8 +31,11 @@ def user_directions_path(model_name: str) -> Path:
     return cache_dir("directions", "user") / (re.sub(r"[^A-Za-z0-9._-]+", "_", model_name) + ".safetensors")
 
 
-def directions_for(model_name: str, model: LatentModel) -> list[Direction]:
-    """The model's shipped directions followed by the user's own (theirs win on a name clash)."""
+def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) -> list[Direction]:
+    """The model's shipped directions, the user's own (theirs win on a name clash), then the top
+    ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached."""
+    from core.directions import cached_pca_directions
+
     found = {d.name: d for d in model.directions()}
     path = user_directions_path(model_name)
     if path.is_file():
@@ -40,6 +43,17 @@ def directions_for(model_name: str, model: LatentModel) -> list[Direction]:
             found.update({d.name: d for d in load_directions(path)})
         except ValueError:
             pass  # an unreadable user file must not break the model
+    if unsupervised:
+        space = "w" if "w" in model.spaces else model.default_space
+        dim = int(np.prod(model.spaces[space].shape))
+
+        def sample(n: int) -> np.ndarray:
+            with torch.no_grad():
+                return np.concatenate([model.sample(1000, seed=i, space=space).cpu().numpy() for i in range(n // 1000)])
+
+        n = min(unsupervised, dim)
+        for d in cached_pca_directions(model_name, sample, n=n, n_samples=10_000, space=space):
+            found.setdefault(d.name, d)
     return list(found.values())
 
 

@@ -62,6 +62,7 @@ class ProjectionConfig:
     stats_samples: int = 1000  # samples behind init="samples" (their mean) and the latent spread (NVIDIA: 10,000)
     noise_mode: str | None = None  # decode(noise_mode=...) while noise maps are not optimised; None: the model's own
     bank_chunk: int = 64  # images decoded at once while scoring a bank
+    layer_spread_penalty: float = 0.0  # per-layer spaces (W+): weight of the layers' spread around their mean (see below)
 
 
 @dataclass
@@ -77,6 +78,7 @@ class ProjectionEvent:
     loss_name: str = "mse"
     init: str = ""
     setup_seconds: float = 0.0  # one-time cost before the first step (statistics, bank), on the first event
+    noise: list[torch.Tensor] | None = None  # optimised noise maps (N, 1, H, W), on the CPU, with each preview
 
 
 @dataclass
@@ -129,6 +131,17 @@ def latent_stats(model: LatentModel, space: str, n: int, seed: int, chunk: int =
         mean = total / n
         spread = float((total_sq / n - mean.square()).sum().clamp_min(0).sqrt())
     return mean.float().unsqueeze(0), spread
+
+
+def layer_spread(latent: torch.Tensor) -> torch.Tensor:
+    """Per image, mean over layers of ||x_i - mean_i x||² for per-layer latents (N, L, D): 0 for a broadcast W latent.
+
+    W+ lets every layer take its own w, which fits anything, including what the model never
+    generates; such latents reconstruct well but interpolate and edit badly. Penalising this
+    spread (in units of the W distribution's spread) keeps layers together unless the image
+    needs them apart; for a target that a single w reproduces, the optimum is unchanged.
+    """
+    return (latent - latent.mean(dim=1, keepdim=True)).square().sum(dim=2).mean(dim=1)
 
 
 def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig) -> tuple[torch.Tensor, str]:
@@ -211,6 +224,11 @@ def project(
     spread = 0.0
     if cfg.latent_noise > 0:
         _, spread = latent_stats(model, space, cfg.stats_samples, cfg.seed + 1)
+    spread_weight = 0.0
+    layers = model.spaces[space].num_layers
+    if cfg.layer_spread_penalty > 0 and layers > 0:
+        _, w_spread = latent_stats(model, space, min(cfg.stats_samples, 1000), cfg.seed + 2)
+        spread_weight = cfg.layer_spread_penalty / max(w_spread**2 / layers, 1e-12)  # w_spread² / L: one w's spread²
     setup_seconds = time.perf_counter() - t_setup
 
     best_loss = torch.full((n_img,), math.inf)
@@ -235,6 +253,8 @@ def project(
         loss = per_image.sum()
         if noises:
             loss = loss + cfg.noise_regularize * noise_regularizer(noises)
+        if spread_weight > 0:
+            loss = loss + spread_weight * layer_spread(latent).sum()
         values = per_image.detach().cpu()
         if not exploring:  # the loss belongs to the latent before this step's update
             better = values < best_loss
@@ -261,6 +281,7 @@ def project(
             step + 1, cfg.steps, value, quality, latent.detach().cpu(), space,
             recon.detach().cpu() if show else None, loss_name=cfg.loss, init=init_used,
             setup_seconds=setup_seconds if step == 0 else 0.0,
+            noise=[n.detach().cpu() for n in noises] if (show and noises) else None,
         )  # fmt: skip
 
     # Final: per image, the better of the best latent seen and the last update (never scored yet).
@@ -269,6 +290,7 @@ def project(
         last = model.decode(latent, space, **last_kw)
         last_loss = loss_fn(last, target).cpu()
         final_latent, recon, final_loss = latent.detach().clone(), last, last_loss
+        final_noise = [n.detach().clone() for n in noises]
         if torch.isfinite(best_loss).any():
             best_kw = {"noise": best_noise} if noises else decode_kw
             best = model.decode(best_latent, space, **best_kw)
@@ -279,9 +301,11 @@ def project(
                 final_latent = torch.where(sel.reshape(-1, *[1] * (latent.ndim - 1)), best_latent, final_latent)
                 recon = torch.where(sel.reshape(-1, 1, 1, 1), best, last)
                 final_loss = torch.where(use_best, best_scored, last_loss)
+                final_noise = [torch.where(sel.reshape(-1, 1, 1, 1), b, n) for b, n in zip(best_noise, final_noise, strict=True)]
         quality = float(psnr(recon, target).mean())
     yield ProjectionEvent(len(history), cfg.steps, float(final_loss.mean()), quality, final_latent.cpu(), space, recon.cpu(),
-                          done=True, loss_name=cfg.loss, init=init_used, setup_seconds=setup_seconds if not history else 0.0)
+                          done=True, loss_name=cfg.loss, init=init_used, setup_seconds=setup_seconds if not history else 0.0,
+                          noise=[n.cpu() for n in final_noise] if noises else None)
 
 
 def run_projection(model: LatentModel, target: torch.Tensor, config: ProjectionConfig | None = None,

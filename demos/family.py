@@ -200,8 +200,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                     "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
         lines = []
         for d in dirs:
+            if d.method == "pca":
+                continue
             towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
             lines.append(f"- {d.describe()}{towards}")
+        pcs = [d for d in dirs if d.method == "pca"]
+        if pcs:
+            shares = ", ".join(f"{d.metrics['explained_variance_ratio']:.0%}" for d in pcs[:5])
+            lines.append(f"- PC1–PC{len(pcs)}: principal components of {pcs[0].source} (GANSpace-style, unsupervised): "
+                         f"{shares}… of the variance")
         others = [d.name for d in dirs if d.name not in ("age", "gender")]
         return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)
 

@@ -277,3 +277,34 @@ def test_family_on_a_fixture_stylegan_w_plus(client):
     _, dom = children(0.5, 0.0, 0, n=1, coarse="father")
     _, blend = children(0.5, 0.0, 0, n=1)
     assert not np.allclose(dom[0][:, :2], blend[0][:, :2]) and np.allclose(dom[0][:, 2:4], blend[0][:, 2:4])
+
+
+def test_parents_photos_and_crops_are_gone_when_the_session_ends(app):
+    """Family: uploads, aligned crops, projections and children exist during the session, nowhere after it."""
+    import time
+
+    demo, tmp = app
+    dad = shared_path("data", "faces", "london", "neutral", "007_03.jpg")
+    mum = shared_path("data", "faces", "london", "neutral", "008_03.jpg")
+    c = Client(demo.local_url, verbose=False)
+    c.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
+    c.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 5, 0.5, "blend", "blend", "blend", 0.0, 0.0, None, 0.0, 0.2,
+              0, 2, api_name="/family_children")
+    ctx = demo.latent_lab
+    folder = ctx._sessions[c.session_hash]
+    uploads = set(ctx._uploads[c.session_hash])
+    made = list(folder.iterdir())
+    assert any("crop" in p.name for p in made) and any("child" in p.name for p in made) and len(uploads) >= 2
+    assert ctx._caches[c.session_hash]  # the parents' projections, kept for slider moves
+    photo_bytes = {dad.read_bytes(), mum.read_bytes()}
+    c.close()
+    deadline = time.time() + 20
+    while time.time() < deadline and folder.exists():
+        time.sleep(0.2)
+    assert not folder.exists() and not any(Path(p).exists() for p in uploads)
+    assert c.session_hash not in ctx._caches
+    # Nothing anywhere in the app's file cache is a copy of either photo.
+    cache = Path(os.environ["GRADIO_TEMP_DIR"])
+    leftovers = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size in {len(b) for b in photo_bytes}
+                 and p.read_bytes() in photo_bytes]
+    assert leftovers == []
