@@ -4,12 +4,13 @@ from __future__ import annotations
 
 import json
 import os
-import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from PIL import Image
+
+from core.images import enlarge
 
 LATENT_FORMAT = "latent-lab-latent/1"
 
@@ -57,10 +58,7 @@ def save_gif(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float 
 
     Frames smaller than ``min_side`` are enlarged by an integer factor (nearest neighbour).
     """
-    seq = _sequence(frames, boomerang)
-    if min_side and min(seq[0].size) < min_side:
-        k = -(-min_side // min(seq[0].size))
-        seq = [f.resize((f.size[0] * k, f.size[1] * k), Image.NEAREST) for f in seq]
+    seq = [enlarge(f, min_side) for f in _sequence(frames, boomerang)]
     path = Path(path)
     seq[0].save(path, save_all=True, append_images=seq[1:], duration=max(20, round(1000 / fps)), loop=0 if loop else 1, optimize=False)
     return path
@@ -74,11 +72,9 @@ def save_mp4(frames: Sequence[Image.Image], path: str | os.PathLike, fps: float 
     """
     import imageio.v2 as imageio  # imported lazily: only exports need it
 
-    seq = _sequence(frames, boomerang)
-    w, h = seq[0].size
-    scale = max(1, int(np.ceil(min_side / min(w, h))))
-    tw, th = _round16(w * scale), _round16(h * scale)
-    arrays = [np.asarray(im.convert("RGB").resize((tw, th), Image.NEAREST if scale > 1 else Image.LANCZOS)) for im in seq]
+    seq = [enlarge(f, min_side) for f in _sequence(frames, boomerang)]
+    size = (_round16(seq[0].size[0]), _round16(seq[0].size[1]))
+    arrays = [np.asarray(f if f.size == size else f.resize(size, Image.LANCZOS)) for f in seq]
     path = Path(path)
     imageio.mimwrite(path, arrays, fps=fps, codec="libx264", macro_block_size=16, pixelformat="yuv420p", quality=8)
     return path
@@ -93,8 +89,3 @@ def _sequence(frames: Sequence[Image.Image], boomerang: bool) -> list[Image.Imag
         raise ValueError("There are no frames to export.")
     seq = [f.convert("RGB") for f in frames]
     return seq + seq[-2:0:-1] if boomerang and len(seq) > 2 else seq
-
-
-def session_dir(prefix: str = "latent_lab_") -> Path:
-    """A fresh private temp folder for one request's outputs (the UI cleans it up)."""
-    return Path(tempfile.mkdtemp(prefix=prefix))

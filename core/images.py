@@ -50,19 +50,16 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return out
 
 
-def to_rgb(images: torch.Tensor) -> torch.Tensor:
-    """Repeat a single channel to 3 so any model's output can feed RGB-only code."""
-    return images.expand(-1, 3, -1, -1) if images.shape[1] == 1 else images
-
-
-def resize(images: torch.Tensor, size: int) -> torch.Tensor:
-    """Area-style resize of an (N, C, H, W) batch to size x size (antialiased when shrinking)."""
-    if images.shape[-1] == size and images.shape[-2] == size:
-        return images
-    return torch.nn.functional.interpolate(images, size=(size, size), mode="bilinear", antialias=True, align_corners=False)
-
-
 def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
     """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak range 2)."""
     mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
+
+
+def enlarge(image: Image.Image, min_side: int) -> Image.Image:
+    """Enlarge by the smallest integer factor that reaches ``min_side`` (nearest neighbour, so an
+    8x8 digit shows its real pixels); images already that large are returned as they are."""
+    if not min_side or min(image.size) >= min_side:
+        return image
+    k = -(-min_side // min(image.size))
+    return image.resize((image.size[0] * k, image.size[1] * k), Image.NEAREST)

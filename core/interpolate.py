@@ -65,9 +65,6 @@ def _per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
 
 
 # ----- latent arithmetic ------------------------------------------------------------
-def mean(latents: torch.Tensor) -> torch.Tensor:
-    """The centroid of a batch of latents (keeps the batch dimension)."""
-    return latents.mean(0, keepdim=True)
 
 
 def analogy(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, strength: float = 1.0) -> torch.Tensor:

@@ -71,11 +71,10 @@ class AppContext:
     def save_image(self, request: gr.Request | None, image, stem: str = "image", min_side: int = 0) -> str:
         """Save a PIL image in the session folder; ``min_side`` upscales small images for display
         (nearest neighbour, so an 8x8 digit shows its real pixels)."""
-        if min_side and min(image.size) < min_side:
-            k = -(-min_side // min(image.size))
-            image = image.resize((image.size[0] * k, image.size[1] * k), 0)
+        from core.images import enlarge
+
         path = self.new_file(request, ".png", stem)
-        image.save(path)
+        enlarge(image, min_side).save(path)
         return str(path)
 
     def track_upload(self, request: gr.Request | None, path: str | None) -> None:
