@@ -10,10 +10,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
-import torch
+if TYPE_CHECKING:
+    import torch
 
-LossFn = Callable[[torch.Tensor, torch.Tensor], torch.Tensor]
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # torch is imported on use: plugins register losses at listing time
 
 
 @dataclass(frozen=True)
@@ -64,6 +66,8 @@ MIX_ALPHA = 0.84
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
+    import torch
+
     x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
     return g / g.sum()
@@ -71,6 +75,8 @@ def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Ten
 
 def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Separable 'valid' Gaussian filter of every channel."""
+    import torch
+
     c = x.shape[1]
     x = torch.nn.functional.conv2d(x, g.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
     return torch.nn.functional.conv2d(x, g.reshape(1, 1, -1, 1).expand(c, 1, -1, 1), groups=c)
@@ -93,6 +99,8 @@ def _ssim_terms(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[to
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, min_side: int = 8) -> torch.Tensor:
     """Multi-scale SSIM per image of images in [-1, 1]: 1 = identical, near 0 = unrelated."""
+    import torch
+
     scales = 1
     while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2**scales >= min_side:
         scales += 1
@@ -115,33 +123,11 @@ def ms_ssim_l1(x: torch.Tensor, y: torch.Tensor) -> torch.Tensor:
     return MIX_ALPHA * (1 - ms_ssim(x, y)) + (1 - MIX_ALPHA) * l1
 
 
-# ----- LPIPS (needs NVIDIA's VGG16 weights; the code lives with the StyleGAN plugin, which downloads them) ------------
-def _lpips_available() -> bool:
-    from plugins.stylegan import lpips  # light import (torch only); core stays runnable without the plugin's weights
-
-    return lpips.is_available()
-
-
-def _lpips_build(device: torch.device) -> LossFn:
-    from plugins.stylegan import lpips
-
-    return lpips.build_loss(device)
-
-
 register_loss(Loss("mse", "Pixel mean squared error: exact colours, blurry on details it cannot match.", lambda device: mse))
 register_loss(
     Loss(
         "ms-ssim+l1",
         "0.84 (1 - MS-SSIM) + 0.16 L1 (Zhao et al. 2017): structure and contrast over exact values; no download.",
         lambda device: ms_ssim_l1,
-    )
-)
-register_loss(
-    Loss(
-        "lpips",
-        "LPIPS with VGG16 (Zhang et al. 2018), NVIDIA's weights: closest to human judgement; needs vgg16.pt "
-        "(python -m plugins.stylegan.lpips --download).",
-        _lpips_build,
-        _lpips_available,
     )
 )

@@ -22,6 +22,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.card import ModelCard
+from core.losses import Loss, register_loss
 from core.paths import cache_dir
 from plugins.registry import ModelEntry
 from plugins.stylegan.catalog import CHECKPOINTS, Checkpoint
@@ -32,6 +33,30 @@ if TYPE_CHECKING:
     from plugins.stylegan.download import Progress, Verify
 
 LOCAL_PREFIX = "stylegan/local/"
+
+def _lpips_available() -> bool:
+    from plugins.stylegan import lpips  # torch only, imported when the UI lists losses
+
+    return lpips.is_available()
+
+
+def _lpips_build(device: Any) -> Any:
+    from plugins.stylegan import lpips
+
+    return lpips.build_loss(device)
+
+
+# LPIPS needs NVIDIA's vgg16.pt, fetched like the checkpoints, so this plugin offers it; it appears in
+# ``core.losses.available()`` once the file is in the cache.
+register_loss(
+    Loss(
+        "lpips",
+        "LPIPS with VGG16 (Zhang et al. 2018), NVIDIA's weights: closest to human judgement; needs vgg16.pt "
+        "(python -m plugins.stylegan.lpips --download).",
+        _lpips_build,
+        _lpips_available,
+    )
+)
 
 # ``download`` is imported on use, so ``python -m plugins.stylegan.download`` does not import itself twice.
 

@@ -9,6 +9,8 @@ import torch
 from core.card import LatentSpace, ModelCard
 from core.model import LatentModel
 
+LAYER_SPREAD_PENALTY = 0.1  # W+ projection: weight of the layers' spread (core.projection.layer_spread)
+
 
 class StyleGANModel(LatentModel):
     """A generator from :mod:`plugins.stylegan.pickle_loader` / :mod:`plugins.stylegan.weights`.
@@ -19,8 +21,11 @@ class StyleGANModel(LatentModel):
     (on CUDA the layers flagged fp16 run in half precision unless this is set).
 
     Noise: with ``noise_mode='const'`` (the default) StyleGAN2 reads its per-layer
-    ``noise_const`` buffers, listed by :meth:`noise_buffers`. A projector may set
-    ``requires_grad_()`` on them and optimise them in place; :meth:`reset_noise` restores them.
+    ``noise_const`` buffers, listed by :meth:`noise_buffers`. One model object serves every
+    user of the app, so nothing may change its state per request: a projector that optimises
+    noise maps passes its own tensors with ``decode(..., noise=[...])`` (shapes from
+    :meth:`noise_shapes`), which replace the buffers for that call only. Never optimise the
+    buffers in place; :meth:`reset_noise` only repairs a model that someone changed anyway.
     """
 
     has_encoder = False
@@ -91,7 +96,19 @@ class StyleGANModel(LatentModel):
             return self._mapping(latents, self.truncation_cutoff)
         return super()._convert(latents, src, dst)
 
-    def _decode(self, latents: torch.Tensor, space: str, noise_mode: str | None = None, **kwargs) -> torch.Tensor:
+    def _decode(
+        self,
+        latents: torch.Tensor,
+        space: str,
+        noise_mode: str | None = None,
+        noise: list[torch.Tensor] | None = None,
+        **kwargs,
+    ) -> torch.Tensor:
+        """``noise``: per-call noise maps (StyleGAN2), one per :meth:`noise_shapes` entry, each [H, W] or [1 or N, 1, H, W]."""
+        if noise is not None and len(noise) > 0 and not self.noise_shapes():
+            raise ValueError(f"{self.card.title} has no noise inputs (StyleGAN3); do not pass noise maps.")
+        if noise is not None and len(noise) > 0:
+            kwargs["noise"] = list(noise)
         if space == "z":
             ws = self._mapping(latents, self.truncation_cutoff)
         elif space == "w":
@@ -110,6 +127,27 @@ class StyleGANModel(LatentModel):
             return w_avg.reshape(1, 1, -1).repeat(1, self.G.num_ws, 1)
         return torch.zeros(1, self.G.z_dim, device=self.device)
 
+    def projection_defaults(self, space: str) -> dict:
+        """How to project into StyleGAN (``bench/projection.py`` compares it with NVIDIA's recipe).
+
+        Start at ``w_avg``; Adam at lr 0.1 with a short second-moment memory (beta2 0.95: the
+        gradient scale changes fast as the image comes together); NVIDIA's ramps (5 % up, cosine
+        down over the last 25 %); no latent noise and no noise maps, so the latent is all there
+        is and the reconstruction is exactly what the saved latent gives later; in W+ the layers'
+        spread around their mean is penalised lightly (``core.projection.layer_spread``).
+        """
+        space = self.check_space(space)
+        return {
+            "auto_init": "mean",
+            "lr": 0.1,
+            "betas": (0.9, 0.95),
+            "lr_rampup": 0.05,
+            "lr_rampdown": 0.25,
+            "latent_noise": 0.0,
+            "optimize_noise": False,
+            "layer_spread_penalty": LAYER_SPREAD_PENALTY if space == "w+" else 0.0,
+        }
+
     def layer_groups(self, space: str | None = None) -> dict[str, list[int]]:
         """StyleGAN2: by the resolution each w+ layer drives (coarse 4-8 px, middle 16-32, fine 64+), as in the paper."""
         space = self.check_space(space)
@@ -126,11 +164,15 @@ class StyleGANModel(LatentModel):
 
     # ----- noise ----------------------------------------------------------------------------------------------------
     def noise_buffers(self) -> list[torch.Tensor]:
-        """The ``noise_const`` buffers of StyleGAN2 (coarse to fine); empty for StyleGAN3, which has no noise."""
+        """The ``noise_const`` buffers of StyleGAN2 (coarse to fine; read-only by convention); empty for StyleGAN3."""
         return [b for name, b in self.G.named_buffers() if name.endswith("noise_const")]
 
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of each noise input, coarse to fine: what ``decode(..., noise=[...])`` takes. Empty for StyleGAN3."""
+        return [tuple(b.shape) for b in self.noise_buffers()]
+
     def reset_noise(self) -> None:
-        """Restore the noise buffers to their loaded values (e.g. after a projection optimised them)."""
+        """Restore the noise buffers to their loaded values, should anything have written to them."""
         with torch.no_grad():
             for b, b0 in zip(self.noise_buffers(), self._noise_init, strict=True):
                 b.requires_grad_(False)

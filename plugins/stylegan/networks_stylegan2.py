@@ -158,10 +158,15 @@ class SynthesisLayer(nn.Module):
             self.register_buffer("noise_const", torch.randn(resolution, resolution))
             self.noise_strength = nn.Parameter(torch.zeros([]))
 
-    def forward(self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random") -> torch.Tensor:
+    def forward(
+        self, x: torch.Tensor, w: torch.Tensor, noise_mode: str = "random", noise_input: torch.Tensor | None = None
+    ) -> torch.Tensor:
+        """``noise_input`` (broadcastable to [N, 1, res, res]) replaces ``noise_const`` for this call only."""
         styles = self.affine(w)
         noise = None
-        if self.use_noise and noise_mode == "random":
+        if self.use_noise and noise_input is not None:
+            noise = noise_input.to(x.device) * self.noise_strength
+        elif self.use_noise and noise_mode == "random":
             noise = torch.randn(x.shape[0], 1, self.resolution, self.resolution, device=x.device) * self.noise_strength
         elif self.use_noise and noise_mode == "const":
             noise = self.noise_const * self.noise_strength
@@ -253,14 +258,17 @@ class SynthesisBlock(nn.Module):
         self.num_conv = 1 if in_channels == 0 else 2
         self.num_torgb = 1
 
-    def forward(self, x, img, ws: torch.Tensor, noise_mode: str, dtype: torch.dtype) -> tuple[torch.Tensor, torch.Tensor]:
+    def forward(
+        self, x, img, ws: torch.Tensor, noise_mode: str, dtype: torch.dtype, noise: list[torch.Tensor] | None = None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        n0, n1 = (None, None) if noise is None else ((None, noise[0]) if self.in_channels == 0 else (noise[0], noise[1]))
         if self.in_channels == 0:
             x = self.const.to(dtype).unsqueeze(0).repeat(ws.shape[0], 1, 1, 1)
-            x = self.conv1(x, ws[:, 0], noise_mode)
+            x = self.conv1(x, ws[:, 0], noise_mode, n1)
         else:
             x = x.to(dtype)
-            x = self.conv0(x, ws[:, 0], noise_mode)
-            x = self.conv1(x, ws[:, 1], noise_mode)
+            x = self.conv0(x, ws[:, 0], noise_mode, n0)
+            x = self.conv1(x, ws[:, 1], noise_mode, n1)
         if img is not None:
             if self.impl == "reference":
                 img = ops.upsample2d(img, self.resample_filter)
@@ -315,20 +323,53 @@ class SynthesisNetwork(nn.Module):
             self.num_ws += block.num_conv + (block.num_torgb if res == img_resolution else 0)
             setattr(self, f"b{res}", block)
 
-    def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False, **_ignored: Any) -> torch.Tensor:
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(res, res) of every noise input, coarse to fine: the order of ``noise=`` and of the ``noise_const`` buffers."""
+        layers = [m for m in self.modules() if isinstance(m, SynthesisLayer) and m.use_noise]
+        return [(m.resolution, m.resolution) for m in layers]
+
+    def _check_noise(self, noise: Any, n: int, device: torch.device) -> list[torch.Tensor]:
+        shapes = self.noise_shapes()
+        if not isinstance(noise, list | tuple) or len(noise) != len(shapes):
+            count = len(noise) if isinstance(noise, list | tuple) else type(noise).__name__
+            raise ValueError(f"noise must be a list of {len(shapes)} tensors (one per noise input, coarse to fine), got {count}.")
+        out = []
+        for i, (t, (h, w)) in enumerate(zip(noise, shapes, strict=True)):
+            t = torch.as_tensor(t, device=device, dtype=torch.float32)
+            t = t.reshape(1, 1, h, w) if t.ndim == 2 and tuple(t.shape) == (h, w) else t
+            if t.ndim != 4 or tuple(t.shape[1:]) != (1, h, w) or t.shape[0] not in (1, n):
+                raise ValueError(f"noise[{i}] must have shape [{h}, {w}] or [1 or {n}, 1, {h}, {w}], got {list(t.shape)}.")
+            out.append(t)
+        return out
+
+    def forward(
+        self,
+        ws: torch.Tensor,
+        noise_mode: str = "random",
+        force_fp32: bool = False,
+        noise: list[torch.Tensor] | None = None,
+        **_ignored: Any,
+    ) -> torch.Tensor:
+        """``noise``: per-call noise maps (see :meth:`noise_shapes`) used instead of ``noise_mode``; the module is not changed.
+
+        This is how a projector optimises noise maps while other threads render with the same generator.
+        """
         _check_noise_mode(noise_mode)
         ws = torch.as_tensor(ws)
         if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
             raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}.")
         ws = ws.to(torch.float32)
+        noise = None if noise is None else (self._check_noise(noise, ws.shape[0], ws.device) or None)  # [] when use_noise=False
         use_half = ws.device.type == "cuda" and not force_fp32
         x = img = None
-        i = 0
+        i = j = 0
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             dtype = torch.float16 if (block.use_fp16 and use_half) else torch.float32
-            x, img = block(x, img, ws[:, i : i + block.num_conv + block.num_torgb], noise_mode, dtype)
+            block_noise = None if noise is None else noise[j : j + block.num_conv]
+            x, img = block(x, img, ws[:, i : i + block.num_conv + block.num_torgb], noise_mode, dtype, block_noise)
             i += block.num_conv
+            j += block.num_conv
         return img.contiguous()
 
 
