@@ -106,7 +106,7 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
             with torch.no_grad():
                 z = model.encode(x, space)
         else:
-            cfg = ProjectionConfig(**{**model.projection_defaults(space), "space": space, "steps": steps, "preview_every": 0})
+            cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
             z = run_projection(model, x, cfg).latent
         latents.append(z.detach().cpu().numpy()[0])
         kept.append(i)

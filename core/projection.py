@@ -64,6 +64,17 @@ class ProjectionConfig:
     bank_chunk: int = 64  # images decoded at once while scoring a bank
     layer_spread_penalty: float = 0.0  # per-layer spaces (W+): weight of the layers' spread around their mean (see below)
 
+    @classmethod
+    def for_model(cls, model: LatentModel, space: str | None = None, **overrides) -> ProjectionConfig:
+        """The model's ``projection_defaults(space)`` with ``overrides``; an override of None keeps the default.
+
+        So a UI's "auto" (None) loss or init leaves the choice to the model (StyleGAN: LPIPS when its weights are
+        present, else MS-SSIM + L1).
+        """
+        space = space or model.default_space
+        chosen = {k: v for k, v in overrides.items() if v is not None}
+        return cls(**{**model.projection_defaults(space), "space": space, **chosen})
+
 
 @dataclass
 class ProjectionEvent:

@@ -63,7 +63,7 @@ def _target(registry: Registry, name: str, model, path: str, align: bool):
 def _projection_config(model, space: str, **kw):
     from core.projection import ProjectionConfig
 
-    return ProjectionConfig(**{**model.projection_defaults(space), "space": space, **kw})
+    return ProjectionConfig.for_model(model, space, **kw)
 
 
 def _project(model, target, cfg, label: str):
@@ -92,7 +92,7 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     img, target = _target(registry, args.model, model, args.image, not args.no_align)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed, preview_every=0)
+    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=None if args.loss == "auto" else args.loss, seed=args.seed, preview_every=0)
     ev = _project(model, target, cfg, Path(args.image).name)
     img.save(out / "target.png")
     to_pil(ev.preview)[0].save(out / "reconstruction.png")

@@ -104,7 +104,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             key = (name, space, int(n_steps), hashlib.sha256(buf.getvalue()).hexdigest())
             cached = ctx.session_cache(request).get(key)
             if cached is None:
-                cfg = ProjectionConfig(**{**m.projection_defaults(space), "space": space, "steps": int(n_steps), "preview_every": 0})
+                cfg = ProjectionConfig.for_model(m, space, steps=int(n_steps), preview_every=0)
                 for ev in project(m, from_pil(crop, m.channels), cfg):
                     progress(ev.step / ev.steps, desc=f"projecting the {who}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
                     if not ev.done and ev.step % max(1, ev.steps // 10) == 0:

@@ -64,7 +64,7 @@ def build(ctx: AppContext) -> None:
                 space_name = "w+" if groups and "w+" in m.spaces else ("w" if "w" in m.spaces else m.default_space)
             imgs = [prepare_target(ctx, m, name, p, bool(do_align), request) for p in (pa, pb)]
             target = torch.cat([from_pil(i, m.channels) for i in imgs])
-            cfg = ProjectionConfig(**{**m.projection_defaults(space_name), "space": space_name, "steps": int(n_steps), "preview_every": 0})
+            cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), preview_every=0)
             yield None, None, None, None, "Projecting both images…"
             for ev in project(m, target, cfg):
                 progress(ev.step / ev.steps, desc=f"projecting: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")

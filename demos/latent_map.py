@@ -149,7 +149,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         if m.has_encoder:
             lat = m.encode(target, data.space).detach().cpu().numpy()
         else:
-            cfg = ProjectionConfig(**{**m.projection_defaults(data.space), "space": data.space, "steps": int(n_steps), "preview_every": 0})
+            cfg = ProjectionConfig.for_model(m, data.space, steps=int(n_steps), preview_every=0)
             for ev in project(m, target, cfg):
                 progress(ev.step / ev.steps, desc=f"projecting: step {ev.step}/{ev.steps}")
                 lat = ev.latent.numpy()

@@ -35,7 +35,8 @@ def loss_choices():
     """Losses runnable now (LPIPS only once its weights are downloaded); imported after start-up."""
     from core.losses import available
 
-    losses = available()
+    losses = {"auto": "the model's choice (StyleGAN: LPIPS when vgg16.pt is downloaded, else MS-SSIM + L1; others: MSE)",
+              **available()}
     return gr.update(choices=list(losses), info=" · ".join(f"{k}: {v}" for k, v in losses.items()))
 
 
@@ -52,7 +53,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                     allow_custom_value=True, elem_id="proj_space")
                 init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
                                 info="auto = the encoder when the model has one, else the mean latent", elem_id="proj_init")
-                loss = gr.Dropdown(["mse"], value="mse", label="Loss", elem_id="proj_loss")
+                loss = gr.Dropdown(["auto", "mse", "ms-ssim+l1"], value="auto", label="Loss", elem_id="proj_loss")
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
@@ -73,8 +74,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         m = ctx.model(name)
         img = prepare_target(ctx, m, name, path, bool(do_align), request)
         space_name = space_name if space_name in m.spaces else ("w+" if "w+" in m.spaces else m.default_space)
-        cfg = ProjectionConfig(**{**m.projection_defaults(space_name), "space": space_name, "steps": int(n_steps),
-                                  "init": init_name or "auto", "loss": loss_name or "mse", "seed": int(seed_value or 0)})
+        cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), init=init_name or "auto",
+                                         loss=None if loss_name in (None, "", "auto") else loss_name, seed=int(seed_value or 0))
         cfg.preview_every = max(1, cfg.steps // 40)
         target_path = ctx.save_image(request, img, "target", min_side=256)
         yield target_path, None, f"Projecting into **{space_name}** of {m.card.title}…", None, None

@@ -166,9 +166,10 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
     note, table, *_ = client.predict(None, str(fixture), "Fixture SG2", False, api_name="/add_pickle")
     assert "Added" in note
     name = note.split("`")[1]
-    target, recon, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "mse", 5, False, 0,
+    target, recon, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "auto", 5, False, 0,
                                                          api_name="/project")
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (32, 32) and "w+" in status
+    assert "loss (ms-ssim+l1)" in status  # "auto" without vgg16.pt: the offline substitute for LPIPS, and the UI says so
     bad = shared_path("fixtures", "stylegan", "tamper_global_system.pkl")
     assert "not a usable StyleGAN network pickle" in _error(lambda: client.predict(None, str(bad), "", False, api_name="/add_pickle"))
 

@@ -131,8 +131,15 @@ def test_interleaved_and_threaded_projections_match_sequential_ones():
 # ----- the StyleGAN projector ("ours") ------------------------------------------------------------------------------------
 
 
-def test_projection_defaults_are_sane():
+def test_projection_defaults_are_sane(monkeypatch, tmp_path):
+    monkeypatch.setenv("LATENT_LAB_CACHE", str(tmp_path))
     m = model()
+    assert m.projection_defaults("w+")["loss"] == "ms-ssim+l1"  # offline: the documented substitute for LPIPS
+    assert ProjectionConfig.for_model(m, "w", loss=None, steps=7).loss == "ms-ssim+l1"  # None ("auto") keeps the model's choice
+    from plugins.stylegan import lpips
+
+    lpips.weights_path().write_bytes(b"")
+    assert m.projection_defaults("w+")["loss"] == "lpips"
     for space in ("z", "w", "w+"):
         d = m.projection_defaults(space)
         cfg = ProjectionConfig(**{**d, "space": space})  # every key is a ProjectionConfig field
@@ -145,7 +152,7 @@ def test_projection_defaults_are_sane():
 
 
 def _ours(m: StyleGANModel, space: str, steps: int) -> ProjectionConfig:
-    return ProjectionConfig(**{**m.projection_defaults(space), "space": space, "steps": steps, "preview_every": 0, "noise_mode": "none"})
+    return ProjectionConfig.for_model(m, space, steps=steps, preview_every=0, noise_mode="none", loss="mse")  # as bench/projection.py
 
 
 @pytest.mark.parametrize("space", ["w", "w+"])

@@ -134,10 +134,14 @@ class StyleGANModel(LatentModel):
         gradient scale changes fast as the image comes together); NVIDIA's ramps (5 % up, cosine
         down over the last 25 %); no latent noise and no noise maps, so the latent is all there
         is and the reconstruction is exactly what the saved latent gives later; in W+ the layers'
-        spread around their mean is penalised lightly (``core.projection.layer_spread``).
+        spread around their mean is penalised lightly (``core.projection.layer_spread``). The loss is
+        LPIPS once NVIDIA's vgg16.pt is downloaded, else the offline MS-SSIM + L1 (``core.losses``).
         """
+        from core.losses import available
+
         space = self.check_space(space)
         return {
+            "loss": "lpips" if "lpips" in available() else "ms-ssim+l1",
             "auto_init": "mean",
             "lr": 0.1,
             "betas": (0.9, 0.95),
