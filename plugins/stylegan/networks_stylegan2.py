@@ -373,35 +373,24 @@ class SynthesisNetwork(nn.Module):
         return img.contiguous()
 
 
-class Generator(nn.Module):
-    """StyleGAN2 generator with the official call signatures (``mapping``, ``synthesis``, ``G(z, c, ...)``)."""
+class GeneratorBase(nn.Module):
+    """What both generators share: the official ``G(z, c, ...)`` call, ``config`` and ``set_impl``.
 
-    family = "stylegan2"
+    Subclasses set ``family`` and, in ``__init__``, the attributes ``config`` lists plus ``mapping`` and ``synthesis``.
+    """
 
-    def __init__(
-        self,
-        z_dim: int,
-        c_dim: int,
-        w_dim: int,
-        img_resolution: int,
-        img_channels: int,
-        mapping_kwargs: dict | None = None,
-        synthesis_kwargs: dict | None = None,
-    ) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
-        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
-        self.mapping_kwargs = dict(mapping_kwargs or {})
-        self.synthesis_kwargs = dict(synthesis_kwargs or {})
-        if "channels" not in self.synthesis_kwargs:
-            raise ValueError("synthesis_kwargs needs 'channels' (one count per resolution); see channels_for().")
-        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **self.synthesis_kwargs)
-        self.num_ws = self.synthesis.num_ws
-        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, num_ws=self.num_ws, **self.mapping_kwargs)
+    family = ""
+    z_dim: int
+    c_dim: int
+    w_dim: int
+    img_resolution: int
+    img_channels: int
+    mapping_kwargs: dict
+    synthesis_kwargs: dict
 
     @property
     def config(self) -> dict:
-        """JSON-able constructor arguments: ``Generator(**config)`` rebuilds this network."""
+        """JSON-able constructor arguments: ``Generator(**config)`` rebuilds this network (StyleGAN3 filters come from the weights)."""
         return {
             "family": self.family,
             "z_dim": self.z_dim,
@@ -433,6 +422,33 @@ class Generator(nn.Module):
     ) -> torch.Tensor:
         ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
         return self.synthesis(ws, **synthesis_kwargs)
+
+
+class Generator(GeneratorBase):
+    """StyleGAN2 generator with the official call signatures (``mapping``, ``synthesis``, ``G(z, c, ...)``)."""
+
+    family = "stylegan2"
+
+    def __init__(
+        self,
+        z_dim: int,
+        c_dim: int,
+        w_dim: int,
+        img_resolution: int,
+        img_channels: int,
+        mapping_kwargs: dict | None = None,
+        synthesis_kwargs: dict | None = None,
+    ) -> None:
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
+        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
+        self.mapping_kwargs = dict(mapping_kwargs or {})
+        self.synthesis_kwargs = dict(synthesis_kwargs or {})
+        if "channels" not in self.synthesis_kwargs:
+            raise ValueError("synthesis_kwargs needs 'channels' (one count per resolution); see channels_for().")
+        self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **self.synthesis_kwargs)
+        self.num_ws = self.synthesis.num_ws
+        self.mapping = MappingNetwork(z_dim, c_dim, w_dim, num_ws=self.num_ws, **self.mapping_kwargs)
 
 
 def channels_for(img_resolution: int, channel_base: int = 32768, channel_max: int = 512) -> list[int]:

@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from plugins.stylegan import fast_ops, ops
-from plugins.stylegan.networks_stylegan2 import IMPLS, FullyConnectedLayer, MappingNetwork, _check_noise_mode
+from plugins.stylegan.networks_stylegan2 import FullyConnectedLayer, GeneratorBase, MappingNetwork, _check_noise_mode
 
 LAYER_KEYS = (
     "name", "is_torgb", "is_critically_sampled", "use_fp16", "in_channels", "out_channels", "in_size", "out_size",
@@ -269,7 +269,7 @@ class SynthesisNetwork(nn.Module):
         return x.to(torch.float32).contiguous()
 
 
-class Generator(nn.Module):
+class Generator(GeneratorBase):
     """StyleGAN3 generator with the official call signatures (``mapping``, ``synthesis``, ``G(z, c, ...)``)."""
 
     family = "stylegan3"
@@ -297,38 +297,3 @@ class Generator(nn.Module):
         )
         self.num_ws = self.synthesis.num_ws
         self.mapping = MappingNetwork(z_dim, c_dim, w_dim, num_ws=self.num_ws, **self.mapping_kwargs)
-
-    @property
-    def config(self) -> dict:
-        """JSON-able constructor arguments: ``Generator(**config)`` rebuilds this network (filters come from the weights)."""
-        return {
-            "family": self.family,
-            "z_dim": self.z_dim,
-            "c_dim": self.c_dim,
-            "w_dim": self.w_dim,
-            "img_resolution": self.img_resolution,
-            "img_channels": self.img_channels,
-            "mapping_kwargs": dict(self.mapping_kwargs),
-            "synthesis_kwargs": dict(self.synthesis_kwargs),
-        }
-
-    def set_impl(self, impl: str) -> Generator:
-        """Choose ``"fast"`` or ``"reference"`` computation for every layer."""
-        if impl not in IMPLS:
-            raise ValueError(f"impl must be one of {IMPLS}, not {impl!r}.")
-        for m in self.modules():
-            if hasattr(m, "impl"):
-                m.impl = impl
-        return self
-
-    def forward(
-        self,
-        z: torch.Tensor,
-        c: torch.Tensor | None = None,
-        truncation_psi: float = 1,
-        truncation_cutoff: int | None = None,
-        update_emas: bool = False,
-        **synthesis_kwargs: Any,
-    ) -> torch.Tensor:
-        ws = self.mapping(z, c, truncation_psi=truncation_psi, truncation_cutoff=truncation_cutoff, update_emas=update_emas)
-        return self.synthesis(ws, **synthesis_kwargs)
