@@ -31,7 +31,7 @@ def stages(model, name: str, steps: int) -> list[str]:
     t0 = time.perf_counter()
     crops = [model_input(load_image(p), model.image_size, model.channels, align_face=True)[0] for p in photos]
     t1 = time.perf_counter()
-    cfg = ProjectionConfig(**{**model.projection_defaults(space), "space": space, "steps": steps, "preview_every": 0})
+    cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     res = run_projection(model, torch.cat([from_pil(c, model.channels) for c in crops]), cfg)
     t2 = time.perf_counter()
     f, m = res.latent[:1].to(model.device), res.latent[1:].to(model.device)

@@ -15,7 +15,7 @@ Methods (all with pixel MSE, the loss both can run here):
   autocorrelation regulariser (weight 1e5) and renormalised every step, 1000 steps;
 * ``nvidia, no noise maps``: the same, without noise maps (rendered like the targets): an ablation
   that separates the latent search from the noise maps;
-* ``ours W+`` / ``ours W``: ``StyleGANModel.projection_defaults(space)`` (what the app uses), run
+* ``ours W+`` / ``ours W``: ``StyleGANModel.projection_defaults(space)`` (what the app uses, with MSE), run
   for 200 steps, rendering noise like the targets (``noise_mode='none'``); ``ours W+ (1000)`` runs
   the same recipe for 1000 steps.
 
@@ -94,8 +94,8 @@ def nvidia_config(steps: int, noise_maps: bool = True) -> ProjectionConfig:
 
 
 def ours_config(model, space: str, steps: int) -> ProjectionConfig:
-    return ProjectionConfig(**{**model.projection_defaults(space), "space": space, "steps": steps, "noise_mode": "none",
-                               "loss": "mse", "preview_every": 0})  # fmt: skip
+    """What the app uses, but with pixel MSE (the loss the baseline runs with) and targets' noise mode."""
+    return ProjectionConfig.for_model(model, space, steps=steps, noise_mode="none", loss="mse", preview_every=0)
 
 
 def current_psnr(model, ev, target: torch.Tensor, noise_mode: str) -> float:
