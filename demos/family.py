@@ -101,16 +101,16 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             crop, _ = aligned(name, path, who, request)
             buf = io.BytesIO()
             crop.save(buf, "PNG")
-            key = (name, space, int(n_steps), hashlib.sha256(buf.getvalue()).hexdigest())
+            cfg = ProjectionConfig.for_model(m, space, steps=int(n_steps), preview_every=0)
+            key = (name, space, int(n_steps), cfg.loss, hashlib.sha256(buf.getvalue()).hexdigest())
             cached = ctx.session_cache(request).get(key)
             if cached is None:
-                cfg = ProjectionConfig.for_model(m, space, steps=int(n_steps), preview_every=0)
                 for ev in project(m, from_pil(crop, m.channels), cfg):
                     progress(ev.step / ev.steps, desc=f"projecting the {who}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
                     if not ev.done and ev.step % max(1, ev.steps // 10) == 0:
                         yield who, ev
                     if ev.done:
-                        cached = (ev.latent, ev.psnr, ev.preview)
+                        cached = (ev.latent, ev.psnr, ev.preview, ev.loss_name)
                 ctx.session_cache(request)[key] = cached
             result[who] = cached
         yield "done", (m, space, torch.as_tensor(result["father"][0]), torch.as_tensor(result["mother"][0]), result)
@@ -125,7 +125,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             m, space, _, _, res = payload
             imgs = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection", min_side=256) for w in ("father", "mother")]
             yield (imgs[0], imgs[1], f"Both parents projected into **{space}** of {m.card.title} "
-                   f"(PSNR father {res['father'][1]:.1f} dB, mother {res['mother'][1]:.1f} dB).")
+                   f"(PSNR father {res['father'][1]:.1f} dB, mother {res['mother'][1]:.1f} dB; {res['father'][3]} loss).")
 
     def settings_from(m, space, gene_w, dom, age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs):
         from core.family import ChildSettings

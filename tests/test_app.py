@@ -181,7 +181,7 @@ def test_family_on_builtin_faces(client):
     fcrop, mcrop, note = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
     assert Image.open(fcrop).size == (256, 256) and Image.open(mcrop).size == (256, 256)  # 64 px crops, enlarged for display
     fp, mp, status = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 30, api_name="/family_project")
-    assert "projected" in status
+    assert "projected" in status and "mse loss" in status
     note, extra = client.predict(FACES, api_name="/family_directions")
     assert "gender" in note and "held-out accuracy" in note
     args = [FACES, handle_file(str(dad)), handle_file(str(mum)), 30, 0.5, "blend", "blend", "blend", 0.0, 1.0, "expression", 0.5,
@@ -254,7 +254,7 @@ def test_family_on_a_fixture_stylegan_w_plus(client):
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "005_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "006_03.jpg")))
     fp, mp, status = client.predict(name, dad, mum, 20, api_name="/family_project")
-    assert "w+" in status
+    assert "w+" in status and "ms-ssim+l1 loss" in status  # the offline substitute for LPIPS, named
 
     def children(gene, variation, seed, n=2, coarse="blend"):
         gallery, files, *_ = client.predict(name, dad, mum, 20, gene, coarse, "blend", "blend", 0.0, 0.0, None, 0.0, variation,
