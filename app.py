@@ -58,6 +58,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pr.add_argument("--steps", type=int, default=200)
     pr.add_argument("--init", default="auto", choices=["auto", "encoder", "mean", "bank"])
     pr.add_argument("--loss", default="auto", help="mse, ms-ssim+l1, lpips (once vgg16.pt is downloaded) or auto: the model's choice")
+    pr.add_argument("--noise-maps", action="store_true",
+                    help="also optimise StyleGAN2 noise maps (NVIDIA's recipe; saved in latent.npz)")
     pr.add_argument("--no-align", action="store_true", help="do not detect and align faces (face models)")
     pr.add_argument("--seed", type=int, default=0)
 

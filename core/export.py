@@ -15,24 +15,29 @@ from core.images import enlarge
 LATENT_FORMAT = "latent-lab-latent/1"
 
 
-def save_latent(path: str | os.PathLike, latent, model: str, space: str, **meta) -> Path:
+def save_latent(path: str | os.PathLike, latent, model: str, space: str, noise: Sequence | None = None, **meta) -> Path:
     """Write a latent with the model and space it belongs to (a plain .npz, no pickle).
 
-    ``meta`` values must be JSON-serialisable (e.g. loss, steps, licence).
+    ``noise``: the noise maps a projection optimised (StyleGAN2, coarse to fine), stored as ``noise_0`` ...
+    because the latent alone does not reproduce that reconstruction. ``meta`` values must be JSON-serialisable.
     """
     arr = latent.detach().cpu().numpy() if hasattr(latent, "detach") else np.asarray(latent)
-    info = {"format": LATENT_FORMAT, "model": model, "space": space, **meta}
+    maps = [m.detach().cpu().numpy() if hasattr(m, "detach") else np.asarray(m) for m in (noise or [])]
+    info = {"format": LATENT_FORMAT, "model": model, "space": space, "noise_maps": len(maps), **meta}
     path = Path(path)
     with open(path, "wb") as f:
-        np.savez(f, latent=arr.astype(np.float32), info=np.array(json.dumps(info)))
+        np.savez(f, latent=arr.astype(np.float32), info=np.array(json.dumps(info)),
+                 **{f"noise_{i}": m.astype(np.float32) for i, m in enumerate(maps)})  # fmt: skip
     return path
 
 
 def load_latent(path: str | os.PathLike) -> tuple[np.ndarray, dict]:
-    """Read a latent saved by :func:`save_latent`; returns (array, info)."""
+    """Read a latent saved by :func:`save_latent`; returns (array, info), with the noise maps (if any) as ``info["noise"]``."""
     try:
         with np.load(path, allow_pickle=False) as z:
             latent, info = z["latent"], json.loads(str(z["info"]))
+            if info.get("noise_maps"):
+                info["noise"] = [z[f"noise_{i}"] for i in range(int(info["noise_maps"]))]
     except (OSError, KeyError, ValueError) as e:
         raise ValueError(f"'{Path(path).name}' is not a Latent Lab latent file ({e}).") from e
     if info.get("format") != LATENT_FORMAT:

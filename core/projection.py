@@ -188,11 +188,8 @@ def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: Pr
 
 
 def _noise_shapes(model: LatentModel) -> list[tuple[int, int]]:
-    if hasattr(model, "noise_shapes"):
-        return [tuple(s) for s in model.noise_shapes()]
-    if hasattr(model, "noise_buffers"):
-        return [tuple(b.shape[-2:]) for b in model.noise_buffers()]
-    return []
+    """(H, W) of the model's noise inputs (StyleGAN2's ``noise_shapes()``); none for other models."""
+    return [tuple(s) for s in getattr(model, "noise_shapes", list)()]
 
 
 def project(

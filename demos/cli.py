@@ -92,11 +92,12 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     img, target = _target(registry, args.model, model, args.image, not args.no_align)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=None if args.loss == "auto" else args.loss, seed=args.seed, preview_every=0)
+    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=None if args.loss == "auto" else args.loss, seed=args.seed, preview_every=0,
+                             optimize_noise=True if args.noise_maps else None)
     ev = _project(model, target, cfg, Path(args.image).name)
     img.save(out / "target.png")
     to_pil(ev.preview)[0].save(out / "reconstruction.png")
-    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, psnr=round(ev.psnr, 3), loss=ev.loss,
+    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(ev.psnr, 3), loss=ev.loss,
                 loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence)
     print(f"PSNR {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}). Wrote {out}/target.png, "
           f"reconstruction.png, latent.npz")

@@ -57,6 +57,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
+                noise_maps = gr.Checkbox(False, label="Also optimise noise maps (StyleGAN2)", elem_id="proj_noise",
+                                         info="NVIDIA's projector does: finer detail, but the latent alone no longer reproduces "
+                                              "the result (the maps are saved in the .npz). Off: the latent is everything.")
         with gr.Column(scale=2):
             with gr.Row():
                 target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, elem_id="proj_target")
@@ -65,7 +68,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
             files = gr.File(label="Downloads (latent .npz, reconstruction .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
-    def project_image(name, path, space_name, init_name, loss_name, n_steps, do_align, seed_value,
+    def project_image(name, path, space_name, init_name, loss_name, n_steps, do_align, seed_value, with_noise,
                       request: gr.Request, progress=gr.Progress()):
         from core.export import save_latent
         from core.images import from_pil, to_pil
@@ -75,7 +78,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         img = prepare_target(ctx, m, name, path, bool(do_align), request)
         space_name = space_name if space_name in m.spaces else ("w+" if "w+" in m.spaces else m.default_space)
         cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), init=init_name or "auto",
-                                         loss=None if loss_name in (None, "", "auto") else loss_name, seed=int(seed_value or 0))
+                                         loss=None if loss_name in (None, "", "auto") else loss_name, seed=int(seed_value or 0),
+                                         optimize_noise=True if with_noise else None)
         cfg.preview_every = max(1, cfg.steps // 40)
         target_path = ctx.save_image(request, img, "target", min_side=256)
         yield target_path, None, f"Projecting into **{space_name}** of {m.card.title}…", None, None
@@ -89,11 +93,11 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                     continue
                 recon = to_pil(ev.preview)[0]
                 text = (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
-                        f"start: {ev.init} · space: {ev.space}")
+                        f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
                 if not ev.done:
                     yield target_path, ctx.save_image(request, recon, "preview", min_side=256), text, projection_curve(history, ev.loss_name), None
                     continue
-                npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space,
+                npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
                                   psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step,
                                   licence=m.card.licence)
                 png = ctx.save_image(request, recon, "reconstruction")
@@ -102,7 +106,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         except ValueError as e:
             raise gr.Error(str(e)) from e
 
-    event = run.click(project_image, [model, image, space, init, loss, steps, align, seed],
+    event = run.click(project_image, [model, image, space, init, loss, steps, align, seed, noise_maps],
                       [target, preview, status, curve, files], api_name="project", show_progress_on=[status],
                       concurrency_id="heavy")
     stop.click(None, None, None, cancels=[event], api_name="project_stop", api_visibility="private")

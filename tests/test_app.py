@@ -12,6 +12,7 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from core.export import load_latent
 from tests.conftest import shared_path
 
 gradio_client = pytest.importorskip("gradio_client")
@@ -170,6 +171,11 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
                                                          api_name="/project")
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (32, 32) and "w+" in status
     assert "loss (ms-ssim+l1)" in status  # "auto" without vgg16.pt: the offline substitute for LPIPS, and the UI says so
+    assert "noise maps" not in status and load_latent(next(f for f in files if f.endswith(".npz")))[1]["noise_maps"] == 0
+    *_, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "mse", 5, False, 0, True, api_name="/project")
+    latent, info = load_latent(next(f for f in files if f.endswith(".npz")))
+    assert "noise maps optimised" in status and info["noise_maps"] == 7 == len(info["noise"])  # 4, 8, 8, 16, 16, 32, 32 px
+    assert [m.shape[-1] for m in info["noise"]] == sorted(m.shape[-1] for m in info["noise"])
     bad = shared_path("fixtures", "stylegan", "tamper_global_system.pkl")
     assert "not a usable StyleGAN network pickle" in _error(lambda: client.predict(None, str(bad), "", False, api_name="/add_pickle"))
 

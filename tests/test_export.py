@@ -19,6 +19,13 @@ def test_latent_roundtrip(tmp_path):
     # plain arrays only: readable without pickle
     with np.load(p, allow_pickle=False) as z:
         assert set(z.files) == {"latent", "info"}
+    assert "noise" not in info and info["noise_maps"] == 0
+
+
+def test_latent_with_noise_maps_roundtrip(tmp_path):
+    lat, maps = torch.randn(2, 10, 8), [torch.randn(2, 1, 4, 4), torch.randn(2, 1, 8, 8)]
+    arr, info = load_latent(save_latent(tmp_path / "n.npz", lat, model="m", space="w+", noise=maps))
+    assert info["noise_maps"] == 2 and all(np.array_equal(a, m.numpy()) for a, m in zip(info["noise"], maps, strict=True))
 
 
 def test_load_latent_rejects_foreign_files(tmp_path):
