@@ -24,6 +24,7 @@ class Loss:
     description: str
     build: Callable[[torch.device], LossFn]  # builds (and caches) the callable on a device
     is_available: Callable[[], bool] = lambda: True
+    download: Callable[..., object] | None = None  # download(progress) fetches what is missing; progress(done, total)
 
 
 _LOSSES: dict[str, Loss] = {}
@@ -37,6 +38,19 @@ def register_loss(loss: Loss) -> None:
 def available() -> dict[str, str]:
     """Losses that can run now: name -> description."""
     return {n: loss.description for n, loss in _LOSSES.items() if loss.is_available()}
+
+
+def downloadable() -> dict[str, str]:
+    """Losses that become available after a download: name -> description."""
+    return {n: loss.description for n, loss in _LOSSES.items() if loss.download is not None and not loss.is_available()}
+
+
+def download(name: str, progress: Callable[[int, int | None], None] | None = None) -> None:
+    """Fetch what the loss ``name`` needs (its plugin's download: resumable, verified)."""
+    loss = _LOSSES.get(name)
+    if loss is None or loss.download is None:
+        raise ValueError(f"The loss '{name}' has nothing to download.")
+    loss.download(progress)
 
 
 def get_loss(name: str, device: torch.device) -> LossFn:

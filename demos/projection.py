@@ -32,12 +32,32 @@ def spaces_for(ctx: AppContext, name: str | None):
 
 
 def loss_choices():
-    """Losses runnable now (LPIPS only once its weights are downloaded); imported after start-up."""
-    from core.losses import available
+    """Losses runnable now (LPIPS only once its weights are downloaded), and whether to offer the download."""
+    from core.losses import available, downloadable
 
     losses = {"auto": "the model's choice (StyleGAN: LPIPS when vgg16.pt is downloaded, else MS-SSIM + L1; others: MSE)",
               **available()}
-    return gr.update(choices=list(losses), info=" · ".join(f"{k}: {v}" for k, v in losses.items()))
+    missing = downloadable()
+    return (gr.update(choices=list(losses), info=" · ".join(f"{k}: {v}" for k, v in losses.items())),
+            gr.update(visible=bool(missing), value=f"Download weights for: {', '.join(missing)}"))
+
+
+def fetch_losses(progress=gr.Progress()):
+    """Download what the missing losses need (LPIPS: NVIDIA's vgg16.pt), then offer them."""
+    from core.losses import download, downloadable
+
+    for name in downloadable():
+        progress(0, desc=f"Downloading the weights of {name}")
+
+        def report(done: int, total: int | None, name=name):
+            if total:
+                progress(done / total, desc=f"Downloading the weights of {name}: {done / 2**20:.0f} / {total / 2**20:.0f} MB")
+
+        try:
+            download(name, report)
+        except Exception as e:
+            raise gr.Error(str(e)) from e
+    return loss_choices()
 
 
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
@@ -54,6 +74,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
                                 info="auto = the encoder when the model has one, else the mean latent", elem_id="proj_init")
                 loss = gr.Dropdown(["auto", "mse", "ms-ssim+l1"], value="auto", label="Loss", elem_id="proj_loss")
+                fetch_loss = gr.Button("Download loss weights", visible=False, size="sm", elem_id="proj_loss_download")
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
@@ -111,4 +132,5 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                       concurrency_id="heavy")
     stop.click(None, None, None, cancels=[event], api_name="project_stop", api_visibility="private")
     model.change(lambda n: spaces_for(ctx, n), model, space, api_name="proj_spaces", show_progress="hidden")
-    demo.load(loss_choices, None, loss, api_name="proj_losses", show_progress="hidden")
+    demo.load(loss_choices, None, [loss, fetch_loss], api_name="proj_losses", show_progress="hidden")
+    fetch_loss.click(fetch_losses, None, [loss, fetch_loss], api_name="proj_loss_download", concurrency_id="download")

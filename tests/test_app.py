@@ -315,3 +315,14 @@ def test_parents_photos_and_crops_are_gone_when_the_session_ends(app):
     leftovers = [p for p in cache.rglob("*") if p.is_file() and p.stat().st_size in {len(b) for b in photo_bytes}
                  and p.read_bytes() in photo_bytes]
     assert leftovers == []
+
+
+def test_lpips_download_is_offered_and_fails_plainly_offline(client, monkeypatch):
+    from plugins.stylegan import lpips
+
+    choices = [c[0] for c in client.predict(api_name="/proj_losses")["choices"]]  # (the button is not part of the API)
+    assert choices == ["auto", "mse", "ms-ssim+l1"]  # vgg16.pt is not in the test cache: no LPIPS yet, a download instead
+    monkeypatch.setattr(lpips, "URL", "http://127.0.0.1:9/vgg16.pt")  # a closed port: fails at once, like no internet
+    msg = _error(lambda: client.predict(api_name="/proj_loss_download"))
+    assert "127.0.0.1:9/vgg16.pt" in msg and str(lpips.weights_path()) in msg  # where to put the file by hand
+    assert not lpips.weights_path().exists()

@@ -46,6 +46,12 @@ def _lpips_build(device: Any) -> Any:
     return lpips.build_loss(device)
 
 
+def _lpips_download(progress: Progress | None = None) -> Path:
+    from plugins.stylegan import lpips
+
+    return lpips.download(progress)
+
+
 # LPIPS needs NVIDIA's vgg16.pt, fetched like the checkpoints, so this plugin offers it; it appears in
 # ``core.losses.available()`` once the file is in the cache.
 register_loss(
@@ -55,6 +61,7 @@ register_loss(
         "(python -m plugins.stylegan.lpips --download).",
         _lpips_build,
         _lpips_available,
+        _lpips_download,
     )
 )
 
