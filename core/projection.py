@@ -68,11 +68,11 @@ class ProjectionConfig:
     def for_model(cls, model: LatentModel, space: str | None = None, **overrides) -> ProjectionConfig:
         """The model's ``projection_defaults(space)`` with ``overrides``; an override of None keeps the default.
 
-        So a UI's "auto" (None) loss or init leaves the choice to the model (StyleGAN: LPIPS when its weights are
-        present, else MS-SSIM + L1).
+        ``loss="auto"`` (the UI's and CLI's default) also keeps the model's choice (StyleGAN: LPIPS when its
+        weights are present, else MS-SSIM + L1).
         """
         space = space or model.default_space
-        chosen = {k: v for k, v in overrides.items() if v is not None}
+        chosen = {k: v for k, v in overrides.items() if v is not None and not (k == "loss" and v in ("", "auto"))}
         return cls(**{**model.projection_defaults(space), "space": space, **chosen})
 
 

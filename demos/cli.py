@@ -92,7 +92,7 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     img, target = _target(registry, args.model, model, args.image, not args.no_align)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=None if args.loss == "auto" else args.loss, seed=args.seed, preview_every=0,
+    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed, preview_every=0,
                              optimize_noise=True if args.noise_maps else None)
     ev = _project(model, target, cfg, Path(args.image).name)
     img.save(out / "target.png")

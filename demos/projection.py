@@ -99,7 +99,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         img = prepare_target(ctx, m, name, path, bool(do_align), request)
         space_name = space_name if space_name in m.spaces else ("w+" if "w+" in m.spaces else m.default_space)
         cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), init=init_name or "auto",
-                                         loss=None if loss_name in (None, "", "auto") else loss_name, seed=int(seed_value or 0),
+                                         loss=loss_name, seed=int(seed_value or 0),
                                          optimize_noise=True if with_noise else None)
         cfg.preview_every = max(1, cfg.steps // 40)
         target_path = ctx.save_image(request, img, "target", min_side=256)

@@ -135,7 +135,8 @@ def test_projection_defaults_are_sane(monkeypatch, tmp_path):
     monkeypatch.setenv("LATENT_LAB_CACHE", str(tmp_path))
     m = model()
     assert m.projection_defaults("w+")["loss"] == "ms-ssim+l1"  # offline: the documented substitute for LPIPS
-    assert ProjectionConfig.for_model(m, "w", loss=None, steps=7).loss == "ms-ssim+l1"  # None ("auto") keeps the model's choice
+    assert ProjectionConfig.for_model(m, "w", loss="auto", init=None, steps=7).loss == "ms-ssim+l1"  # "auto"/None: the model's choice
+    assert ProjectionConfig.for_model(m, "w", loss="mse").loss == "mse"
     from plugins.stylegan import lpips
 
     lpips.weights_path().write_bytes(b"")
