@@ -60,17 +60,13 @@ def _target(registry: Registry, name: str, model, path: str, align: bool):
     return img, from_pil(img, model.channels)
 
 
-def _projection_config(model, space: str, **kw):
-    from core.projection import ProjectionConfig
-
-    return ProjectionConfig.for_model(model, space, **kw)
-
-
-def _project(model, target, cfg, label: str):
+def _project(model, target, label: str, space: str, **overrides):
+    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar."""
     from tqdm import tqdm
 
-    from core.projection import project
+    from core.projection import ProjectionConfig, project
 
+    cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
     bar = tqdm(total=cfg.steps, desc=f"projecting {label}", file=sys.stderr)
     final = None
     for ev in project(model, target, cfg):
@@ -92,9 +88,8 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     img, target = _target(registry, args.model, model, args.image, not args.no_align)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    cfg = _projection_config(model, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed, preview_every=0,
-                             optimize_noise=True if args.noise_maps else None)
-    ev = _project(model, target, cfg, Path(args.image).name)
+    ev = _project(model, target, Path(args.image).name, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed,
+                  optimize_noise=True if args.noise_maps else None)
     img.save(out / "target.png")
     to_pil(ev.preview)[0].save(out / "reconstruction.png")
     save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(ev.psnr, 3), loss=ev.loss,
@@ -121,8 +116,7 @@ def interpolate(args: argparse.Namespace, registry: Registry) -> int:
         if model.spaces[space].prior == "gaussian" and "w" in model.spaces:
             space = "w"
         targets = [_target(registry, args.model, model, p, not args.no_align)[1] for p in (args.a, args.b)]
-        cfg = _projection_config(model, space, steps=args.steps, preview_every=0)
-        ev = _project(model, torch.cat(targets), cfg, "A and B")
+        ev = _project(model, torch.cat(targets), "A and B", space, steps=args.steps)
         a, b = ev.latent[:1], ev.latent[1:]
     how = model.spaces[space].interpolation if args.method == "auto" else args.method
     latents = path(a.to(model.device), b.to(model.device), args.frames, how)
@@ -151,8 +145,7 @@ def family(args: argparse.Namespace, registry: Registry) -> int:
     out.mkdir(parents=True, exist_ok=True)
     for (img, _), who in zip(parents, ("father", "mother"), strict=True):
         img.save(out / f"{who}_aligned.png")
-    cfg = _projection_config(model, space, steps=args.steps, preview_every=0)
-    ev = _project(model, torch.cat([t for _, t in parents]), cfg, "father and mother")
+    ev = _project(model, torch.cat([t for _, t in parents]), "father and mother", space, steps=args.steps)
     father, mother = ev.latent[:1].to(model.device), ev.latent[1:].to(model.device)
     for who, rec in zip(("father", "mother"), to_pil(ev.preview), strict=True):
         rec.save(out / f"{who}_projected.png")

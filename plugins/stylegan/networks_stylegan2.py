@@ -376,17 +376,18 @@ class SynthesisNetwork(nn.Module):
 class GeneratorBase(nn.Module):
     """What both generators share: the official ``G(z, c, ...)`` call, ``config`` and ``set_impl``.
 
-    Subclasses set ``family`` and, in ``__init__``, the attributes ``config`` lists plus ``mapping`` and ``synthesis``.
+    Subclasses set ``family``, call ``super().__init__`` with the sizes, then build ``synthesis`` and ``mapping``.
     """
 
     family = ""
-    z_dim: int
-    c_dim: int
-    w_dim: int
-    img_resolution: int
-    img_channels: int
-    mapping_kwargs: dict
-    synthesis_kwargs: dict
+
+    def __init__(self, z_dim: int, c_dim: int, w_dim: int, img_resolution: int, img_channels: int,
+                 mapping_kwargs: dict | None, synthesis_kwargs: dict | None) -> None:  # fmt: skip
+        super().__init__()
+        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
+        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
+        self.mapping_kwargs = dict(mapping_kwargs or {})
+        self.synthesis_kwargs = dict(synthesis_kwargs or {})
 
     @property
     def config(self) -> dict:
@@ -439,11 +440,7 @@ class Generator(GeneratorBase):
         mapping_kwargs: dict | None = None,
         synthesis_kwargs: dict | None = None,
     ) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
-        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
-        self.mapping_kwargs = dict(mapping_kwargs or {})
-        self.synthesis_kwargs = dict(synthesis_kwargs or {})
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs)
         if "channels" not in self.synthesis_kwargs:
             raise ValueError("synthesis_kwargs needs 'channels' (one count per resolution); see channels_for().")
         self.synthesis = SynthesisNetwork(w_dim, img_resolution, img_channels, **self.synthesis_kwargs)

@@ -285,11 +285,8 @@ class Generator(GeneratorBase):
         synthesis_kwargs: dict | None = None,
         design_filters: bool = True,
     ) -> None:
-        super().__init__()
-        self.z_dim, self.c_dim, self.w_dim = int(z_dim), int(c_dim), int(w_dim)
-        self.img_resolution, self.img_channels = int(img_resolution), int(img_channels)
-        self.mapping_kwargs = {"num_layers": 2, "w_avg_beta": 0.998, **dict(mapping_kwargs or {})}
-        self.synthesis_kwargs = dict(synthesis_kwargs or {})
+        mapping_kwargs = {"num_layers": 2, "w_avg_beta": 0.998, **dict(mapping_kwargs or {})}
+        super().__init__(z_dim, c_dim, w_dim, img_resolution, img_channels, mapping_kwargs, synthesis_kwargs)
         if "layers" not in self.synthesis_kwargs:
             self.synthesis_kwargs = synthesis_config(img_resolution, img_channels, **self.synthesis_kwargs)
         self.synthesis = SynthesisNetwork(

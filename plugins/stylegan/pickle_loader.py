@@ -289,6 +289,18 @@ def _mapping_kwargs(G: PersistentRecord, w_dim: int, c_dim: int) -> dict:
     return kw
 
 
+def _generator_sizes(G: PersistentRecord) -> dict:
+    """The constructor arguments both generator families share."""
+    return dict(
+        z_dim=_attr(G, "z_dim"),
+        c_dim=_attr(G, "c_dim"),
+        w_dim=_attr(G, "w_dim"),
+        img_resolution=_attr(G, "img_resolution"),
+        img_channels=_attr(G, "img_channels"),
+        mapping_kwargs=_mapping_kwargs(G, _attr(G, "w_dim"), _attr(G, "c_dim")),
+    )
+
+
 def _stylegan2_config(G: PersistentRecord) -> dict:
     syn = _sub(G, "synthesis", "SynthesisNetwork")
     res_list = [int(r) for r in _attr(syn, "block_resolutions")]
@@ -303,12 +315,7 @@ def _stylegan2_config(G: PersistentRecord) -> dict:
     a = f.sum(dim=1) / f.sum().sqrt()
     taps = (a / a.min()).round().tolist() if a.min() > 0 else [1, 3, 3, 1]
     return dict(
-        z_dim=_attr(G, "z_dim"),
-        c_dim=_attr(G, "c_dim"),
-        w_dim=_attr(G, "w_dim"),
-        img_resolution=_attr(G, "img_resolution"),
-        img_channels=_attr(G, "img_channels"),
-        mapping_kwargs=_mapping_kwargs(G, _attr(G, "w_dim"), _attr(G, "c_dim")),
+        **_generator_sizes(G),
         synthesis_kwargs=dict(
             channels=[int(_tensor(_sub(b, "conv1"), "weight").shape[0]) for b in blocks],
             num_fp16_res=n_fp16,
@@ -334,12 +341,7 @@ def _stylegan3_config(G: PersistentRecord) -> dict:
         spec["padding"] = [int(p) for p in spec["padding"]]
         layers.append(spec)
     return dict(
-        z_dim=_attr(G, "z_dim"),
-        c_dim=_attr(G, "c_dim"),
-        w_dim=_attr(G, "w_dim"),
-        img_resolution=_attr(G, "img_resolution"),
-        img_channels=_attr(G, "img_channels"),
-        mapping_kwargs=_mapping_kwargs(G, _attr(G, "w_dim"), _attr(G, "c_dim")),
+        **_generator_sizes(G),
         synthesis_kwargs=dict(
             input=dict(
                 channels=_attr(inp, "channels"),
