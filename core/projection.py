@@ -25,6 +25,7 @@ are safe.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from collections.abc import Callable, Iterator
@@ -57,9 +58,8 @@ class ProjectionConfig:
     preview_every: int = 10
     seed: int = 0
     extra: dict = field(default_factory=dict)
-    # added with the StyleGAN projector work:
     auto_init: str = "mean"  # what init="auto" means for a model without an encoder
-    stats_samples: int = 1000  # samples behind init="samples" (their mean) and the latent spread (NVIDIA: 10,000)
+    stats_samples: int = 1000  # samples behind init="samples" (their mean), the latent-noise and W+ penalty scales (NVIDIA: 10,000)
     noise_mode: str | None = None  # decode(noise_mode=...) while noise maps are not optimised; None: the model's own
     bank_chunk: int = 64  # images decoded at once while scoring a bank
     layer_spread_penalty: float = 0.0  # per-layer spaces (W+): weight of the layers' spread around their mean (see below)
@@ -155,8 +155,15 @@ def layer_spread(latent: torch.Tensor) -> torch.Tensor:
     return (latent - latent.mean(dim=1, keepdim=True)).square().sum(dim=2).mean(dim=1)
 
 
-def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig) -> tuple[torch.Tensor, str]:
-    """Starting latents (N, *shape) for N targets, and which init was used."""
+def initial_latent(
+    model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig,
+    stats: Callable[[], tuple[torch.Tensor, float]] | None = None,
+) -> tuple[torch.Tensor, str]:
+    """Starting latents (N, *shape) for N targets, and which init was used.
+
+    ``stats`` returns the (mean, spread) of :func:`latent_stats` for ``init="samples"``; ``project``
+    passes its own so the samples are drawn once for the start and the noise / penalty scales.
+    """
     init = cfg.init
     if init not in INITS:
         raise ValueError(f"Unknown initialisation '{init}'; use one of {', '.join(INITS)}.")
@@ -174,7 +181,7 @@ def initial_latent(model: LatentModel, target: torch.Tensor, space: str, cfg: Pr
         if init == "mean":
             return model.mean_latent(space).to(model.device).expand(n, *shape).clone(), init
         if init == "samples":
-            mean, _ = latent_stats(model, space, cfg.stats_samples, cfg.seed)
+            mean, _ = stats() if stats is not None else latent_stats(model, space, cfg.stats_samples, cfg.seed)
             return mean.to(model.device).expand(n, *shape).clone(), init
         bank = model.sample(cfg.bank_size, seed=cfg.seed, space=space)
         loss_fn = losses.get_loss(cfg.loss, model.device)
@@ -220,7 +227,10 @@ def project(
     gen = torch.Generator().manual_seed(cfg.seed)
 
     t_setup = time.perf_counter()
-    start, init_used = initial_latent(model, target, space, cfg)
+    # One set of samples gives the start (init="samples"), the latent-noise scale and the W+ penalty scale,
+    # as NVIDIA's projector takes w_avg and w_std from the same 10,000 samples; drawn only if something needs it.
+    stats = functools.cache(lambda: latent_stats(model, space, cfg.stats_samples, cfg.seed))
+    start, init_used = initial_latent(model, target, space, cfg, stats)
     latent = start.detach().clone().requires_grad_(True)
     params = [latent]
     noises: list[torch.Tensor] = []
@@ -231,11 +241,11 @@ def project(
 
     spread = 0.0
     if cfg.latent_noise > 0:
-        _, spread = latent_stats(model, space, cfg.stats_samples, cfg.seed + 1)
+        _, spread = stats()
     spread_weight = 0.0
     layers = model.spaces[space].num_layers
     if cfg.layer_spread_penalty > 0 and layers > 0:
-        _, w_spread = latent_stats(model, space, min(cfg.stats_samples, 1000), cfg.seed + 2)
+        _, w_spread = stats()
         spread_weight = cfg.layer_spread_penalty / max(w_spread**2 / layers, 1e-12)  # w_spread² / L: one w's spread²
     setup_seconds = time.perf_counter() - t_setup
 

@@ -155,10 +155,9 @@ def family(args: argparse.Namespace, registry: Registry) -> int:
     for k in attributes:
         if k not in names:
             raise ValueError(f"{model.card.title} has no '{k}' direction; make one with 'python app.py directions'.")
-    settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
+    chosen = {"coarse": args.coarse, "middle": args.middle, "fine": args.fine}
+    settings = ChildSettings(gene_weight=args.gene, dominance={g: who for g, who in chosen.items() if who != "blend"},
                              attributes=attributes, variation=args.variation, seed=args.seed, children=args.children)
-    if not model.spaces[space].per_layer:
-        settings.dominance = {}
     kids = make_children(model, father, mother, space, settings, dirs)
     for i, (img, z) in enumerate(zip(to_pil(model.generate(kids, space)), kids, strict=True)):
         img.save(out / f"child_{i}.png")

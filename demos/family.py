@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import hashlib
-import io
 
 import gradio as gr
 
@@ -99,10 +98,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             if not path:
                 raise gr.Error(f"Upload the {who}'s photo first.")
             crop, _ = aligned(name, path, who, request)
-            buf = io.BytesIO()
-            crop.save(buf, "PNG")
             cfg = ProjectionConfig.for_model(m, space, steps=int(n_steps), preview_every=0)
-            key = (name, space, int(n_steps), cfg.loss, hashlib.sha256(buf.getvalue()).hexdigest())
+            key = (name, space, int(n_steps), cfg.loss, crop.mode, crop.size, hashlib.sha256(crop.tobytes()).hexdigest())
             cached = ctx.session_cache(request).get(key)
             if cached is None:
                 for ev in project(m, from_pil(crop, m.channels), cfg):

@@ -118,7 +118,7 @@ def modulated_conv2d_sg2(
         d = None
     else:
         x = x * styles.to(x.dtype).reshape(N, c_in, 1, 1)
-        w = weight.transpose(0, 1).contiguous() if up == 2 else weight
+        w = (weight.transpose(0, 1).contiguous() if weight_t is None else weight_t) if up == 2 else weight
     w = w.to(x.dtype)
     if up == 1:
         x = F.conv2d(x, w, padding=padding)

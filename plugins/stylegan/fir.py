@@ -76,7 +76,7 @@ def upfirdn2d(
             return x * gain if gain != 1 else x
         return ops.upfirdn2d(x, f, up=up, down=down, padding=padding, gain=gain)
     if f.ndim == 2:
-        a = _separable(f)
+        a = separable(f)
         if a is None:
             return _fir2d(x, f * gain, up, down, (px0, px1, py0, py1))
         f = a
@@ -85,7 +85,8 @@ def upfirdn2d(
     return fir1d(x, f, 2, up, down, py0, py1)
 
 
-def _separable(f: torch.Tensor) -> torch.Tensor | None:
+def separable(f: torch.Tensor) -> torch.Tensor | None:
+    """The 1-D filter ``a`` with ``outer(a, a) == f`` for a 2-D filter ``f``, or None when there is none."""
     s = f.sum()
     if s <= 0:
         return None
@@ -133,13 +134,12 @@ def band_blocks(M: torch.Tensor, rows: int, r_start: int = 0, r_stop: int | None
     out = []
     for r0 in range(r_start, r_stop, rows):
         r1 = min(r0 + rows, r_stop)
-        cols = nz[r0:r1].any(dim=0).nonzero()
-        c0, c1 = (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)
-        out.append((r0, r1, c0, c1))
+        out.append((r0, r1, *_col_range(nz, r0, r1)))
     return out
 
 
 def _col_range(M: torch.Tensor, r0: int, r1: int) -> tuple[int, int]:
+    """Columns ``[c0, c1)`` holding the non-zeros of rows ``r0:r1`` of ``M`` (a matrix or its ``!= 0`` mask)."""
     cols = (M[r0:r1] != 0).any(dim=0).nonzero()
     return (int(cols[0]), int(cols[-1]) + 1) if len(cols) else (0, 1)
 
@@ -180,7 +180,7 @@ class FilteredLreluPlan:
         Dy = [fir_matrix(Ht, a.float(), 1, down, 0, 0) for a, _ in terms]  # [Ho, Ht] each
         self.Dx = [fir_matrix(Wt, b.float(), 1, down, 0, 0) for _, b in terms]  # [Wo, Wt] each
         self.nterms = len(terms)
-        self.H, self.W, self.Ht, self.Wt = H, W, Ht, Wt
+        self.H, self.W, self.Wt = H, W, Wt
         self.Ho, self.Wo = Dy[0].shape[0], self.Dx[0].shape[0]
         self.ux_blocks = band_blocks(self.Ux, block_up)
         self.dx_blocks = [band_blocks(D, block_down) for D in self.Dx]

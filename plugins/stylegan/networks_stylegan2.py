@@ -24,7 +24,7 @@ import numpy as np
 import torch
 from torch import nn
 
-from plugins.stylegan import fast_ops, ops
+from plugins.stylegan import fast_ops, fir, ops
 
 IMPLS = ("fast", "reference")
 
@@ -32,6 +32,14 @@ IMPLS = ("fast", "reference")
 def _check_noise_mode(noise_mode: str) -> None:
     if noise_mode not in ("const", "random", "none"):
         raise ValueError(f"noise_mode must be 'const', 'random' or 'none', not {noise_mode!r}.")
+
+
+def _check_ws(ws, num_ws: int, w_dim: int) -> torch.Tensor:
+    """``ws`` as a float32 tensor [N, num_ws, w_dim], or a plain error."""
+    ws = torch.as_tensor(ws)
+    if ws.ndim != 3 or ws.shape[1:] != (num_ws, w_dim):
+        raise ValueError(f"ws must have shape [N, {num_ws}, {w_dim}], got {list(ws.shape)}.")
+    return ws.to(torch.float32)
 
 
 class FullyConnectedLayer(nn.Module):
@@ -272,8 +280,9 @@ class SynthesisBlock(nn.Module):
         if img is not None:
             if self.impl == "reference":
                 img = ops.upsample2d(img, self.resample_filter)
-            else:
-                img = fast_ops.upsample2d(img, self.resample_filter)
+            else:  # the 1-D form of the separable filter, found once rather than on every call
+                f1 = fast_ops.derived(self, "resample_1d", self.resample_filter, fir.separable)
+                img = fast_ops.upsample2d(img, self.resample_filter if f1 is None else f1)
         y = self.torgb(x, ws[:, self.num_conv]).to(torch.float32)
         img = y if img is None else img.add_(y)
         return x, img
@@ -355,21 +364,17 @@ class SynthesisNetwork(nn.Module):
         This is how a projector optimises noise maps while other threads render with the same generator.
         """
         _check_noise_mode(noise_mode)
-        ws = torch.as_tensor(ws)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}.")
-        ws = ws.to(torch.float32)
+        ws = _check_ws(ws, self.num_ws, self.w_dim)
         noise = None if noise is None else (self._check_noise(noise, ws.shape[0], ws.device) or None)  # [] when use_noise=False
         use_half = ws.device.type == "cuda" and not force_fp32
         x = img = None
-        i = j = 0
+        i = 0  # first ws index and first noise map of the block
         for res in self.block_resolutions:
             block = getattr(self, f"b{res}")
             dtype = torch.float16 if (block.use_fp16 and use_half) else torch.float32
-            block_noise = None if noise is None else noise[j : j + block.num_conv]
+            block_noise = None if noise is None else noise[i : i + block.num_conv]
             x, img = block(x, img, ws[:, i : i + block.num_conv + block.num_torgb], noise_mode, dtype, block_noise)
             i += block.num_conv
-            j += block.num_conv
         return img.contiguous()
 
 

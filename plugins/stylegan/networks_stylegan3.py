@@ -21,7 +21,7 @@ import torch
 from torch import nn
 
 from plugins.stylegan import fast_ops, ops
-from plugins.stylegan.networks_stylegan2 import FullyConnectedLayer, GeneratorBase, MappingNetwork, _check_noise_mode
+from plugins.stylegan.networks_stylegan2 import FullyConnectedLayer, GeneratorBase, MappingNetwork, _check_noise_mode, _check_ws
 
 LAYER_KEYS = (
     "name", "is_torgb", "is_critically_sampled", "use_fp16", "in_channels", "out_channels", "in_size", "out_size",
@@ -180,7 +180,6 @@ class SynthesisLayer(nn.Module):
 
     def __init__(self, w_dim: int, spec: dict, design_filters: bool = True) -> None:
         super().__init__()
-        self.spec = {k: spec[k] for k in LAYER_KEYS}
         for k in LAYER_KEYS[1:]:
             setattr(self, k, spec[k])
         self.w_dim = int(w_dim)
@@ -256,10 +255,7 @@ class SynthesisNetwork(nn.Module):
 
     def forward(self, ws: torch.Tensor, noise_mode: str = "random", force_fp32: bool = False, **_ignored: Any) -> torch.Tensor:
         _check_noise_mode(noise_mode)  # SG3 has no noise inputs; accepted for call compatibility
-        ws = torch.as_tensor(ws)
-        if ws.ndim != 3 or ws.shape[1:] != (self.num_ws, self.w_dim):
-            raise ValueError(f"ws must have shape [N, {self.num_ws}, {self.w_dim}], got {list(ws.shape)}.")
-        ws = ws.to(torch.float32)
+        ws = _check_ws(ws, self.num_ws, self.w_dim)
         use_half = ws.device.type == "cuda" and not force_fp32
         x = self.input(ws[:, 0])
         for i, name in enumerate(self.layer_names):
