@@ -37,12 +37,7 @@ def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) 
     from core.directions import cached_pca_directions
 
     found = {d.name: d for d in model.directions()}
-    path = user_directions_path(model_name)
-    if path.is_file():
-        try:
-            found.update({d.name: d for d in load_directions(path)})
-        except ValueError:
-            pass  # an unreadable user file must not break the model
+    found.update(_user_directions(model_name))
     if unsupervised:
         space = "w" if "w" in model.spaces else model.default_space
         dim = int(np.prod(model.spaces[space].shape))
@@ -61,7 +56,7 @@ def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) 
 class LabelledImages:
     paths: list[Path]
     labels: dict[str, list[str]]  # column -> raw text per image
-    groups: list[str] | None
+    groups: list[str]  # the person column, else each row's own key
 
 
 def read_labelled_folder(images_dir: str | Path, labels_csv: str | Path) -> LabelledImages:
@@ -93,6 +88,7 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
     from core.images import from_pil
     from core.projection import ProjectionConfig, run_projection
 
+    cfg = None if model.has_encoder else ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     latents, kept = [], []
     for i, p in enumerate(paths):
         if progress:
@@ -106,7 +102,6 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
             with torch.no_grad():
                 z = model.encode(x, space)
         else:
-            cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
             z = run_projection(model, x, cfg).latent
         latents.append(z.detach().cpu().numpy()[0])
         kept.append(i)
@@ -123,7 +118,7 @@ def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path,
     data = read_labelled_folder(images_dir, labels_csv)
     latents, kept = encode_images(model, data.paths, space, align_faces, steps, progress)
     notes = [f"{len(kept)} of {len(data.paths)} images used" + ("" if len(kept) == len(data.paths) else " (others unreadable or no face)")]
-    groups = [data.groups[i] for i in kept] if data.groups else None
+    groups = [data.groups[i] for i in kept]
     source = f"{len(kept)} labelled images from {Path(images_dir).name}"
     layers = None
     if model.spaces[space].per_layer is False and "w+" in model.spaces:
@@ -135,7 +130,7 @@ def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path,
         known = [(i, v) for i, v in enumerate(values) if v.lower() not in MISSING]
         idx = np.array([i for i, _ in known])
         vals = [v for _, v in known]
-        g = [groups[i] for i in idx] if groups else None
+        g = [groups[i] for i in idx]
         try:
             numbers = np.array(vals, dtype=float)
         except ValueError:
@@ -159,12 +154,18 @@ def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path,
 
 def save_user_directions(model_name: str, directions: list[Direction]) -> Path:
     """Merge with the user's earlier directions for this model (same names are replaced)."""
+    found = _user_directions(model_name)
+    found.update({d.name: d for d in directions})
+    return save_directions(user_directions_path(model_name), list(found.values()))
+
+
+def _user_directions(model_name: str) -> dict[str, Direction]:
+    """The user's saved directions for a model by name; none when there are none or the file is unreadable
+    (a broken user file must not break the model)."""
     path = user_directions_path(model_name)
-    old = {}
     if path.is_file():
         try:
-            old = {d.name: d for d in load_directions(path)}
+            return {d.name: d for d in load_directions(path)}
         except ValueError:
-            old = {}
-    old.update({d.name: d for d in directions})
-    return save_directions(path, list(old.values()))
+            pass
+    return {}

@@ -173,8 +173,7 @@ class FaceDetector:
             if self._cnn is None:
                 self._cnn = self._dlib.cnn_face_detection_model_v1(str(predictor_path().parent / CNN_FILE))
         w, h = rgb.size
-        scale = min(CNN_SIDE / np.sqrt(w * h), self.max_upscale)
-        small = rgb.resize((max(1, round(w * scale)), max(1, round(h * scale))), Image.BILINEAR, reducing_gap=3.0)
+        small = self._detection_copy(rgb, CNN_SIDE)
         sx, sy = small.width / w, small.height / h
         with self._lock:
             found = self._cnn(np.asarray(small), 0)
@@ -188,10 +187,10 @@ class FaceDetector:
             faces.append(Face(box, lm, float(d.confidence), 0.0, side))
         return sorted(faces, key=lambda f: f.side, reverse=True)
 
-    def _detection_copy(self, rgb: Image.Image) -> Image.Image:
-        """The photo resized to about ``detect_side``² pixels (no more than ``max_upscale`` times larger)."""
+    def _detection_copy(self, rgb: Image.Image, side: float | None = None) -> Image.Image:
+        """The photo resized to about ``side``² pixels (default ``detect_side``; no more than ``max_upscale`` times larger)."""
         w, h = rgb.size
-        scale = min(self.detect_side / np.sqrt(w * h), self.max_upscale)
+        scale = min((side or self.detect_side) / np.sqrt(w * h), self.max_upscale)
         size = (max(1, round(w * scale)), max(1, round(h * scale)))
         # reducing_gap: a fast box reduction first when shrinking a big photo a lot.
         return rgb if size == rgb.size else rgb.resize(size, Image.BILINEAR, reducing_gap=3.0)

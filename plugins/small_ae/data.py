@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import functools
 import hashlib
-import json
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -85,7 +84,8 @@ def _aligned_cached(path: Path, size: int) -> np.ndarray | None:
     """FFHQ-aligned crop (uint8 H, W, 3) of one photo, or None when no face is found; cached by file content."""
     from core.paths import cache_dir
 
-    digest = hashlib.sha1(path.read_bytes() + _aligner_fingerprint().encode()).hexdigest()
+    raw = path.read_bytes()
+    digest = hashlib.sha1(raw + _aligner_fingerprint().encode()).hexdigest()
     cache = cache_dir("small_ae", "aligned") / f"{digest}_{size}_v{_ALIGN_CACHE_VERSION}"
     png, none = cache.with_suffix(".png"), cache.with_suffix(".noface")
     if png.is_file():
@@ -95,7 +95,7 @@ def _aligned_cached(path: Path, size: int) -> np.ndarray | None:
     from core.faces import NoFaceError, align_face
 
     try:
-        crop = align_face(load_image(path), size).image
+        crop = align_face(load_image(raw), size).image
     except NoFaceError:
         none.touch()
         return None
@@ -155,7 +155,7 @@ def load_folder(
     # depends on which photos the face detector happens to accept.
     labelled = [(p, k) for p, k in zip(files, keys, strict=True) if k]
     heldout_all = holdout_by_key([k for _, k in labelled], heldout_fraction)
-    arrays, kept, kept_keys, heldout, label_rows, subfolders = [], [], [], [], [], []
+    arrays, kept, heldout, label_rows, subfolders = [], [], [], [], []
     for (path, key), out in tqdm(list(zip(labelled, heldout_all, strict=True)), desc="reading images", disable=not progress):
         if only_heldout and not out:
             continue
@@ -169,7 +169,6 @@ def load_folder(
             continue
         arrays.append(arr)
         kept.append(path.relative_to(folder).as_posix())
-        kept_keys.append(key)
         heldout.append(out)
         label_rows.append(rows.get(key, {}))
         subfolders.append(path.parent.relative_to(folder).as_posix())
@@ -221,8 +220,3 @@ def load_london(size: int = 64, root: str | Path | None = None, progress: bool =
     ds.name = "london"
     return ds
 
-
-def describe(ds: Dataset) -> str:
-    return json.dumps(
-        {"name": ds.name, "n": len(ds.images), "heldout": int(ds.heldout.sum()), "labels": list(ds.labels), "maps": ds.label_maps}
-    )

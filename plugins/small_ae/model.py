@@ -9,6 +9,7 @@ diffusers style; loading never unpickles anything.
 
 from __future__ import annotations
 
+import functools
 import json
 from dataclasses import asdict, dataclass, fields
 from pathlib import Path
@@ -245,9 +246,7 @@ class SmallAEModel(LatentModel):
             index = tensors["index"].numpy()
 
             def images(idx):  # scikit-learn ships the digits, so the map can show the real ones
-                from sklearn.datasets import load_digits
-
-                pix = load_digits().images[index[np.asarray(idx)]] / 8.0 - 1.0
+                pix = _digit_pixels()[index[np.asarray(idx)]] / 8.0 - 1.0
                 return torch.from_numpy(pix).float().unsqueeze(1)
 
         what = f"{len(tensors['latents'])} training and held-out items of '{info.get('dataset', '?')}', encoded with this model."
@@ -287,3 +286,11 @@ def load_latents(folder: str | Path) -> tuple[dict[str, torch.Tensor], dict]:
     except (SafetensorError, OSError, json.JSONDecodeError) as e:
         raise ValueError(f"{path} is not a readable latents file ({e}).") from e
     return tensors, info
+
+
+@functools.cache
+def _digit_pixels():
+    """scikit-learn's 8x8 digits (0-16), read once rather than on every neighbour lookup."""
+    from sklearn.datasets import load_digits
+
+    return load_digits().images
