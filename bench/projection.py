@@ -35,8 +35,8 @@ from __future__ import annotations
 import argparse
 import statistics
 import sys
-import tempfile
 import time
+from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -59,9 +59,9 @@ def generator_64():
     from plugins.stylegan.random_init import build_random
 
     if FIXTURE_64.is_file():
-        from plugins.stylegan.weights import load_cached
+        from plugins.stylegan.pickle_loader import load_network_pickle
 
-        return "SG2 64 px (fixture ada_r64_fp16_legacy)", load_cached(FIXTURE_64, tempfile.mkdtemp(prefix="bench_proj_"))
+        return "SG2 64 px (fixture ada_r64_fp16_legacy)", load_network_pickle(FIXTURE_64)
     G = build_random("stylegan2", img_resolution=64, z_dim=80, w_dim=96, mapping_layers=2, channel_base=6144, channel_max=96, seed=64)
     return "SG2 64 px (random_init, fixture config)", G
 
@@ -89,13 +89,13 @@ def nvidia_config(steps: int, noise_maps: bool = True) -> ProjectionConfig:
     return ProjectionConfig(
         space="w", steps=steps, lr=0.1, init="samples", stats_samples=10_000, lr_rampup=0.05, lr_rampdown=0.25,
         latent_noise=0.05, latent_noise_ramp=0.75, optimize_noise=noise_maps, noise_regularize=1e5,
-        noise_mode=None if noise_maps else "none", betas=(0.9, 0.999), loss="mse", preview_every=0,
+        noise_mode=None if noise_maps else "none", betas=(0.9, 0.999), loss="mse",
     )  # fmt: skip
 
 
 def ours_config(model, space: str, steps: int) -> ProjectionConfig:
     """What the app uses, but with pixel MSE (the loss the baseline runs with) and targets' noise mode."""
-    return ProjectionConfig.for_model(model, space, steps=steps, noise_mode="none", loss="mse", preview_every=0)
+    return ProjectionConfig.for_model(model, space, steps=steps, noise_mode="none", loss="mse")
 
 
 def current_psnr(model, ev, target: torch.Tensor, noise_mode: str) -> float:
@@ -107,7 +107,7 @@ def current_psnr(model, ev, target: torch.Tensor, noise_mode: str) -> float:
 
 def run(model, target: torch.Tensor, cfg: ProjectionConfig) -> dict:
     """One projection; PSNR at the checkpoints, final PSNR, seconds per step, one-time setup seconds."""
-    cfg.preview_every = 50  # checkpoints are multiples of 50: their events carry the noise maps
+    cfg = replace(cfg, preview_every=50)  # checkpoints are multiples of 50: their events carry the noise maps
     out: dict = {"psnr": {}, "setup": 0.0}
     step_time = 0.0
     gen = project(model, target, cfg)
@@ -134,7 +134,7 @@ def alternating_timing(model, target: torch.Tensor, cfgs: dict[str, ProjectionCo
     """Median seconds per step of each config, single steps taken in turn (fair under a drifting background load)."""
     gens, times = {}, {k: [] for k in cfgs}
     for name, cfg in cfgs.items():
-        gens[name] = project(model, target, ProjectionConfig(**{**cfg.__dict__, "steps": 1000, "preview_every": 0}))
+        gens[name] = project(model, target, replace(cfg, steps=1000, preview_every=0))
         next(gens[name])  # setup and first step
     for _ in range(steps):
         for name, gen in gens.items():

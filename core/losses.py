@@ -15,7 +15,9 @@ from typing import TYPE_CHECKING
 if TYPE_CHECKING:
     import torch
 
-LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]  # torch is imported on use: plugins register losses at listing time
+# loss(recon (N, C, H, W), target (N or 1, C, H, W)) -> (N,): a target batch of 1 is broadcast to every recon.
+# torch is imported on use: plugins register losses at listing time.
+LossFn = Callable[["torch.Tensor", "torch.Tensor"], "torch.Tensor"]
 
 
 @dataclass(frozen=True)

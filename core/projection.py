@@ -187,10 +187,12 @@ def initial_latent(
         loss_fn = losses.get_loss(cfg.loss, model.device)
         decode_kw = {"noise_mode": cfg.noise_mode} if cfg.noise_mode else {}
         scores = torch.empty(n, len(bank))
+        # One target object per image, broadcast by the loss: a perceptual loss computes (and caches) its features once.
+        targets = [target[j : j + 1] for j in range(n)]
         for i in range(0, len(bank), cfg.bank_chunk):
             images = model.generate(bank[i : i + cfg.bank_chunk], space, batch_size=cfg.bank_chunk, **decode_kw).to(model.device)
             for j in range(n):
-                scores[j, i : i + len(images)] = loss_fn(images, target[j : j + 1].expand_as(images)).cpu()
+                scores[j, i : i + len(images)] = loss_fn(images, targets[j]).cpu()
         return bank[scores.argmin(1).to(bank.device)].clone(), init
 
 

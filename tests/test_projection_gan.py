@@ -369,6 +369,20 @@ def test_full_size_vgg16_archive_gives_a_working_lpips_loss(monkeypatch, tmp_pat
     assert torch.allclose(loss(x.detach(), target), d.detach())  # second call: cached target features
 
 
+def test_every_builtin_loss_broadcasts_a_one_image_target(monkeypatch, tmp_path):
+    """The LossFn contract bank scoring relies on: loss(x, t[:1]) == loss(x, t[:1].expand_as(x))."""
+    from plugins.stylegan import lpips
+
+    monkeypatch.setenv("LATENT_LAB_CACHE", str(tmp_path))
+    torch.manual_seed(0)
+    torch.jit.save(torch.jit.script(_ScriptedVGG(lpips.VGG16_WIDTHS).eval()), str(lpips.weights_path()))
+    g = torch.Generator().manual_seed(3)
+    x, t = torch.rand(3, 3, 32, 32, generator=g) * 2 - 1, torch.rand(1, 3, 32, 32, generator=g) * 2 - 1
+    fns = {"mse": losses.mse, "ms-ssim+l1": losses.ms_ssim_l1, "lpips": lpips.build_loss(torch.device("cpu"))}
+    for name, fn in fns.items():
+        torch.testing.assert_close(fn(x, t), fn(x, t.expand_as(x)), rtol=1e-5, atol=1e-6, msg=name)
+
+
 # ----- offline perceptual loss -----------------------------------------------------------------------------------------
 
 

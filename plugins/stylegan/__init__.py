@@ -12,7 +12,6 @@ or an upload) with :func:`register_local_pickle` / :func:`local_model_entry`.
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import json
 import os
 import re
@@ -195,14 +194,6 @@ def _slug(text: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "-", text).strip("-.") or "model"
 
 
-def _sha256(path: Path) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(1 << 20), b""):
-            h.update(block)
-    return h.hexdigest()
-
-
 def _local_card(name: str, resolution: int, title: str | None, source: str, original: str) -> ModelCard:
     return ModelCard(
         name=name,
@@ -233,12 +224,14 @@ def local_model_entry(
     start. ``tags=("faces",)`` offers the model to the Family tab. The name is
     ``stylegan/local/<file stem>-<first 8 hex digits of its sha256>``.
     """
+    from plugins.stylegan.download import file_sha256
+
     src = Path(path).expanduser()
     if not src.is_file():
         raise ValueError(f"No file at {src}: give the path of a StyleGAN network pickle (.pkl).")
     if src.stat().st_size == 0:
         raise ValueError(f"{src.name} is empty: it is not a StyleGAN network pickle.")
-    stem = f"{_slug(Path(src.name).stem)}-{_sha256(src)[:8]}"
+    stem = f"{_slug(Path(src.name).stem)}-{file_sha256(src)[:8]}"
     target = cache_dir("stylegan", "local") / f"{stem}.pkl" if copy else src
     generator: Any = None
     if verify is not None:

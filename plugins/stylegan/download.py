@@ -16,6 +16,7 @@ Run ``python -m plugins.stylegan.download --help`` for the command line.
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import pickletools
@@ -461,3 +462,9 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def file_sha256(path: str | Path) -> str:
+    """Hex SHA-256 of a file's contents, read in blocks (checkpoints are hundreds of MB)."""
+    with open(path, "rb") as f:
+        return hashlib.file_digest(f, "sha256").hexdigest()

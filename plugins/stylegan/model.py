@@ -105,16 +105,11 @@ class StyleGANModel(LatentModel):
         **kwargs,
     ) -> torch.Tensor:
         """``noise``: per-call noise maps (StyleGAN2), one per :meth:`noise_shapes` entry, each [H, W] or [1 or N, 1, H, W]."""
-        if noise is not None and len(noise) > 0 and not self.noise_shapes():
-            raise ValueError(f"{self.card.title} has no noise inputs (StyleGAN3); do not pass noise maps.")
         if noise is not None and len(noise) > 0:
+            if not self.noise_shapes():
+                raise ValueError(f"{self.card.title} has no noise inputs (StyleGAN3); do not pass noise maps.")
             kwargs["noise"] = list(noise)
-        if space == "z":
-            ws = self._mapping(latents, self.truncation_cutoff)
-        elif space == "w":
-            ws = latents.unsqueeze(1).repeat(1, self.G.num_ws, 1)
-        else:
-            ws = latents
+        ws = latents if space == "w+" else self._convert(latents, space, "w+")
         kwargs.setdefault("force_fp32", self.force_fp32)
         return self.G.synthesis(ws, noise_mode=noise_mode or self.noise_mode, **kwargs)
 
@@ -124,7 +119,7 @@ class StyleGANModel(LatentModel):
         if space == "w":
             return w_avg.unsqueeze(0).clone()
         if space == "w+":
-            return w_avg.reshape(1, 1, -1).repeat(1, self.G.num_ws, 1)
+            return self._convert(w_avg.unsqueeze(0), "w", "w+")
         return torch.zeros(1, self.G.z_dim, device=self.device)
 
     def projection_defaults(self, space: str) -> dict:

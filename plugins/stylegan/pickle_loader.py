@@ -272,7 +272,7 @@ def detect_family(G: PersistentRecord) -> str:
     raise NetworkPickleError("G_ema has neither a StyleGAN2 (b4 ...) nor a StyleGAN3 (input, L0 ...) synthesis network.")
 
 
-def _mapping_kwargs(G: PersistentRecord, w_dim: int, c_dim: int) -> dict:
+def _mapping_kwargs(G: PersistentRecord, c_dim: int) -> dict:
     m = _sub(G, "mapping", "MappingNetwork")
     num_layers = _attr(m, "num_layers")
     fc0 = _sub(m, "fc0", "FullyConnectedLayer")
@@ -291,14 +291,8 @@ def _mapping_kwargs(G: PersistentRecord, w_dim: int, c_dim: int) -> dict:
 
 def _generator_sizes(G: PersistentRecord) -> dict:
     """The constructor arguments both generator families share."""
-    return dict(
-        z_dim=_attr(G, "z_dim"),
-        c_dim=_attr(G, "c_dim"),
-        w_dim=_attr(G, "w_dim"),
-        img_resolution=_attr(G, "img_resolution"),
-        img_channels=_attr(G, "img_channels"),
-        mapping_kwargs=_mapping_kwargs(G, _attr(G, "w_dim"), _attr(G, "c_dim")),
-    )
+    sizes = {k: _attr(G, k) for k in ("z_dim", "c_dim", "w_dim", "img_resolution", "img_channels")}
+    return {**sizes, "mapping_kwargs": _mapping_kwargs(G, sizes["c_dim"])}
 
 
 def _stylegan2_config(G: PersistentRecord) -> dict:

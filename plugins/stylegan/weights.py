@@ -9,7 +9,6 @@ writer never leaves a half-written cache entry behind.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -18,6 +17,7 @@ from pathlib import Path
 
 import torch
 
+from plugins.stylegan.download import file_sha256
 from plugins.stylegan.pickle_loader import NetworkPickleError, build_generator, load_network_pickle, load_state_checked
 
 FORMAT = "latent-lab-stylegan"
@@ -63,14 +63,6 @@ def load_generator(folder: str | Path) -> torch.nn.Module:
         raise NetworkPickleError(f"'{folder / WEIGHTS_NAME}' is missing or unreadable ({e}).") from None
     load_state_checked(G, tensors, str(folder / WEIGHTS_NAME))
     return G.eval().requires_grad_(False)
-
-
-def file_sha256(path: str | Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while block := f.read(chunk):
-            h.update(block)
-    return h.hexdigest()
 
 
 def _digest(path: Path, cache_root: Path) -> str:
