@@ -18,9 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-SERVE_HELP = "Start the web app (the default when no command is given)."
-
-
 def _private_environment() -> None:
     """No telemetry; Gradio's file cache in a private folder that is deleted on exit."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -72,6 +69,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("--frames", type=int, default=16)
     it.add_argument("--space", default=None)
     it.add_argument("--method", default="auto", choices=["auto", "lerp", "slerp"])
+    it.add_argument("--mix", nargs="+", choices=["coarse", "middle", "fine"], default=None,
+                    help="style mixing: take only these layer groups from B (StyleGAN, W+)")
     it.add_argument("--steps", type=int, default=100, help="projection steps for image endpoints")
     it.add_argument("--fps", type=float, default=12)
     it.add_argument("--no-align", action="store_true")

@@ -8,9 +8,18 @@ passes through low-norm, atypical latents. ``lerp`` suits learned spaces
 
 from __future__ import annotations
 
+import math
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
 import torch
 
+if TYPE_CHECKING:
+    from core.model import LatentModel
+
 METHODS = ("lerp", "slerp")
+MAX_FRAMES = 256  # a walk is shown and exported whole: more frames than this is a mistake, not a wish
 
 
 def lerp(a: torch.Tensor, b: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
@@ -75,3 +84,122 @@ def analogy(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, strength: float =
 def truncate(latents: torch.Tensor, center: torch.Tensor, psi: float) -> torch.Tensor:
     """Move latents towards ``center`` (psi=1 keeps them, psi=0 gives the center)."""
     return center + psi * (latents - center)
+
+
+# ----- the interpolation workflow (one path for the tab, the CLI and the API) ----------------
+
+
+@dataclass(frozen=True)
+class InterpolationPlan:
+    """Everything decided before any latent is made, so bad settings fail before a projection runs.
+
+    ``space`` is where the endpoints are made and the walk happens; ``layers`` are
+    the per-layer indices taken from B when style mixing (empty: no mixing).
+    """
+
+    space: str
+    method: str
+    frames: int
+    mixing: tuple[str, ...] = ()
+    layers: tuple[int, ...] = ()
+    notes: tuple[str, ...] = ()
+
+
+def whole_number(value: float | int | None, what: str, low: int, high: int) -> int:
+    """``value`` as an int in [low, high], or a ValueError that says what was wrong (2.5 frames is refused, not rounded)."""
+    if value is None or isinstance(value, bool):
+        raise ValueError(f"Give the {what} as a whole number from {low} to {high}.")
+    try:
+        f = float(value)
+    except (TypeError, ValueError):
+        raise ValueError(f"Give the {what} as a whole number from {low} to {high}.") from None
+    if not math.isfinite(f) or f != int(f) or not low <= f <= high:
+        raise ValueError(f"The {what} must be a whole number from {low} to {high}, not {value}.")
+    return int(f)
+
+
+def plan_interpolation(model: LatentModel, frames: float | int, space: str | None = None, method: str = "auto",
+                       mixing: Sequence[str] = (), from_images: bool = False) -> InterpolationPlan:
+    """Check the settings and choose the space: the same rules for every front end.
+
+    Images cannot be projected into a Gaussian prior space (StyleGAN's z) when the
+    model has a learned one, so image endpoints move to the model's first learned
+    space (W; W+ when mixing). Style mixing needs a per-layer space: the walk moves
+    to it. ``method="auto"`` is the space's natural path (slerp for z, lerp otherwise).
+    """
+    n = whole_number(frames, "number of frames", 2, MAX_FRAMES)
+    if method not in ("auto", *METHODS):
+        raise ValueError(f"Unknown interpolation '{method}'; use auto, {', '.join(METHODS)}.")
+    space = model.check_space(space or None)
+    mixing = tuple(dict.fromkeys(mixing or ()))
+    notes: list[str] = []
+    per_layer = next((s for s, sp in model.spaces.items() if sp.per_layer), None)
+    if from_images and model.spaces[space].prior == "gaussian":
+        learned = [s for s, sp in model.spaces.items() if sp.prior != "gaussian"]
+        if learned:
+            chosen = per_layer if mixing and per_layer in learned else learned[0]
+            notes.append(f"Images are projected into {chosen}, not {space}: interpolating in {chosen} instead.")
+            space = chosen
+    layers: tuple[int, ...] = ()
+    if mixing:
+        if per_layer is None:
+            raise ValueError(f"Style mixing needs a per-layer space (W+); {model.card.title} has none.")
+        groups = model.layer_groups(per_layer)
+        unknown = [g for g in mixing if g not in groups]
+        if unknown:
+            raise ValueError(f"Unknown layer group {', '.join(unknown)}; use {', '.join(groups)}.")
+        space = per_layer
+        layers = tuple(sorted(i for g in mixing for i in groups[g]))
+    how = model.spaces[space].interpolation if method == "auto" else method
+    return InterpolationPlan(space, how, n, mixing, layers, tuple(notes))
+
+
+def seed_endpoints(model: LatentModel, plan: InterpolationPlan, seed_a: int, seed_b: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """A and B from seeds, in the plan's space (sampled in the model's prior, then converted)."""
+    return model.sample(1, int(seed_a), plan.space), model.sample(1, int(seed_b), plan.space)
+
+
+StepReport = Callable[[int, int, float], None]  # (step, steps, psnr)
+
+
+def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
+                  report: StepReport | None = None) -> tuple[torch.Tensor, float]:
+    """Latents of ``images`` (N, C, H, W) in ``space`` and the reconstruction PSNR.
+
+    Projection with the model's own defaults (which start from the encoder when there
+    is one). Kept here, small, until core has one "encode or project" function; then
+    this becomes a call to it.
+    """
+    from core.projection import ProjectionConfig, project
+
+    cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
+    final = None
+    for ev in project(model, images, cfg):
+        if report is not None:
+            report(ev.step, ev.steps, ev.psnr)
+        final = ev
+    assert final is not None and final.done
+    return final.latent, final.psnr
+
+
+def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
+                    report: StepReport | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A and B from two images (2, C, H, W), projected together as one batch; also the PSNR."""
+    if len(images) != 2:
+        raise ValueError(f"Give exactly two images, not {len(images)}.")
+    latents, psnr = image_latents(model, images, plan.space, steps, report)
+    return latents[:1], latents[1:], psnr
+
+
+def walk(model: LatentModel, plan: InterpolationPlan, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """The plan's frames from A to B: with mixing, B is A with the chosen layers of B, so only those layers move."""
+    a, b = a.to(model.device), b.to(model.device)
+    if plan.layers:
+        b = model.mix(a, b, plan.layers, plan.space)
+    return path(a, b, plan.frames, plan.method)
+
+
+def describe(plan: InterpolationPlan) -> str:
+    """One line naming the space, the path and the mixing (status lines, CLI output)."""
+    mixing = f" (style mixing: {', '.join(plan.mixing)})" if plan.mixing else ""
+    return f"{plan.frames} frames in {plan.space} with {plan.method}{mixing}"

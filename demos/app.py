@@ -8,7 +8,7 @@ import threading
 import gradio as gr
 
 from demos import family, interpolation, latent_map, models_tab, projection
-from demos.common import AppContext
+from demos.common import AppContext, user_errors
 from plugins.registry import Registry
 
 TITLE = "Latent Lab"
@@ -17,7 +17,6 @@ INTRO = (
     "between two images or samples, blend two parents into a **family**, and **map** a whole dataset. Every output is captioned with the model that made it "
     "and its licence."
 )
-HEAVY_EVENTS = "heavy"
 
 
 def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -> gr.Blocks:
@@ -36,6 +35,10 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         demo.unload(ctx.end_session)
+    # Every handler, in every tab: a user's mistake is one log line, a real fault keeps its traceback.
+    for block_fn in demo.fns.values():
+        if block_fn.fn is not None:
+            block_fn.fn = user_errors(block_fn.fn)
     demo.queue(default_concurrency_limit=concurrency, max_size=32)
     demo.latent_lab = ctx  # tests and the CLI reach the context through the app
     return demo

@@ -100,34 +100,51 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def interpolate(args: argparse.Namespace, registry: Registry) -> int:
+    """The tab's workflow (``core.interpolate``) with flags for widgets and files for the gallery."""
     import torch
 
     from core.export import save_frames, save_gif, save_latent, save_mp4
     from core.images import to_pil
-    from core.interpolate import path
+    from core.interpolate import describe, image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
     model = _load(registry, args.model)
-    space = model.check_space(args.space)
+    plan = plan_interpolation(model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
+    for note in plan.notes:
+        print(f"note: {note}", file=sys.stderr)
     if args.seeds is not None:
-        a, b = (model.sample(1, s, space) for s in args.seeds)
+        a, b = seed_endpoints(model, plan, *args.seeds)
     else:
-        if model.spaces[space].prior == "gaussian" and "w" in model.spaces:
-            space = "w"
-        targets = [_target(registry, args.model, model, p, not args.no_align)[1] for p in (args.a, args.b)]
-        ev = _project(model, torch.cat(targets), "A and B", space, steps=args.steps)
-        a, b = ev.latent[:1], ev.latent[1:]
-    how = model.spaces[space].interpolation if args.method == "auto" else args.method
-    latents = path(a.to(model.device), b.to(model.device), args.frames, how)
-    frames = to_pil(model.generate(latents, space))
+        steps = whole_number(args.steps, "number of projection steps", 1, 100_000)
+        targets = torch.cat([_target(registry, args.model, model, p, not args.no_align)[1] for p in (args.a, args.b)])
+        a, b, _ = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(model, plan, targets, steps, report))
+    latents = walk(model, plan, a, b)
+    frames = to_pil(model.generate(latents, plan.space))
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)
     save_mp4(frames, out / "interpolation.mp4", fps=args.fps)
-    save_latent(out / "latents.npz", latents, model=args.model, space=space, method=how, licence=model.card.licence)
-    print(f"{len(frames)} frames ({how} in {space}). Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
+    save_latent(out / "latents.npz", latents, model=args.model, space=plan.space, method=plan.method, mixing=list(plan.mixing),
+                licence=model.card.licence)
+    print(f"{describe(plan)}. Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
     return 0
+
+
+def _with_bar(total: int, label: str, work):
+    """Run ``work(report)`` behind a progress bar; ``report(step, steps, psnr)`` moves it."""
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, desc=label, file=sys.stderr)
+
+    def report(step: int, steps: int, psnr: float) -> None:
+        bar.n = step
+        bar.set_postfix(psnr=f"{psnr:.2f}")
+
+    try:
+        return work(report)
+    finally:
+        bar.close()
 
 
 def family(args: argparse.Namespace, registry: Registry) -> int:

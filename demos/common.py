@@ -8,10 +8,14 @@ whole cache folder is deleted when the app stops.
 
 from __future__ import annotations
 
+import functools
+import inspect
 import shutil
+import sys
 import threading
 import types
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -20,6 +24,66 @@ import gradio as gr
 from gradio.data_classes import FileData
 
 from plugins.registry import Registry
+
+HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
+
+
+def bind(fn: Callable, ctx: AppContext) -> Callable:
+    """``fn`` with its first argument (the app context) given: what a tab wires to an event.
+
+    Handlers are top-level functions ``fn(ctx, ...)`` so tests call them directly; unlike
+    functools.partial, the result keeps the signature and type hints Gradio reads to pass
+    gr.Request and gr.Progress, and stays a generator function when ``fn`` is one.
+    """
+    sig = inspect.signature(fn)
+    rest = sig.replace(parameters=list(sig.parameters.values())[1:])
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(ctx, *args, **kwargs)
+    else:
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(ctx, *args, **kwargs)
+    bound.__signature__ = rest
+    return bound
+
+
+def user_errors(fn: Callable) -> Callable:
+    """Wrap an event handler so a user's mistake is one log line and a plain message, not a traceback.
+
+    A gr.Error, or a ValueError from validating the user's input, reaches the user
+    as a gr.Error and the server log as one line; any other exception is a real
+    fault and keeps Gradio's full traceback. Generators stay generators (Gradio
+    streams them).
+    """
+
+    def refuse(e: Exception) -> gr.Error:
+        error = e if isinstance(e, gr.Error) else gr.Error(str(e))
+        error.print_exception = False
+        print(f"user error in {getattr(fn, '__name__', 'a handler')}: {error.message}", file=sys.stderr)
+        return error
+
+    if inspect.isgeneratorfunction(fn):
+        @functools.wraps(fn)
+        def stream(*args, **kwargs):
+            try:
+                yield from fn(*args, **kwargs)
+            except (gr.Error, ValueError) as e:
+                error = refuse(e)
+                raise error from (None if error is e else e)
+
+        return stream
+
+    @functools.wraps(fn)
+    def call(*args, **kwargs):
+        try:
+            return fn(*args, **kwargs)
+        except (gr.Error, ValueError) as e:
+            error = refuse(e)
+            raise error from (None if error is e else e)
+
+    return call
 
 
 def _raw_path(self: gr.Image, payload: FileData | None) -> str | None:

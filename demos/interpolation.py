@@ -1,4 +1,8 @@
-"""Interpolation tab: walk between two images or two samples; export frames, GIF and MP4."""
+"""Interpolation tab: walk between two images or two samples; export frames, GIF and MP4.
+
+The handlers are top-level functions of plain values (tests call them directly);
+the choice of space, path and style mixing is ``core.interpolate``'s, shared with the CLI.
+"""
 
 from __future__ import annotations
 
@@ -6,21 +10,85 @@ import zipfile
 
 import gradio as gr
 
-from demos.common import AppContext, ImageUpload, caption, model_panel
+from demos.common import HEAVY, AppContext, ImageUpload, bind, caption, model_panel
 from demos.projection import prepare_target
 
 GROUPS = ["coarse", "middle", "fine"]
+SEEDS, IMAGES = "two seeds", "two images"
+
+
+def show_endpoints(source: str) -> tuple[dict, dict]:
+    """Seed boxes for seeds, image boxes for images: (seed row, image row) visibility."""
+    return gr.update(visible=source != IMAGES), gr.update(visible=source == IMAGES)
+
+
+def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | None, seed_b: float | None,
+                image_a: str | None, image_b: str | None, frames: float, space: str | None, method: str,
+                mixing: list[str] | None, steps: float, align: bool, fps: float, boomerang: bool,
+                request: gr.Request | None = None, progress=gr.Progress()):
+    """Make the walk (yields a "projecting" status first for image endpoints), then the files."""
+    import torch
+
+    from core.images import from_pil
+    from core.interpolate import image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
+
+    if source not in (SEEDS, IMAGES):
+        raise gr.Error(f"Endpoints are '{SEEDS}' or '{IMAGES}', not '{source}'.")
+    m = ctx.model(name)
+    from_images = source == IMAGES
+    plan = plan_interpolation(m, frames, space or None, method, mixing or [], from_images)  # ValueError -> one-line gr.Error
+    proj_note = ""
+    if from_images:
+        n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
+        targets = torch.cat([from_pil(prepare_target(ctx, m, name, p, bool(align), request), m.channels)
+                             for p in (image_a, image_b)])
+        for note in plan.notes:
+            gr.Warning(note)
+        yield None, None, None, None, "Projecting both images…"
+        a, b, psnr = image_endpoints(m, plan, targets, n_steps,
+                                     lambda i, n, p: progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB"))
+        proj_note = f" Endpoints projected ({n_steps} steps, PSNR {psnr:.1f} dB)."
+    else:
+        a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
+                              whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
+    latents = walk(m, plan, a, b)
+    progress(0.9, desc="decoding frames")
+    yield export(ctx, name, m, plan, latents, fps, boomerang, request, proj_note)
+
+
+def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomerang: bool, request: gr.Request | None,
+           note: str = "") -> tuple:
+    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs."""
+    from core.export import save_gif, save_latent, save_mp4
+    from core.images import to_pil
+    from core.interpolate import describe
+
+    frames = to_pil(model.generate(latents, plan.space))
+    label = caption(ctx, name)
+    paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames)]
+    views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames)]
+    gif = save_gif(frames, ctx.new_file(request, ".gif", "interpolation"), fps=fps, boomerang=boomerang, min_side=256)
+    mp4 = save_mp4(frames, ctx.new_file(request, ".mp4", "interpolation"), fps=fps, boomerang=boomerang)
+    zip_path = ctx.new_file(request, ".zip", "frames")
+    with zipfile.ZipFile(zip_path, "w") as z:
+        for i, p in enumerate(paths):
+            z.write(p, f"frame_{i:03d}.png")
+        z.writestr("LICENCE.txt", f"Generated with Latent Lab by {label}\n")
+    npz = save_latent(ctx.new_file(request, ".npz", "latents"), latents, model=name, space=plan.space, method=plan.method,
+                      mixing=list(plan.mixing), licence=model.card.licence)
+    text = f"{describe(plan)}.{note}\n\n_{label}_"
+    return [(p, f"{i}") for i, p in enumerate(views)], str(gif), str(mp4), [str(zip_path), str(gif), str(mp4), str(npz)], text
 
 
 def build(ctx: AppContext) -> None:
     with gr.Row():
-        with gr.Column(scale=1):
+        with gr.Column(scale=1, min_width=280):
             model, _, _ = model_panel(ctx, "interp")
-            source = gr.Radio(["two seeds", "two images"], value="two seeds", label="Endpoints", elem_id="interp_source")
-            with gr.Row():
-                seed_a = gr.Number(1, precision=0, label="Seed A", elem_id="interp_seed_a")
-                seed_b = gr.Number(2, precision=0, label="Seed B", elem_id="interp_seed_b")
-            with gr.Row():
+            source = gr.Radio([SEEDS, IMAGES], value=SEEDS, label="Endpoints", elem_id="interp_source")
+            with gr.Row(visible=True, elem_id="interp_seeds") as seeds_row:
+                seed_a = gr.Number(1, precision=0, minimum=0, label="Seed A", elem_id="interp_seed_a")
+                seed_b = gr.Number(2, precision=0, minimum=0, label="Seed B", elem_id="interp_seed_b")
+            with gr.Row(visible=False, elem_id="interp_images") as images_row:
                 image_a = ImageUpload(label="Image A", type="filepath", elem_id="interp_image_a")
                 image_b = ImageUpload(label="Image B", type="filepath", elem_id="interp_image_b")
             frames = gr.Slider(2, 64, value=16, step=1, label="Frames", elem_id="interp_frames")
@@ -38,70 +106,21 @@ def build(ctx: AppContext) -> None:
                 boomerang = gr.Checkbox(True, label="Loop back and forth", elem_id="interp_boomerang")
             run = gr.Button("Interpolate", variant="primary", elem_id="interp_run")
             stop = gr.Button("Stop", elem_id="interp_stop")
-        with gr.Column(scale=2):
+        # min_width=0 lets the column shrink to its share of the row; without it a row of 8 frames pushes it wider than
+        # the page and the gallery overflows to the right.
+        with gr.Column(scale=2, min_width=0):
             status = gr.Markdown("Choose two seeds or upload two images, then press **Interpolate**.", elem_id="interp_status")
-            gallery = gr.Gallery(label="Frames", columns=8, height="auto", format="png", elem_id="interp_gallery")
+            gallery = gr.Gallery(label="Frames", columns=8, height="auto", object_fit="contain", format="png",
+                                 elem_id="interp_gallery")
             with gr.Row():
                 gif = gr.Image(label="GIF", format="gif", interactive=False, elem_id="interp_gif")
                 video = gr.Video(label="MP4", interactive=False, elem_id="interp_video")
             files = gr.File(label="Downloads (frames .zip, GIF, MP4, latents .npz)", file_count="multiple",
                             interactive=False, elem_id="interp_files")
 
-    def interpolate(name, src, sa, sb, pa, pb, n_frames, space_name, method_name, groups, n_steps, do_align, fps_value,
-                    loop, request: gr.Request, progress=gr.Progress()):
-        import torch
-
-        from core.export import save_gif, save_latent, save_mp4
-        from core.images import from_pil, to_pil
-        from core.interpolate import path
-        from core.projection import ProjectionConfig, project
-
-        m = ctx.model(name)
-        space_name = space_name if space_name in m.spaces else m.default_space
-        if src == "two images":
-            if m.spaces[space_name].prior == "gaussian" and any(s.prior != "gaussian" for s in m.spaces.values()):
-                gr.Warning(f"Images are projected into W, not {space_name}: interpolating in W instead.")
-                space_name = "w+" if groups and "w+" in m.spaces else ("w" if "w" in m.spaces else m.default_space)
-            imgs = [prepare_target(ctx, m, name, p, bool(do_align), request) for p in (pa, pb)]
-            target = torch.cat([from_pil(i, m.channels) for i in imgs])
-            cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), preview_every=0)
-            yield None, None, None, None, "Projecting both images…"
-            for ev in project(m, target, cfg):
-                progress(ev.step / ev.steps, desc=f"projecting: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
-                if ev.done:
-                    a, b, proj_note = ev.latent[:1], ev.latent[1:], f" Endpoints projected ({ev.step} steps, PSNR {ev.psnr:.1f} dB)."
-        else:
-            a, b = m.sample(1, int(sa or 0), space_name), m.sample(1, int(sb or 0), space_name)
-            proj_note = ""
-        if groups:
-            if "w+" not in m.spaces:
-                raise gr.Error(f"Style mixing needs a per-layer space (W+); {m.card.title} has none.")
-            if space_name != "w+":
-                a, b = m.convert(a, space_name, "w+"), m.convert(b, space_name, "w+")
-                space_name = "w+"
-            layers = sorted(i for g in groups for i in m.layer_groups("w+")[g])
-            b = m.mix(a, b, layers, "w+")  # the walk only moves the chosen layers
-        how = m.spaces[space_name].interpolation if method_name == "auto" else method_name
-        latents = path(a.to(m.device), b.to(m.device), int(n_frames), how)
-        progress(0.9, desc="decoding frames")
-        frames_pil = to_pil(m.generate(latents, space_name))
-        label = caption(ctx, name)
-        paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames_pil)]
-        views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames_pil)]
-        gif_path = save_gif(frames_pil, ctx.new_file(request, ".gif", "interpolation"), fps=fps_value, boomerang=loop,
-                           min_side=256)
-        mp4_path = save_mp4(frames_pil, ctx.new_file(request, ".mp4", "interpolation"), fps=fps_value, boomerang=loop)
-        zip_path = ctx.new_file(request, ".zip", "frames")
-        with zipfile.ZipFile(zip_path, "w") as z:
-            for i, p in enumerate(paths):
-                z.write(p, f"frame_{i:03d}.png")
-            z.writestr("LICENCE.txt", f"Generated with Latent Lab by {label}\n")
-        npz = save_latent(ctx.new_file(request, ".npz", "latents"), latents, model=name, space=space_name, method=how,
-                          mixing=list(groups or []), licence=m.card.licence)
-        text = f"{len(frames_pil)} frames in **{space_name}** with **{how}**{' (style mixing: ' + ', '.join(groups) + ')' if groups else ''}.{proj_note}\n\n_{label}_"
-        yield [(p, f"{i}") for i, p in enumerate(views)], str(gif_path), str(mp4_path), [str(zip_path), str(gif_path), str(mp4_path), str(npz)], text
-
-    event = run.click(interpolate, [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing, steps, align, fps,
-                                    boomerang], [gallery, gif, video, files, status], api_name="interpolate",
-                      show_progress_on=[status], concurrency_id="heavy")
+    source.change(show_endpoints, source, [seeds_row, images_row], api_name="interp_endpoints", api_visibility="private",
+                  show_progress="hidden")
+    event = run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,
+                                               steps, align, fps, boomerang], [gallery, gif, video, files, status],
+                      api_name="interpolate", show_progress_on=[status], concurrency_id=HEAVY)
     stop.click(None, None, None, cancels=[event], api_name="interpolate_stop", api_visibility="private")

@@ -1,10 +1,18 @@
-"""Models tab: every model with its status and licence, plugin errors, and the user's own checkpoints."""
+"""Models tab: every model with its status and licence, plugin errors, and the user's own model files.
+
+Handlers are top-level functions of plain values (tests call them directly). Which
+plugin reads an added file is the registry's business (``Registry.add_file``): this
+tab imports no plugin.
+"""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import AppContext
+from demos.common import AppContext, bind
+from plugins.contract import FACES
+
+HEADERS = ["id", "model", "status", "resolution", "licence", "source"]
 
 
 def table(ctx: AppContext) -> list[list[str]]:
@@ -24,16 +32,43 @@ def errors_markdown(ctx: AppContext) -> str:
     )
 
 
+def overview(ctx: AppContext) -> tuple[list[list[str]], str]:
+    """The table and the plugin errors, as shown on load and on Refresh."""
+    return table(ctx), errors_markdown(ctx)
+
+
+def add_model(ctx: AppContext, file_path: str | None, path_text: str | None, title_text: str | None, is_face: bool,
+              progress=gr.Progress()) -> str:
+    """Add an uploaded (or server-side) model file; returns the note. A refused file raises, and only this note's
+    output shows the error: the table is refreshed by a separate step that runs only on success."""
+    src = file_path or (path_text or "").strip()
+    if not src:
+        raise gr.Error("Upload a model file or type its path first.")
+    progress(0.1, desc="checking the file (nothing in it is executed)")
+    try:
+        name = ctx.registry.add_file(src, title=title_text or None, tags=(FACES,) if is_face else (), copy=bool(file_path))
+    except (ValueError, OSError) as e:
+        raise gr.Error(str(e)) from e
+    return f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in every model list."
+
+
+def model_lists(ctx: AppContext) -> tuple:
+    """The table and every tab's model dropdown, refreshed after a model was added (the Family tab lists face models)."""
+    dropdowns = [gr.update(choices=ctx.choices(FACES if "family" in (d.elem_id or "") else None)) for d in ctx.model_dropdowns]
+    return (table(ctx), *dropdowns)
+
+
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
-    models = gr.Dataframe(table(ctx), headers=["id", "model", "status", "resolution", "licence", "source"],
-                          interactive=False, wrap=True, elem_id="models_table")
+    models = gr.Dataframe(table(ctx), headers=HEADERS, interactive=False, wrap=True, elem_id="models_table")
     errors = gr.Markdown(errors_markdown(ctx), elem_id="models_errors")
     refresh = gr.Button("Refresh", size="sm", elem_id="models_refresh")
+    suffixes = sorted(ctx.registry.file_loaders)
     with gr.Accordion("Add your own StyleGAN2 / StyleGAN3 network pickle (.pkl)", open=False):
         gr.Markdown("NVIDIA-format pickles are read by a restricted loader: no code stored in the file ever runs. "
                     "Tampered or unknown files are refused. The checkpoint's own licence applies to its outputs.")
         with gr.Row():
-            upload = gr.File(label="Upload a .pkl", file_types=[".pkl"], elem_id="models_pkl_upload")
+            upload = gr.File(label=f"Upload a model file ({', '.join(suffixes) or 'none readable'})", file_types=suffixes or None,
+                             elem_id="models_pkl_upload")
             local_path = gr.Textbox(label="…or a path on the server", placeholder="/data/models/network-snapshot.pkl",
                                     elem_id="models_pkl_path")
         with gr.Row():
@@ -42,22 +77,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         add = gr.Button("Add model", elem_id="models_pkl_add")
         added = gr.Markdown("", elem_id="models_pkl_status")
 
-    def add_pickle(file_path, path_text, title_text, is_face, progress=gr.Progress()):
-        from plugins.stylegan import register_local_pickle
-
-        src = file_path or (path_text or "").strip()
-        if not src:
-            raise gr.Error("Upload a .pkl file or type its path first.")
-        progress(0.1, desc="checking the pickle (nothing in it is executed)")
-        try:
-            name = register_local_pickle(src, ctx.registry, title=(title_text or None), tags=("faces",) if is_face else (),
-                                         copy=bool(file_path))
-        except (ValueError, OSError) as e:
-            raise gr.Error(str(e)) from e
-        note = f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in every model list."
-        dropdowns = [gr.update(choices=ctx.choices("faces" if "family" in (d.elem_id or "") else None)) for d in ctx.model_dropdowns]
-        return (note, table(ctx), *dropdowns)
-
-    refresh.click(lambda: (table(ctx), errors_markdown(ctx)), None, [models, errors], api_name="models")
-    demo.load(lambda: (table(ctx), errors_markdown(ctx)), None, [models, errors], api_name="models_on_load", show_progress="hidden")
-    add.click(add_pickle, [upload, local_path, title, faces], [added, models, *ctx.model_dropdowns], api_name="add_pickle")
+    refresh.click(bind(overview, ctx), None, [models, errors], api_name="models")
+    demo.load(bind(overview, ctx), None, [models, errors], api_name="models_on_load", show_progress="hidden")
+    add.click(bind(add_model, ctx), [upload, local_path, title, faces], added, api_name="add_pickle").success(
+        bind(model_lists, ctx), None, [models, *ctx.model_dropdowns], api_name="models_after_add", api_visibility="private",
+        show_progress="hidden")

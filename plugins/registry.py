@@ -1,7 +1,9 @@
 """Plugin registry: finds model backends and loads them lazily.
 
 A plugin is a Python module with a function ``get_models()`` that returns
-:class:`ModelEntry` objects. Plugins are found in three places:
+:class:`ModelEntry` objects, and optionally ``get_losses()`` and
+``get_file_loaders()`` (the contract is ``plugins/contract.py``). Plugins are
+found in three places:
 
 1. built-in packages under ``plugins/`` (each sub-package's ``__init__``);
 2. installed distributions, through the entry-point group ``latent_lab.plugins``
@@ -16,6 +18,7 @@ the app keeps working.
 
 from __future__ import annotations
 
+import difflib
 import importlib
 import importlib.util
 import pkgutil
@@ -23,36 +26,20 @@ import sys
 import threading
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from core.card import ModelCard
+from core.losses import register_loss
+from plugins.contract import FileLoader, ModelEntry
+
+__all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError"]
 
 if TYPE_CHECKING:
     from core.model import LatentModel
 
 ENTRY_POINT_GROUP = "latent_lab.plugins"
-
-
-@dataclass
-class ModelEntry:
-    """A model a plugin offers, described without loading it.
-
-    ``load`` builds the model (reads weights). ``status`` says whether it can
-    load now ("ready") or what is missing (e.g. "not downloaded");
-    ``download(progress)`` fetches what is missing, calling
-    ``progress(done_bytes, total_bytes)``.
-    """
-
-    name: str
-    card: ModelCard
-    load: Callable[[], LatentModel]
-    status: Callable[[], str] = field(default=lambda: "ready")
-    download: Callable[..., Any] | None = None
-    plugin: str = ""
-    tags: tuple[str, ...] = ()  # e.g. ("faces",) marks models the Family tab can use
 
 
 @dataclass
@@ -62,10 +49,18 @@ class PluginError:
     detail: str = ""
 
 
+class UnknownModelError(KeyError):
+    """A model name nobody registered; the message names the closest ones (a KeyError, printed without quotes)."""
+
+    def __str__(self) -> str:
+        return str(self.args[0]) if self.args else "Unknown model."
+
+
 class Registry:
     def __init__(self) -> None:
         self.entries: dict[str, ModelEntry] = {}
         self.errors: list[PluginError] = []
+        self.file_loaders: dict[str, tuple[str, FileLoader]] = {}  # suffix -> (plugin, loader)
         self._models: dict[str, LatentModel] = {}
         self._load_errors: dict[str, str] = {}
         self._lock = threading.Lock()
@@ -102,6 +97,10 @@ class Registry:
             get_models = obj if callable(obj) and not hasattr(obj, "get_models") else getattr(obj, "get_models", None)
             if get_models is None:
                 raise AttributeError("the plugin module has no get_models() function")
+            for loss in getattr(obj, "get_losses", lambda: [])():
+                register_loss(loss)
+            for suffix, loader in getattr(obj, "get_file_loaders", dict)().items():
+                self.file_loaders[suffix.lower()] = (plugin, loader)
             for entry in get_models():
                 self.add(entry, plugin)
         except Exception as e:  # a broken plugin must never stop the app
@@ -115,13 +114,37 @@ class Registry:
         entry.plugin = entry.plugin or plugin
         self.entries[entry.name] = entry
 
+    def add_file(self, path: str | Path, *, title: str | None = None, tags: tuple[str, ...] = (), copy: bool = False) -> str:
+        """Add a user's model file through the plugin that declared its suffix; returns the entry's name.
+
+        The same file again keeps its entry and adds what is newly said about it (e.g. a FACES tag).
+        A suffix no plugin reads, or a file its plugin refuses, is a ValueError with a plain message.
+        """
+        suffix = Path(path).suffix.lower()
+        if suffix not in self.file_loaders:
+            known = ", ".join(sorted(self.file_loaders)) or "none"
+            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}).")
+        plugin, loader = self.file_loaders[suffix]
+        return self.add_or_update(loader(path, title=title, tags=tuple(tags), copy=copy), plugin)
+
+    def add_or_update(self, entry: ModelEntry, plugin: str = "") -> str:
+        """Add ``entry``; if its name is known (the same file added again), keep that entry and add the new tags."""
+        known = self.entries.get(entry.name)
+        if known is None:
+            self.add(entry, plugin)
+        else:
+            known.tags = tuple(dict.fromkeys((*known.tags, *entry.tags)))
+        return entry.name
+
     # ----- access -------------------------------------------------------------------
     def names(self, tag: str | None = None) -> list[str]:
         return [n for n, e in self.entries.items() if tag is None or tag in e.tags]
 
     def entry(self, name: str) -> ModelEntry:
         if name not in self.entries:
-            raise KeyError(f"Unknown model '{name}'. Available: {', '.join(self.entries) or 'none'}.")
+            close = difflib.get_close_matches(str(name), list(self.entries), n=3, cutoff=0.5)
+            hint = f" Did you mean {' or '.join(close)}?" if close else ""
+            raise UnknownModelError(f"Unknown model {name}.{hint} Available: {', '.join(self.entries) or 'none'}.")
         return self.entries[name]
 
     def status(self, name: str) -> str:
@@ -133,9 +156,6 @@ class Registry:
             return self.entry(name).status()
         except Exception as e:
             return f"failed: {e}"
-
-    def is_loaded(self, name: str) -> bool:
-        return name in self._models
 
     def get(self, name: str) -> LatentModel:
         """The loaded model (loading it on first use). Raises RuntimeError with a plain message."""
@@ -149,10 +169,6 @@ class Registry:
                     self._load_errors[name] = str(e) or type(e).__name__
                     raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
             return self._models[name]
-
-    def unload(self, name: str) -> None:
-        with self._lock:
-            self._models.pop(name, None)
 
 
 def _import_path(name: str, path: Path) -> Any:

@@ -164,7 +164,7 @@ def test_models_table_lists_everything(client):
 
 def test_add_pickle_then_project_in_w_plus(client, digit_png):
     fixture = shared_path("fixtures", "stylegan", "ada_r32.pkl")
-    note, table, *_ = client.predict(None, str(fixture), "Fixture SG2", False, api_name="/add_pickle")
+    note = client.predict(None, str(fixture), "Fixture SG2", False, api_name="/add_pickle")
     assert "Added" in note
     name = note.split("`")[1]
     target, recon, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "auto", 5, False, 0,
@@ -254,8 +254,8 @@ def test_share_failure_keeps_serving_and_auth_protects(tmp_path, capsys):
 
 def test_family_on_a_fixture_stylegan_w_plus(client):
     """The W+ path with a real-format StyleGAN pickle (random weights: images are noise, so check the mechanics)."""
-    note, *_ = client.predict(None, str(shared_path("fixtures", "stylegan", "ada_r32.pkl")), "Fixture SG2 face", True,
-                              api_name="/add_pickle")
+    note = client.predict(None, str(shared_path("fixtures", "stylegan", "ada_r32.pkl")), "Fixture SG2 face", True,
+                          api_name="/add_pickle")
     name = note.split("`")[1]
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "005_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "006_03.jpg")))

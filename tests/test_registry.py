@@ -24,7 +24,7 @@ def _load():
 
 def get_models():
     card = ModelCard("user/toy", "User toy", "d", "nothing", 8, "MIT", "tests")
-    return [ModelEntry(name="user/toy", card=card, load=_load)]
+    return [ModelEntry(card=card, load=_load)]
 '''
 
 

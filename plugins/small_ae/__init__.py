@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING
 
 from core.card import ModelCard
-from plugins.registry import ModelEntry
+from plugins.contract import DIGITS, FACES, ModelEntry
 
 if TYPE_CHECKING:
     from core.model import LatentModel
@@ -88,11 +88,10 @@ def load_model(name: str) -> LatentModel:
 def get_models() -> list[ModelEntry]:
     return [
         ModelEntry(
-            name=card.name,
             card=card,
             load=lambda n=name: load_model(n),
             status=lambda n=name: _status(n),
-            tags=("faces",) if name == "faces" else ("digits",),
+            tags=(FACES,) if name == "faces" else (DIGITS,),
         )
         for name, card in CARDS.items()
     ]

@@ -21,9 +21,8 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.card import ModelCard
-from core.losses import Loss, register_loss
 from core.paths import cache_dir
-from plugins.registry import ModelEntry
+from plugins.contract import LOCAL_FILE, FileLoader, Loss, ModelEntry
 from plugins.stylegan.catalog import CHECKPOINTS, Checkpoint
 
 if TYPE_CHECKING:
@@ -51,18 +50,26 @@ def _lpips_download(progress: Progress | None = None) -> Path:
     return lpips.download(progress)
 
 
-# LPIPS needs NVIDIA's vgg16.pt, fetched like the checkpoints, so this plugin offers it; it appears in
-# ``core.losses.available()`` once the file is in the cache.
-register_loss(
-    Loss(
-        "lpips",
-        "LPIPS with VGG16 (Zhang et al. 2018), NVIDIA's weights: closest to human judgement; needs vgg16.pt "
-        "(python -m plugins.stylegan.lpips --download).",
-        _lpips_build,
-        _lpips_available,
-        _lpips_download,
-    )
+# LPIPS needs NVIDIA's vgg16.pt, fetched like the checkpoints, so this plugin offers it (``get_losses``); it
+# appears in ``core.losses.available()`` once the file is in the cache.
+LPIPS = Loss(
+    "lpips",
+    "LPIPS with VGG16 (Zhang et al. 2018), NVIDIA's weights: closest to human judgement; needs vgg16.pt "
+    "(python -m plugins.stylegan.lpips --download).",
+    _lpips_build,
+    _lpips_available,
+    _lpips_download,
 )
+
+
+def get_losses() -> list[Loss]:
+    """The losses this plugin adds (the registry registers them at discovery)."""
+    return [LPIPS]
+
+
+def get_file_loaders() -> dict[str, FileLoader]:
+    """Model files this plugin reads: NVIDIA-format network pickles (checked by the safe loader)."""
+    return {".pkl": local_model_entry}
 
 # ``download`` is imported on use, so ``python -m plugins.stylegan.download`` does not import itself twice.
 
@@ -168,7 +175,6 @@ def load_checkpoint(ckpt: Checkpoint) -> LatentModel:
 def catalog_entry(ckpt: Checkpoint) -> ModelEntry:
     """The registry entry of a catalog checkpoint (nothing is read or fetched here)."""
     return ModelEntry(
-        name=ckpt.name,
         card=ckpt.card(),
         load=partial(load_checkpoint, ckpt),
         status=partial(checkpoint_status, ckpt),
@@ -221,7 +227,7 @@ def local_model_entry(
     is executed); a bad or tampered file raises ValueError with a plain
     message. ``copy=True`` keeps a copy in the user cache (for uploads, whose
     temporary file may vanish); those copies are listed again at the next
-    start. ``tags=("faces",)`` offers the model to the Family tab. The name is
+    start. ``tags=(FACES,)`` offers the model to the Family tab. The name is
     ``stylegan/local/<file stem>-<first 8 hex digits of its sha256>``.
     """
     from plugins.stylegan.download import file_sha256
@@ -280,8 +286,8 @@ def _entry_for_local(path: Path, stem: str, info: dict) -> ModelEntry:
             raise NotDownloadedError(f"{card.title} is gone: the file {path} no longer exists; add it again.")
         return load_pickle_model(path, card)
 
-    tags = ("stylegan-local", *(str(t) for t in info.get("tags") or ()))
-    return ModelEntry(name=name, card=card, load=load, status=status, tags=tags)
+    tags = (LOCAL_FILE, *(str(t) for t in info.get("tags") or ()))
+    return ModelEntry(card=card, load=load, status=status, tags=tags)
 
 
 def register_local_pickle(
@@ -299,11 +305,7 @@ def register_local_pickle(
     """
     entry = local_model_entry(path, title=title, tags=tags, copy=copy, verify=verify)
     if registry is not None:
-        if entry.name not in registry.entries:
-            registry.add(entry, plugin="plugins.stylegan")
-        else:  # the same file again: keep the entry, add what is newly said about it (e.g. "faces")
-            known = registry.entries[entry.name]
-            known.tags = tuple(dict.fromkeys((*known.tags, *entry.tags)))
+        registry.add_or_update(entry, plugin="plugins.stylegan")
     return entry.name
 
 

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from urllib.parse import urlsplit
 
 from core.card import ModelCard
+from plugins.contract import FACES
 
 NGC_STYLEGAN2 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan2/versions/1/files/"
 NGC_STYLEGAN3 = "https://api.ngc.nvidia.com/v2/models/nvidia/research/stylegan3/versions/1/files/"
@@ -125,7 +126,7 @@ class Checkpoint:
 
     @property
     def tags(self) -> tuple[str, ...]:
-        return (("faces",) if DATASETS[self.dataset].faces else ()) + (self.family,)
+        return ((FACES,) if DATASETS[self.dataset].faces else ()) + (self.family,)
 
     @property
     def licence(self) -> Licence:

@@ -132,8 +132,10 @@ class StyleGANModel(LatentModel):
         spread around their mean is penalised lightly (``core.projection.layer_spread``). The loss is
         LPIPS once NVIDIA's vgg16.pt is downloaded, else the offline MS-SSIM + L1 (``core.losses``).
         """
-        from core.losses import available
+        from core.losses import available, register_loss
+        from plugins.stylegan import LPIPS
 
+        register_loss(LPIPS)  # this default names it, so it must be there even for a model built without the registry
         space = self.check_space(space)
         return {
             "loss": "lpips" if "lpips" in available() else "ms-ssim+l1",
