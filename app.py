@@ -18,6 +18,10 @@ import sys
 import tempfile
 from pathlib import Path
 
+
+MODEL_HELP = "a model name (python app.py models lists them) or a model file, e.g. a StyleGAN network-snapshot.pkl"
+
+
 def _private_environment() -> None:
     """No telemetry; Gradio's file cache in a private folder that is deleted on exit."""
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
@@ -49,7 +53,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
 
     pr = sub.add_parser("project", parents=[common], help="project an image into a model's latent space")
     pr.add_argument("image")
-    pr.add_argument("--model", required=True)
+    pr.add_argument("--model", required=True, help=MODEL_HELP)
     pr.add_argument("--out", required=True, help="output folder")
     pr.add_argument("--space", default=None)
     pr.add_argument("--steps", type=int, default=200)
@@ -64,7 +68,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("a", nargs="?", help="image A (omit with --seeds)")
     it.add_argument("b", nargs="?", help="image B (omit with --seeds)")
     it.add_argument("--seeds", nargs=2, type=int, metavar=("SEED_A", "SEED_B"))
-    it.add_argument("--model", required=True)
+    it.add_argument("--model", required=True, help=MODEL_HELP)
     it.add_argument("--out", required=True)
     it.add_argument("--frames", type=int, default=16)
     it.add_argument("--space", default=None)
@@ -136,7 +140,8 @@ def main(argv: list[str] | None = None) -> int:
     except KeyboardInterrupt:
         return 130
     except (ValueError, RuntimeError, OSError, KeyError) as e:
-        print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
+        message = e.args[0] if isinstance(e, KeyError) and e.args else e  # str(KeyError) would add quotes
+        print(f"error: {message}", file=sys.stderr)
         return 2
 
 

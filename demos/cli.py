@@ -10,6 +10,8 @@ from plugins.registry import Registry
 
 
 def run(args: argparse.Namespace, registry: Registry) -> int:
+    if getattr(args, "model", None):
+        args.model = resolve_model(registry, args.model)
     if args.command == "models":
         for name in registry.names():
             card = registry.entry(name).card
@@ -26,6 +28,20 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
     if args.command == "directions":
         return directions(args, registry)
     raise ValueError(f"Unknown command '{args.command}'.")
+
+
+def resolve_model(registry: Registry, model: str) -> str:
+    """A registered name as is; a model file (e.g. a StyleGAN ``.pkl``) added through the plugin that reads it.
+
+    A name nobody registered raises the registry's message, which names the closest ones.
+    """
+    if model in registry.entries:
+        return model
+    path = Path(model).expanduser()
+    if path.suffix.lower() in registry.file_loaders or path.is_file():
+        return registry.add_file(path)
+    registry.entry(model)  # raises UnknownModelError with the nearest names
+    return model
 
 
 def _load(registry: Registry, name: str):
@@ -45,7 +61,7 @@ def _load(registry: Registry, name: str):
         entry.download(report)
         bar.close()
     model = registry.get(name)
-    print(f"{model.card.title}: {model.card.caption()}", file=sys.stderr)
+    print(model.card.caption(), file=sys.stderr)  # the caption starts with the title
     return model
 
 

@@ -135,13 +135,16 @@ def test_interpolate_images_and_errors(client, digit_png, text_file):
 
 # ----- latent map ------------------------------------------------------------------------------
 def test_latent_map_flow(client, digit_png):
-    datasets = client.predict(DIGITS, api_name="/map_datasets")
+    datasets, first_labels = client.predict(DIGITS, api_name="/map_datasets")
     names = [c[0] if isinstance(c, (list, tuple)) else c for c in datasets["choices"]]
     ds = next(n for n in names if "train" in n.lower() or "digits" in n.lower())
     labels = client.predict(DIGITS, ds, api_name="/map_labels")
     colour = labels["value"]
     plot, info = client.predict(DIGITS, ds, "pca", 2, colour, api_name="/map")
     assert "points" in info
+    plot, info = client.predict(DIGITS, ds, "pca", "3", colour, api_name="/map")  # the API documents integers; "3" works too
+    assert "points" in info
+    assert "no label 'nope'" in _error(lambda: client.predict(DIGITS, ds, "pca", 2, "nope", api_name="/map"))
     img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, 5, api_name="/map_decode_point")
     assert Image.open(img).size[0] >= 8 and "Point #5" in text and idx == 5
     img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, "7:123456", api_name="/map_click")

@@ -76,3 +76,41 @@ def test_models_lists_licences(capsys):
     assert app.main(["models"]) == 0
     out = capsys.readouterr().out
     assert "small_ae/faces" in out and "stylegan2/ffhq-256" in out and "not downloaded" in out
+
+
+def test_title_printed_once(tmp_path, capsys):
+    assert app.main(["interpolate", "--seeds", "1", "2", "--model", "small_ae/digits", "--frames", "2", "--out", str(tmp_path)]) == 0
+    err = capsys.readouterr().err
+    assert err.count(app.make_registry(None).entry("small_ae/digits").card.title) == 1
+
+
+def test_unknown_model_names_the_nearest_without_stray_quotes(tmp_path, digit, capsys):
+    assert app.main(["project", str(digit), "--model", "small_ae/digit", "--out", str(tmp_path)]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("error: Unknown model small_ae/digit.") and "Did you mean small_ae/digits" in err
+    assert "'" not in err.split("Available")[0]
+
+
+def test_interpolate_zero_frames_is_refused_before_any_projection(tmp_path, digit, capsys, monkeypatch):
+    import core.projection
+
+    def no_projection(*a, **k):
+        raise AssertionError("projected before checking the frame count")
+
+    monkeypatch.setattr(core.projection, "project", no_projection)
+    assert app.main(["interpolate", str(digit), str(digit), "--model", "small_ae/digits", "--frames", "0",
+                     "--out", str(tmp_path)]) == 2
+    assert "number of frames must be a whole number from 2" in capsys.readouterr().err
+
+
+def test_model_given_as_a_pickle_file(tmp_path, monkeypatch, capsys):
+    monkeypatch.setenv("LATENT_LAB_CACHE", str(tmp_path / "cache"))
+    pkl = shared_path("fixtures", "stylegan", "ada_r32.pkl")
+    out = tmp_path / "o"
+    assert app.main(["interpolate", "--seeds", "1", "2", "--model", str(pkl), "--frames", "3", "--mix", "coarse",
+                     "--out", str(out)]) == 0
+    latents, info = load_latent(out / "latents.npz")
+    assert info["model"].startswith("stylegan/local/ada_r32-") and info["space"] == "w+" and info["mixing"] == ["coarse"]
+    (tmp_path / "weights.bin").write_bytes(b"0")
+    assert app.main(["interpolate", "--seeds", "1", "2", "--model", str(tmp_path / "weights.bin"), "--out", str(out)]) == 2
+    assert "No plugin reads '.bin' files" in capsys.readouterr().err

@@ -1,0 +1,229 @@
+"""Latent map tab: PCA / UMAP / t-SNE of encoded data, click to decode, nearest neighbours.
+
+Handlers are top-level functions of plain values (tests call them directly); ``build`` only lays out and wires.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import gradio as gr
+import numpy as np
+
+from demos.common import HEAVY, AppContext, ImageUpload, bind, caption, model_panel
+from demos.figures_map import map_figure
+from demos.projection import prepare_target
+
+# Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small
+# script forwards the clicked point's dataset index (its customdata).
+HEAD = """
+<script>
+(() => {
+  const attach = (el) => {
+    if (el.__latentLabClick || typeof el.on !== "function") return;
+    el.__latentLabClick = true;
+    el.on("plotly_click", (ev) => {
+      const p = ev && ev.points && ev.points[0];
+      if (!p || p.customdata === undefined || p.customdata === null) return;
+      const idx = Array.isArray(p.customdata) ? p.customdata[0] : p.customdata;
+      const box = document.querySelector("#map_click textarea, #map_click input");
+      if (!box) return;
+      box.value = idx + ":" + Date.now();
+      box.dispatchEvent(new Event("input", { bubbles: true }));
+    });
+  };
+  const scan = () => document.querySelectorAll("#map_plot .js-plotly-plot").forEach(attach);
+  new MutationObserver(scan).observe(document.documentElement, { childList: true, subtree: true });
+})();
+</script>
+"""
+
+
+
+from gradio.events import Dependency
+
+class DimsRadio(gr.Radio):
+    """2 or 3 dimensions: documented in the API as the integers the handlers take (a plain Radio of numbers is
+    described as a string), and "2" / "3" are accepted too."""
+
+    def api_info(self) -> dict[str, Any]:
+        return {"enum": [c[1] for c in self.choices], "title": "Dimensions", "type": "integer"}
+
+    def preprocess(self, payload):
+        if isinstance(payload, str) and payload.strip().isdigit():
+            payload = int(payload)
+        return super().preprocess(payload)
+    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from gradio.blocks import Block
+    if TYPE_CHECKING:
+        from gradio.components import Timer
+        from gradio.components.base import Component
+
+
+def dataset_choices(ctx: AppContext, name: str | None) -> tuple[dict, dict]:
+    """The model's datasets and the first one's labels: (dataset, colour-by) updates.
+
+    Both at once: two models often have datasets of the same name, and then the
+    dataset box does not change, fires no event, and "Colour by" would keep the
+    previous model's labels.
+    """
+    if not name or ctx.registry.status(name) == "not downloaded":
+        return gr.update(choices=[], value=None), gr.update(choices=[], value=None)
+    names = list(ctx.model(name).datasets())
+    first = names[0] if names else None
+    return gr.update(choices=names, value=first), label_choices(ctx, name, first)
+
+
+def label_choices(ctx: AppContext, name: str | None, ds: str | None) -> dict:
+    if not name or not ds:
+        return gr.update(choices=[], value=None)
+    labels = list(ctx.dataset(name, ds).labels)
+    return gr.update(choices=labels, value=labels[0] if labels else None)
+
+
+def compute(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, highlight=None, query_coords=None):
+    """(dataset, map, figure); an unknown "colour by" or dimension count is refused, not ignored."""
+    data = ctx.dataset(name, ds)
+    if by and by not in data.labels:
+        raise gr.Error(f"The dataset '{ds}' has no label '{by}' to colour by (it has: {', '.join(data.labels) or 'none'}).")
+    if n_dims not in (2, 3):
+        raise gr.Error(f"A map has 2 or 3 dimensions, not {n_dims}.")
+    try:
+        lmap = ctx.maps.get(name, ds, data.latents, how, int(n_dims))
+    except (ValueError, ImportError) as e:
+        raise gr.Error(str(e)) from e
+    labels = data.labels.get(by) if by else None
+    title = f"{ctx.registry.entry(name).card.title} · {ds} · {how.upper()}"
+    fig = map_figure(lmap.coords, labels, by or "", title, highlight, query_coords)
+    return data, lmap, fig
+
+
+def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, progress=gr.Progress()):
+    progress(0, desc=f"{how.upper()} of the latents (UMAP and t-SNE can take a minute the first time)")
+    data, lmap, fig = compute(ctx, name, ds, how, n_dims, by)
+    extra = f" · explained variance {lmap.info['explained_variance']}" if "explained_variance" in lmap.info else ""
+    note = "cached" if lmap.cached else f"computed in {lmap.seconds:.1f} s"
+    imgs = "real images" if data.images is not None else "decoded latents (the source images are not shipped)"
+    return fig, f"{len(data)} points, space **{data.space}**, {note}{extra}. Neighbours show {imgs}.\n\n{data.description}"
+
+
+def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Request | None) -> str:
+    import torch
+
+    from core.images import to_pil
+
+    img = to_pil(ctx.model(name).generate(torch.as_tensor(lat), space))[0]
+    return ctx.save_image(request, img, "decoded", min_side=256)
+
+
+def decode_point(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, i: float | None,
+                 request: gr.Request | None = None):
+    data = ctx.dataset(name, ds)
+    if i is None or i != int(i) or not 0 <= int(i) < len(data):
+        raise gr.Error(f"Choose a point number between 0 and {len(data) - 1}.")
+    i = int(i)
+    labels = ", ".join(f"{k}: {v[i]}" for k, v in data.labels.items())
+    return _decode_latent(ctx, name, data.latents[i : i + 1], data.space, request), f"Point #{i} ({labels}).\n\n_{caption(ctx, name)}_", i
+
+
+def on_click(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, value: str | None,
+             request: gr.Request | None = None):
+    """The plot's click bridge sends "index:timestamp" (the timestamp makes a second click on a point a change)."""
+    if not value:
+        return gr.update(), gr.update(), gr.update()
+    try:
+        i = int(str(value).split(":")[0])
+    except ValueError as e:
+        raise gr.Error("That click did not name a point.") from e
+    return decode_point(ctx, name, ds, how, n_dims, by, i, request)
+
+
+def decode_coords(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, xv: float, yv: float,
+                  zv: float, request: gr.Request | None = None):
+    data, lmap, _ = compute(ctx, name, ds, how, n_dims, by)
+    point = np.array([xv, yv, zv][: int(n_dims)], dtype=np.float64)
+    lat, how_text = lmap.latent_at(point, data.latents)
+    return (_decode_latent(ctx, name, lat, data.space, request),
+            f"Latent at ({', '.join(f'{v:.2f}' for v in point)}): {how_text}.\n\n_{caption(ctx, name)}_")
+
+
+def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, path: str | None, n: float,
+                    n_steps: float, request: gr.Request | None = None, progress=gr.Progress()):
+    import torch
+
+    from core.images import from_pil, to_pil
+    from core.interpolate import image_latents, whole_number
+    from core.latent_map import Neighbours
+
+    m = ctx.model(name)
+    data = ctx.dataset(name, ds)
+    compute(ctx, name, ds, how, n_dims, by)  # refuse bad settings before the projection
+    k = whole_number(n, "number of neighbours", 1, len(data))
+    target = from_pil(prepare_target(ctx, m, name, path, True, request), m.channels)
+    if m.has_encoder:
+        lat = m.encode(target, data.space).detach().cpu().numpy()
+    else:
+        steps = whole_number(n_steps, "number of projection steps", 1, ctx.max_steps)
+        lat = image_latents(m, target, data.space, steps,
+                            lambda i, t, _p: progress(i / t, desc=f"projecting: step {i}/{t}"))[0].numpy()
+    dist, idx = Neighbours(data.latents).query(lat, k)
+    idx, dist = idx[0], dist[0]
+    pics = to_pil(data.images(idx)) if data.images is not None else to_pil(m.generate(torch.as_tensor(data.latents[idx]), data.space))
+    label_of = data.labels.get(by) if by else None
+    gallery = [(ctx.save_image(request, p, "neighbour", min_side=128),
+                f"#{i} · d={d:.2f}" + (f" · {by}: {label_of[i]}" if label_of is not None else ""))
+               for p, i, d in zip(pics, idx, dist, strict=True)]
+    _, lmap, _ = compute(ctx, name, ds, how, n_dims, by)
+    fig = compute(ctx, name, ds, how, n_dims, by, highlight=idx, query_coords=lmap.locate(lat, data.latents))[2]
+    return gallery, fig
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    with gr.Row():
+        with gr.Column(scale=1):
+            model, _, _ = model_panel(ctx, "map")
+            dataset = gr.Dropdown([], label="Dataset", allow_custom_value=True, elem_id="map_dataset")
+            method = gr.Radio(["pca", "umap", "tsne"], value="pca", label="Method",
+                              info="PCA: exact, instant. UMAP / t-SNE: keep neighbourhoods, take seconds (cached after)",
+                              elem_id="map_method")
+            dims = DimsRadio([2, 3], value=2, label="Dimensions", elem_id="map_dims")
+            colour = gr.Dropdown([], label="Colour by", allow_custom_value=True, elem_id="map_colour")
+            run = gr.Button("Compute map", variant="primary", elem_id="map_run")
+            info = gr.Markdown("", elem_id="map_info")
+        with gr.Column(scale=2):
+            plot = gr.Plot(label="Latent map (click a point to decode it)", elem_id="map_plot")
+            click = gr.Textbox(visible="hidden", elem_id="map_click")
+            with gr.Row():
+                with gr.Column():
+                    decoded = gr.Image(label="Decoded point", format="png", interactive=False, elem_id="map_decoded")
+                    decoded_info = gr.Markdown("", elem_id="map_decoded_info")
+                with gr.Column():
+                    index = gr.Number(None, precision=0, label="Point #", elem_id="map_index")
+                    with gr.Row():
+                        x = gr.Number(0.0, label="x", elem_id="map_x")
+                        y = gr.Number(0.0, label="y", elem_id="map_y")
+                        zc = gr.Number(0.0, label="z (3-D)", elem_id="map_z")
+                    decode_index = gr.Button("Decode point #", elem_id="map_decode_index")
+                    decode_xy = gr.Button("Decode at coordinates", elem_id="map_decode_xy")
+            with gr.Accordion("Nearest neighbours of your image", open=True):
+                with gr.Row():
+                    query = ImageUpload(label="Your image", type="filepath", elem_id="map_query")
+                    with gr.Column():
+                        k = gr.Slider(1, 24, value=8, step=1, label="Neighbours", elem_id="map_k")
+                        steps = gr.Slider(1, ctx.max_steps, value=100, step=1,
+                                          label="Projection steps (models without an encoder)", elem_id="map_steps")
+                        find = gr.Button("Find neighbours", elem_id="map_find")
+                neighbours = gr.Gallery(label="Nearest neighbours (distance in latent space)", columns=8, format="png",
+                                        height="auto", elem_id="map_neighbours")
+
+    common = [model, dataset, method, dims, colour]
+    gr.on([model.change, demo.load], bind(dataset_choices, ctx), model, [dataset, colour], api_name="map_datasets",
+          show_progress="hidden")
+    dataset.change(bind(label_choices, ctx), [model, dataset], colour, api_name="map_labels", show_progress="hidden")
+    run.click(bind(show_map, ctx), common, [plot, info], api_name="map", concurrency_id=HEAVY)
+    click.change(bind(on_click, ctx), [*common, click], [decoded, decoded_info, index], api_name="map_click",
+                 show_progress="hidden")
+    decode_index.click(bind(decode_point, ctx), [*common, index], [decoded, decoded_info, index], api_name="map_decode_point")
+    decode_xy.click(bind(decode_coords, ctx), [*common, x, y, zc], [decoded, decoded_info], api_name="map_decode_xy")
+    find.click(bind(find_neighbours, ctx), [*common, query, k, steps], [neighbours, plot], api_name="map_neighbours",
+               concurrency_id=HEAVY)

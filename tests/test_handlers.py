@@ -1,0 +1,181 @@
+"""Tab handlers called directly, without a server: they are top-level functions of plain values."""
+
+from __future__ import annotations
+
+import gradio as gr
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+
+DIGITS, FACES = "small_ae/digits", "small_ae/faces"
+
+
+@pytest.fixture(scope="module")
+def ctx(tmp_path_factory):
+    mp = pytest.MonkeyPatch()
+    tmp = tmp_path_factory.mktemp("handlers")
+    mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
+    mp.setenv("LATENT_LAB_CACHE", str(tmp / "cache"))
+    from demos.common import AppContext
+    from plugins.registry import Registry
+
+    yield AppContext(Registry().discover(None, use_entry_points=False), max_steps=50)
+    mp.undo()
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    p = tmp_path_factory.mktemp("img") / "digit.png"
+    Image.fromarray(np.uint8(load_digits().images[10] * 255 / 16)).resize((32, 32), Image.NEAREST).save(p)
+    return str(p)
+
+
+def _last(gen):
+    out = None
+    for out in gen:
+        pass
+    return out
+
+
+# ----- interpolation ---------------------------------------------------------------------------------------------------
+def test_interpolation_endpoint_boxes_follow_the_mode():
+    from demos.interpolation import IMAGES, SEEDS, show_endpoints
+
+    seeds, images = show_endpoints(SEEDS)
+    assert seeds["visible"] is True and images["visible"] is False
+    seeds, images = show_endpoints(IMAGES)
+    assert seeds["visible"] is False and images["visible"] is True
+
+
+def test_interpolate_handler_seeds_and_images(ctx, digit_png):
+    from core.export import load_latent
+    from demos.interpolation import IMAGES, SEEDS, interpolate
+
+    gallery, gif, mp4, files, status = _last(interpolate(ctx, DIGITS, SEEDS, 1, 2, None, None, 5, "", "auto", [], 10, False,
+                                                         8, False))
+    assert len(gallery) == 5 and Image.open(gif).n_frames == 5 and "5 frames in latent" in status
+    latents, info = load_latent(next(f for f in files if f.endswith(".npz")))
+    assert latents.shape == (5, 8) and info["method"] == "lerp"
+    steps = list(interpolate(ctx, DIGITS, IMAGES, 0, 0, digit_png, digit_png, 3, None, "slerp", [], 5, False, 8, False))
+    assert steps[0][-1].startswith("Projecting") and len(steps[-1][0]) == 3 and "slerp" in steps[-1][-1]
+
+
+@pytest.mark.parametrize(
+    "change,message",
+    [
+        ({"frames": 2.5}, "whole number"),
+        ({"frames": 0}, "whole number from 2"),
+        ({"space": "zz"}, "no latent space 'zz'"),
+        ({"method": "cubic"}, "Unknown interpolation"),
+        ({"mixing": ["coarse"]}, "per-layer"),
+        ({"source": "two songs"}, "Endpoints are"),
+    ],
+)
+def test_interpolate_handler_refuses_bad_settings(ctx, change, message):
+    from demos.interpolation import interpolate
+
+    args = {"source": "two seeds", "frames": 4, "space": "", "method": "auto", "mixing": []} | change
+    with pytest.raises((ValueError, gr.Error), match=message):
+        _last(interpolate(ctx, DIGITS, args["source"], 1, 2, None, None, args["frames"], args["space"], args["method"],
+                          args["mixing"], 10, False, 8, False))
+
+
+# ----- latent map ------------------------------------------------------------------------------------------------------
+def test_switching_model_refreshes_colour_by_even_when_dataset_names_match(ctx):
+    from demos.latent_map import dataset_choices
+
+    ds_digits, colour_digits = dataset_choices(ctx, DIGITS)
+    ds_faces, colour_faces = dataset_choices(ctx, FACES)
+    assert ds_digits["value"] == ds_faces["value"]  # the same dataset name: the dataset box fires no change event...
+    assert "digit" in colour_digits["choices"] and "digit" not in colour_faces["choices"]  # ...so the labels come with it
+    assert colour_faces["value"] in ctx.dataset(FACES, ds_faces["value"]).labels
+
+
+def test_map_handlers_refuse_unknown_colour_and_dimensions(ctx):
+    from demos.latent_map import decode_point, show_map
+
+    ds = "samples (1000)"
+    fig, info = show_map(ctx, DIGITS, ds, "pca", 2, None)
+    assert "1000 points" in info
+    with pytest.raises(gr.Error, match="no label 'nope'"):
+        show_map(ctx, DIGITS, ds, "pca", 2, "nope")
+    with pytest.raises(gr.Error, match="2 or 3 dimensions"):
+        show_map(ctx, DIGITS, ds, "pca", 4, None)
+    with pytest.raises(gr.Error, match="between 0 and 999"):
+        decode_point(ctx, DIGITS, ds, "pca", 2, None, 1.5)
+    img, text, i = decode_point(ctx, DIGITS, ds, "pca", 2, None, 3)
+    assert i == 3 and "Point #3" in text and Image.open(img).size[0] >= 8
+
+
+def test_dimensions_are_documented_and_accepted_as_numbers():
+    from demos.latent_map import DimsRadio
+
+    dims = DimsRadio([2, 3], value=2)
+    assert dims.api_info()["type"] == "integer" and dims.api_info()["enum"] == [2, 3]
+    assert dims.preprocess(3) == 3 and dims.preprocess("3") == 3
+    with pytest.raises(gr.Error):
+        dims.preprocess(4)
+
+
+# ----- models tab ------------------------------------------------------------------------------------------------------
+def test_add_model_failure_leaves_the_table_alone(ctx, tmp_path):
+    from demos.models_tab import add_model, model_lists, table
+
+    before = table(ctx)
+    bad = tmp_path / "notes.txt"
+    bad.write_text("not a model")
+    with pytest.raises(gr.Error, match=r"No plugin reads '\.txt' files \(model files it can add: \.pkl\)"):
+        add_model(ctx, str(bad), "", "", False)
+    with pytest.raises(gr.Error, match="Upload a model file"):
+        add_model(ctx, None, "  ", "", False)
+    assert table(ctx) == before  # and the table is not an output of this step: only the note shows the error
+    assert len(model_lists(ctx)) == 1 + len(ctx.model_dropdowns)
+
+
+def test_add_model_goes_through_the_registry_hook(ctx):
+    import ast
+    import inspect
+
+    import demos.models_tab
+    from demos.models_tab import add_model, table
+    from plugins.contract import FACES as FACE_TAG
+
+    tree = ast.parse(inspect.getsource(demos.models_tab))
+    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+    assert not any(m.startswith("plugins.stylegan") for m in imported)  # the registry knows who reads .pkl
+    assert ctx.registry.file_loaders[".pkl"][0] == "plugins.stylegan"
+    note = add_model(ctx, None, str(shared_path("fixtures", "stylegan", "ada_r32.pkl")), "Fixture", True)
+    name = note.split("`")[1]
+    assert FACE_TAG in ctx.registry.entry(name).tags and any(r[0] == name for r in table(ctx))
+
+
+# ----- user errors -----------------------------------------------------------------------------------------------------
+def test_user_errors_are_one_line_and_faults_keep_their_traceback(capsys):
+    from demos.common import user_errors
+
+    def refuses(x):
+        raise ValueError(f"{x} is not a number of frames.")
+
+    def streams(x):
+        yield 1
+        raise gr.Error("Upload the image first.")
+
+    def breaks():
+        raise RuntimeError("a real bug")
+
+    with pytest.raises(gr.Error) as e:
+        user_errors(refuses)("many")
+    assert e.value.message == "many is not a number of frames." and e.value.print_exception is False
+    with pytest.raises(gr.Error) as e:
+        list(user_errors(streams)(1))
+    assert e.value.print_exception is False
+    err = capsys.readouterr().err
+    assert err.splitlines() == ["user error in refuses: many is not a number of frames.",
+                                "user error in streams: Upload the image first."]
+    with pytest.raises(RuntimeError):
+        user_errors(breaks)()
