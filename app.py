@@ -18,7 +18,6 @@ import sys
 import tempfile
 from pathlib import Path
 
-
 MODEL_HELP = "a model name (python app.py models lists them) or a model file, e.g. a StyleGAN network-snapshot.pkl"
 
 

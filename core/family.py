@@ -71,7 +71,7 @@ def make_children(
     """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape))."""
     import torch
 
-    from core.directions import apply_direction
+    from core.direction import apply_direction
 
     space = model.check_space(space)
     f = model.check_latents(father, space)[:1]

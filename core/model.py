@@ -77,7 +77,7 @@ class LatentModel(ABC):
         return {}
 
     def directions(self) -> list:
-        """Named latent directions shipped with the model (``core.directions.Direction``), e.g. age, gender."""
+        """Named latent directions shipped with the model (``core.direction.Direction``), e.g. age, gender."""
         return []
 
     def datasets(self) -> dict[str, Callable[[], LatentDataset]]:

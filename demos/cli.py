@@ -166,10 +166,10 @@ def _with_bar(total: int, label: str, work):
 def family(args: argparse.Namespace, registry: Registry) -> int:
     import torch
 
-    from core.direction_data import directions_for
     from core.export import save_latent, save_mp4
     from core.family import DISCLAIMER, ChildSettings, make_children, morph
     from core.images import to_pil
+    from core.user_directions import directions_for
 
     model = _load(registry, args.model)
     space = "w+" if "w+" in model.spaces else model.default_space
@@ -206,7 +206,7 @@ def family(args: argparse.Namespace, registry: Registry) -> int:
 def directions(args: argparse.Namespace, registry: Registry) -> int:
     from tqdm import tqdm
 
-    from core.direction_data import fit_from_folder, save_user_directions
+    from core.user_directions import fit_from_folder, save_user_directions
 
     model = _load(registry, args.model)
     bar = tqdm(desc="encoding photos", file=sys.stderr)

@@ -140,10 +140,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def make(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n,
              request: gr.Request, progress=gr.Progress()):
-        from core.direction_data import directions_for
         from core.export import save_latent
         from core.family import DISCLAIMER, make_children
         from core.images import to_pil
+        from core.user_directions import directions_for
 
         for tag, payload in projections(name, fpath, mpath, n_steps, request, progress):
             if tag != "done":
@@ -170,10 +170,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, index,
                     request: gr.Request, progress=gr.Progress()):
-        from core.direction_data import directions_for
         from core.export import save_mp4
         from core.family import make_children, morph
         from core.images import to_pil
+        from core.user_directions import directions_for
 
         *_, (_, (m, space, f, mo, _)) = projections(name, fpath, mpath, n_steps, request, progress)
         dirs = directions_for(name, m)
@@ -187,7 +187,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     def directions_info(name):
         """What each direction is and how well it did on held-out data; the extra-direction choices."""
-        from core.direction_data import directions_for
+        from core.user_directions import directions_for
 
         if not name or ctx.registry.status(name) == "not downloaded":
             return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)

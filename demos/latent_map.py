@@ -11,7 +11,7 @@ import gradio as gr
 import numpy as np
 
 from demos.common import HEAVY, AppContext, ImageUpload, bind, caption, model_panel
-from demos.figures_map import map_figure
+from demos.map_figure import map_figure
 from demos.projection import prepare_target
 
 # Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small

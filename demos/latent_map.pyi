@@ -40,7 +40,6 @@ HEAD = """
 
 
 
-from gradio.events import Dependency
 
 class DimsRadio(gr.Radio):
     """2 or 3 dimensions: documented in the API as the integers the handlers take (a plain Radio of numbers is
@@ -53,7 +52,9 @@ class DimsRadio(gr.Radio):
         if isinstance(payload, str) and payload.strip().isdigit():
             payload = int(payload)
         return super().preprocess(payload)
-    from typing import Callable, Literal, Sequence, Any, TYPE_CHECKING
+    from collections.abc import Callable, Sequence
+    from typing import TYPE_CHECKING, Any, Literal
+
     from gradio.blocks import Block
     if TYPE_CHECKING:
         from gradio.components import Timer

@@ -5,7 +5,7 @@ from __future__ import annotations
 import gradio as gr
 
 from demos.common import AppContext, ImageUpload, caption, model_panel, read_upload
-from demos.figures import projection_curve
+from demos.projection_curve import projection_curve
 
 
 def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None):

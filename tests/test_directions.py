@@ -8,17 +8,8 @@ import numpy as np
 import pytest
 import torch
 
-from core.directions import (
-    Direction,
-    apply_direction,
-    cached_pca_directions,
-    fit_binary_direction,
-    fit_numeric_direction,
-    heldout_folds,
-    load_directions,
-    pca_directions,
-    save_directions,
-)
+from core.direction import Direction, apply_direction, load_directions, save_directions
+from core.direction_fit import cached_pca_directions, fit_binary_direction, fit_numeric_direction, heldout_folds, pca_directions
 from tests.conftest import shared_path
 
 

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from core.directions import Direction
+from core.direction import Direction
 from core.family import ChildSettings, layer_weights, make_children, morph
 from tests.conftest import shared_path
 from tests.toy import ToyLinear
@@ -88,7 +88,7 @@ def test_morph_goes_through_the_child(toy):
 
 def test_builtin_faces_gender_direction_separates_heldout_people():
     """The shipped gender direction, refitted on the shipped latents, beats chance on people it never saw."""
-    from core.directions import fit_binary_direction
+    from core.direction_fit import fit_binary_direction
     from plugins.small_ae import load_model
 
     model = load_model("faces")

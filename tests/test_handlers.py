@@ -35,10 +35,8 @@ def digit_png(tmp_path_factory):
 
 
 def _last(gen):
-    out = None
-    for out in gen:
-        pass
-    return out
+    *_, last = gen
+    return last
 
 
 # ----- interpolation ---------------------------------------------------------------------------------------------------

@@ -254,7 +254,7 @@ class SmallAEModel(LatentModel):
 
     def directions(self) -> list:
         """Attribute directions fitted on the encoded training data at training time (``directions.safetensors``)."""
-        from core.directions import load_directions
+        from core.direction import load_directions
 
         path = self.folder / DIRECTIONS_NAME if self.folder is not None else None
         return load_directions(path) if path is not None and path.is_file() else []

@@ -157,7 +157,8 @@ def write_directions(folder: Path, latents: np.ndarray, ds: Dataset) -> list[str
     seen in fitting (folds grouped by ``face_id`` when there is one). Digit
     classes and ids are not attributes and are skipped.
     """
-    from core.directions import fit_binary_direction, fit_numeric_direction, save_directions
+    from core.direction import save_directions
+    from core.direction_fit import fit_binary_direction, fit_numeric_direction
     from plugins.small_ae.model import DIRECTIONS_NAME
 
     groups = ds.labels.get("face_id")

@@ -7,8 +7,8 @@ import pytest
 from PIL import Image
 
 import app
-from core.direction_data import directions_for, fit_from_folder, read_labelled_folder, user_directions_path
 from core.labels import excluded
+from core.user_directions import directions_for, fit_from_folder, read_labelled_folder, user_directions_path
 from tests.conftest import shared_path
 
 

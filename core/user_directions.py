@@ -17,7 +17,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from core.directions import Direction, fit_binary_direction, fit_numeric_direction, load_directions, save_directions
+from core.direction import Direction, load_directions, save_directions
+from core.direction_fit import fit_binary_direction, fit_numeric_direction
 from core.labels import MISSING, list_images, read_labels, row_key
 from core.model import LatentModel
 
@@ -34,7 +35,7 @@ def user_directions_path(model_name: str) -> Path:
 def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) -> list[Direction]:
     """The model's shipped directions, the user's own (theirs win on a name clash), then the top
     ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached."""
-    from core.directions import cached_pca_directions
+    from core.direction_fit import cached_pca_directions
 
     found = {d.name: d for d in model.directions()}
     found.update(_user_directions(model_name))
