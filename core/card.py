@@ -6,7 +6,7 @@ any heavy library is imported.
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 
 
 @dataclass(frozen=True)
@@ -46,9 +46,6 @@ class ModelCard:
         """One line stamped on every output of this model."""
         nc = ", non-commercial" if not self.commercial_use else ""
         return f"{self.title} — {self.licence}{nc}"
-
-    def to_dict(self) -> dict:
-        return asdict(self)
 
 
 @dataclass(frozen=True)

@@ -1,4 +1,4 @@
-"""Paths between latents, and small latent arithmetic.
+"""Paths between latents, and the interpolation workflow every front end uses.
 
 ``slerp`` suits samples of an isotropic Gaussian prior (StyleGAN's z, a VAE):
 their norms concentrate near sqrt(d), and a straight line between two of them
@@ -71,19 +71,6 @@ def path(a: torch.Tensor, b: torch.Tensor, n: int, method: str = "lerp") -> torc
 def _per_sample(t: torch.Tensor | float, like: torch.Tensor) -> torch.Tensor:
     t = torch.as_tensor(t, dtype=like.dtype, device=like.device)
     return t.expand(like.shape[0]) if t.ndim == 0 else t
-
-
-# ----- latent arithmetic ------------------------------------------------------------
-
-
-def analogy(a: torch.Tensor, b: torch.Tensor, c: torch.Tensor, strength: float = 1.0) -> torch.Tensor:
-    """``c + strength (b - a)``: "a is to b as c is to ?"."""
-    return c + strength * (b - a)
-
-
-def truncate(latents: torch.Tensor, center: torch.Tensor, psi: float) -> torch.Tensor:
-    """Move latents towards ``center`` (psi=1 keeps them, psi=0 gives the center)."""
-    return center + psi * (latents - center)
 
 
 # ----- the interpolation workflow (one path for the tab, the CLI and the API) ----------------

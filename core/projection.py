@@ -29,7 +29,7 @@ import functools
 import math
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import torch
 
@@ -57,7 +57,6 @@ class ProjectionConfig:
     betas: tuple[float, float] = (0.9, 0.999)
     preview_every: int = 10
     seed: int = 0
-    extra: dict = field(default_factory=dict)
     auto_init: str = "mean"  # what init="auto" means for a model without an encoder
     stats_samples: int = 1000  # samples behind init="samples" (their mean), the latent-noise and W+ penalty scales (NVIDIA: 10,000)
     noise_mode: str | None = None  # decode(noise_mode=...) while noise maps are not optimised; None: the model's own

@@ -5,6 +5,7 @@ Handlers are top-level functions of plain values (tests call them directly); ``b
 
 from __future__ import annotations
 
+import types
 from typing import Any
 
 import gradio as gr
@@ -41,17 +42,26 @@ HEAD = """
 
 
 
-class DimsRadio(gr.Radio):
-    """2 or 3 dimensions: documented in the API as the integers the handlers take (a plain Radio of numbers is
-    described as a string), and "2" / "3" are accepted too."""
+def _dims_api_info(self: gr.Radio) -> dict[str, Any]:
+    return {"enum": [c[1] for c in self.choices], "title": "Dimensions", "type": "integer"}
 
-    def api_info(self) -> dict[str, Any]:
-        return {"enum": [c[1] for c in self.choices], "title": "Dimensions", "type": "integer"}
 
-    def preprocess(self, payload):
-        if isinstance(payload, str) and payload.strip().isdigit():
-            payload = int(payload)
-        return super().preprocess(payload)
+def _dims_preprocess(self: gr.Radio, payload):
+    if isinstance(payload, str) and payload.strip().isdigit():
+        payload = int(payload)
+    return gr.Radio.preprocess(self, payload)
+
+
+def DimsRadio(choices: list[int], **kwargs) -> gr.Radio:  # noqa: N802 - used like a component class
+    """2 or 3 dimensions, documented in the API as the integers the handlers take (a plain Radio of numbers is
+    described as a string, which the server then refuses); "2" / "3" are accepted too.
+
+    A patched instance, not a subclass: Gradio writes a .pyi stub beside the module of every Component subclass.
+    """
+    radio = gr.Radio(choices, **kwargs)
+    radio.api_info = types.MethodType(_dims_api_info, radio)
+    radio.preprocess = types.MethodType(_dims_preprocess, radio)
+    return radio
 
 
 def dataset_choices(ctx: AppContext, name: str | None) -> tuple[dict, dict]:

@@ -1,6 +1,7 @@
+import pytest
 import torch
 
-from core.interpolate import analogy, lerp, path, slerp, truncate
+from core.interpolate import lerp, path, slerp
 
 
 def test_lerp_endpoints_and_midpoint():
@@ -70,7 +71,61 @@ def test_path_rejects_bad_arguments():
         assert "shapes" in str(e)
 
 
-def test_arithmetic():
-    a, b, c = torch.zeros(2), torch.ones(2), torch.tensor([5.0, 5.0])
-    assert torch.equal(analogy(a, b, c), torch.tensor([6.0, 6.0]))
-    assert torch.equal(truncate(c, a, 0.5), torch.tensor([2.5, 2.5]))
+# ----- the workflow: one set of rules for the tab, the CLI and the API ----------------------------------------------------
+
+
+class _StyleSpaces:
+    """Just enough of a StyleGAN-like model for the planning rules: z (Gaussian), w, w+ with 8 layers."""
+
+    def __init__(self):
+        from core.card import LatentSpace, ModelCard
+        from core.model import LatentModel
+
+        self.card = ModelCard("t/style", "Style toy", "d", "nothing", 8, "MIT", "tests")
+        self.spaces = {"z": LatentSpace("z", (4,), prior="gaussian"), "w": LatentSpace("w", (4,)),
+                       "w+": LatentSpace("w+", (8, 4), num_layers=8)}
+        self.default_space = "z"
+        self.check_space = LatentModel.check_space.__get__(self)
+        self.layer_groups = LatentModel.layer_groups.__get__(self)
+
+
+def test_plan_chooses_the_space_the_same_way_for_every_front_end():
+    from core.interpolate import plan_interpolation
+
+    m = _StyleSpaces()
+    seeds = plan_interpolation(m, 5)
+    assert (seeds.space, seeds.method, seeds.frames, seeds.notes) == ("z", "slerp", 5, ())
+    images = plan_interpolation(m, 5, from_images=True)  # images cannot be projected into a Gaussian prior
+    assert images.space == "w" and images.method == "lerp" and "not z" in images.notes[0]
+    mixed = plan_interpolation(m, 5, "z", mixing=["fine", "coarse"], from_images=True)
+    assert mixed.space == "w+" and mixed.mixing == ("fine", "coarse")
+    assert mixed.layers == tuple(sorted(m.layer_groups("w+")["coarse"] + m.layer_groups("w+")["fine"]))
+    assert plan_interpolation(m, 3, "w", "slerp").method == "slerp"
+
+
+def test_plan_refuses_bad_settings_before_anything_runs():
+    from core.interpolate import plan_interpolation
+    from tests.toy import ToyLinear
+
+    m = _StyleSpaces()
+    for kwargs, message in [({"frames": 1}, "from 2 to"), ({"frames": 2.5}, "whole number"), ({"frames": "x"}, "whole number"),
+                            ({"frames": 10**6}, "from 2 to 256"), ({"frames": 4, "space": "q"}, "no latent space 'q'"),
+                            ({"frames": 4, "method": "cubic"}, "Unknown interpolation"),
+                            ({"frames": 4, "mixing": ["tiny"]}, "Unknown layer group tiny")]:
+        with pytest.raises(ValueError, match=message):
+            plan_interpolation(m, **kwargs)
+    with pytest.raises(ValueError, match="per-layer"):
+        plan_interpolation(ToyLinear(), 4, mixing=["coarse"])
+
+
+def test_walk_with_mixing_moves_only_the_chosen_layers():
+    from core.card import LatentSpace
+    from core.interpolate import InterpolationPlan, walk
+    from tests.toy import ToyLinear
+
+    m = ToyLinear()
+    m.spaces = {"latent": LatentSpace("latent", (3, 2), num_layers=3)}
+    a, b = torch.zeros(1, 3, 2), torch.ones(1, 3, 2)
+    frames = walk(m, InterpolationPlan("latent", "lerp", 3, ("fine",), (2,)), a, b)
+    assert frames.shape == (3, 3, 2)
+    assert torch.equal(frames[:, :2], torch.zeros(3, 2, 2)) and torch.equal(frames[:, 2, 0], torch.tensor([0.0, 0.5, 1.0]))
