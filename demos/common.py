@@ -219,7 +219,7 @@ class AppContext:
         except gr.Error:
             raise
         except (KeyError, RuntimeError) as e:
-            raise gr.Error(str(e).strip("'\"")) from e
+            raise gr.Error(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e  # str(KeyError) adds quotes
 
     def card_markdown(self, name: str | None) -> str:
         if not name:
