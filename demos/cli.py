@@ -6,6 +6,7 @@ import argparse
 import sys
 from pathlib import Path
 
+from plugins.contract import FACES
 from plugins.registry import Registry
 
 
@@ -70,7 +71,7 @@ def _target(registry: Registry, name: str, model, path: str, align: bool):
     from core.images import from_pil
 
     img = load_image(path, min_side=min(16, model.image_size))
-    img, warnings = model_input(img, model.image_size, model.channels, align and "faces" in registry.entry(name).tags)
+    img, warnings = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags)
     for w in warnings:
         print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
     return img, from_pil(img, model.channels)
@@ -217,7 +218,7 @@ def directions(args: argparse.Namespace, registry: Registry) -> int:
         bar.set_postfix_str(name)
         bar.refresh()
 
-    align = not args.no_align and "faces" in registry.entry(args.model).tags
+    align = not args.no_align and FACES in registry.entry(args.model).tags
     found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report)
     bar.close()
     for n in notes:
