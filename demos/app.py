@@ -54,7 +54,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
         pairs.append((user, password))
     demo.launch(
         server_name=host, server_port=port, share=share, auth=pairs or None, max_file_size=max_file_size,
-        prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, footer_links=["api", "settings"],
+        prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS, footer_links=["api", "settings"],
     )
     if share and not getattr(demo, "share_url", None):
         print(f"warning: the public share link could not be created (no internet access to Gradio's share servers?). "

@@ -15,6 +15,9 @@ from demos.projection import prepare_target
 
 GROUPS = ["coarse", "middle", "fine"]
 SEEDS, IMAGES = "two seeds", "two images"
+# Gradio lays a gallery out as N fixed columns of at least 100 px, which is wider than the column at 8 frames
+# per row: frames ran off to the right. Let the row hold as many as fit, and wrap the rest.
+CSS = "#interp_gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(80px, 1fr)) !important; }"
 
 
 def show_endpoints(source: str) -> tuple[dict, dict]:
@@ -82,7 +85,7 @@ def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomera
 
 def build(ctx: AppContext) -> None:
     with gr.Row():
-        with gr.Column(scale=1, min_width=280):
+        with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "interp")
             source = gr.Radio([SEEDS, IMAGES], value=SEEDS, label="Endpoints", elem_id="interp_source")
             with gr.Row(visible=True, elem_id="interp_seeds") as seeds_row:
@@ -106,9 +109,7 @@ def build(ctx: AppContext) -> None:
                 boomerang = gr.Checkbox(True, label="Loop back and forth", elem_id="interp_boomerang")
             run = gr.Button("Interpolate", variant="primary", elem_id="interp_run")
             stop = gr.Button("Stop", elem_id="interp_stop")
-        # min_width=0 lets the column shrink to its share of the row; without it a row of 8 frames pushes it wider than
-        # the page and the gallery overflows to the right.
-        with gr.Column(scale=2, min_width=0):
+        with gr.Column(scale=2):
             status = gr.Markdown("Choose two seeds or upload two images, then press **Interpolate**.", elem_id="interp_status")
             gallery = gr.Gallery(label="Frames", columns=8, height="auto", object_fit="contain", format="png",
                                  elem_id="interp_gallery")

@@ -105,3 +105,37 @@ def test_family_in_a_real_browser(page, tmp_path):
     expect(page.locator("#family_status")).to_contain_text("children", timeout=180_000)
     expect(page.locator("#family_children img").first).to_be_visible()
     page.screenshot(path=str(_shots(tmp_path) / "family.png"), full_page=True)
+
+
+def test_interpolation_shows_only_the_chosen_endpoints_and_frames_fit(page, tmp_path):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Interpolation").click()
+    expect(page.locator("#interp_seed_a")).to_be_visible()
+    expect(page.locator("#interp_image_a")).to_be_hidden()
+    page.locator("#interp_source").get_by_label("two images").check()
+    expect(page.locator("#interp_image_a")).to_be_visible()
+    expect(page.locator("#interp_seed_a")).to_be_hidden()
+    page.locator("#interp_source").get_by_label("two seeds").check()
+    expect(page.locator("#interp_seed_a")).to_be_visible()
+    page.locator("#interp_model input").first.click()
+    page.get_by_role("option", name="Small AE — digits", exact=False).first.click()
+    page.locator("#interp_run").click()
+    expect(page.locator("#interp_status")).to_contain_text("16 frames", timeout=120_000)
+    thumbs = page.locator("#interp_gallery img")
+    expect(thumbs.first).to_be_visible()
+    gallery = page.locator("#interp_gallery").bounding_box()
+    right = max(b["x"] + b["width"] for b in (thumbs.nth(i).bounding_box() for i in range(thumbs.count())) if b)
+    assert right <= gallery["x"] + gallery["width"] + 1  # no frame sticks out of the gallery
+    assert page.evaluate("document.documentElement.scrollWidth <= document.documentElement.clientWidth")  # nor the page
+    page.screenshot(path=str(_shots(tmp_path) / "interpolation.png"), full_page=True)
+
+
+def test_latent_map_colour_by_follows_the_model(page):
+    from playwright.sync_api import expect
+
+    page.get_by_role("tab", name="Latent map").click()
+    for title, label in (("Small AE — digits", "digit"), ("Small AE — London faces", "age"), ("Small AE — digits", "digit")):
+        page.locator("#map_model input").first.click()
+        page.get_by_role("option", name=title, exact=False).first.click()
+        expect(page.locator("#map_colour input").first).to_have_value(label, timeout=30_000)
