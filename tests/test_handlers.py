@@ -177,3 +177,19 @@ def test_user_errors_are_one_line_and_faults_keep_their_traceback(capsys):
                                 "user error in streams: Upload the image first."]
     with pytest.raises(RuntimeError):
         user_errors(breaks)()
+
+
+def test_bind_keeps_what_gradio_reads():
+    import inspect
+
+    from gradio import utils
+
+    from demos.common import bind, user_errors
+    from demos.interpolation import interpolate
+    from demos.models_tab import overview
+
+    wired = user_errors(bind(interpolate, "the context"))
+    assert inspect.isgeneratorfunction(wired) and not inspect.isgeneratorfunction(bind(overview, None))
+    params = list(inspect.signature(wired).parameters)
+    assert params[0] == "name" and "ctx" not in params and params[-2:] == ["request", "progress"]
+    assert utils.is_special_typed_parameter("request", utils.get_type_hints(wired))  # so Gradio passes the session
