@@ -100,6 +100,82 @@ def test_get_unknown_model():
         Registry().get("nope")
 
 
+def test_unknown_model_names_the_nearest_without_quotes():
+    reg = Registry().discover(None, use_entry_points=False)
+    with pytest.raises(KeyError) as e:
+        reg.entry("stylegan2/ffhq256")
+    assert str(e.value).startswith("Unknown model stylegan2/ffhq256. Did you mean stylegan2/ffhq-256")
+    assert "'" not in str(e.value)
+
+
+CONTRACT = '''
+from pathlib import Path
+
+from core.card import ModelCard
+from plugins.contract import FACES, Loss, ModelEntry
+
+
+def _load():
+    from tests.toy import ToyLinear
+    return ToyLinear()
+
+
+def _entry(name, tags=()):
+    return ModelEntry(card=ModelCard(name, name.title(), "d", "nothing", 8, "MIT", "tests"), load=_load, tags=tags)
+
+
+def get_models():
+    return [_entry("user/contract", (FACES,))]
+
+
+def get_losses():
+    return [Loss("user-l1", "mean absolute error", lambda device: lambda x, y: (x - y).abs().flatten(1).mean(1))]
+
+
+def read_toy(path, *, title=None, tags=(), copy=False):
+    text = Path(path).read_text()
+    if not text.startswith("toy"):
+        raise ValueError(f"{Path(path).name} is not a toy model file.")
+    return _entry("user/file-" + text.strip(), tags)
+
+
+def get_file_loaders():
+    return {".toy": read_toy}
+'''
+
+
+def test_plugin_contract_losses_and_file_loaders(tmp_path):
+    from core.losses import available
+
+    (tmp_path / "plugins").mkdir()
+    _write(tmp_path / "plugins", "contract.py", CONTRACT)
+    reg = Registry().discover(tmp_path / "plugins", use_entry_points=False)
+    assert not reg.errors and reg.entry("user/contract").name == "user/contract"  # the name comes from the card
+    assert "user-l1" in available()  # registered because the registry asked the plugin
+    model_file = tmp_path / "mine.TOY"
+    model_file.write_text("toy1")
+    name = reg.add_file(model_file)
+    assert name == "user/file-toy1" and reg.entry(name).tags == ()
+    assert reg.add_file(model_file, tags=("faces",)) == name and reg.entry(name).tags == ("faces",)  # same file: tags added
+    bad = tmp_path / "other.toy"
+    bad.write_text("nope")
+    with pytest.raises(ValueError, match="not a toy model file"):
+        reg.add_file(bad)
+    with pytest.raises(ValueError, match=r"No plugin reads '\.bin' files \(model files it can add: \.toy\)"):
+        reg.add_file(tmp_path / "w.bin")
+
+
+def test_losses_are_not_registered_by_importing_a_plugin():
+    import subprocess
+    import sys
+
+    code = ("import plugins.stylegan; from core.losses import available, downloadable; "
+            "assert 'lpips' not in {**available(), **downloadable()}; "
+            "from plugins.registry import Registry; Registry().discover(None, use_entry_points=False); "
+            "assert 'lpips' in {**available(), **downloadable()}")
+    subprocess.run([sys.executable, "-c", code], cwd=ROOT, check=True)
+
+
 def test_add_rejects_non_entries():
     with pytest.raises(TypeError):
         Registry().add("not an entry")  # type: ignore[arg-type]
