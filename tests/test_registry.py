@@ -161,7 +161,7 @@ def test_plugin_contract_losses_and_file_loaders(tmp_path):
     bad.write_text("nope")
     with pytest.raises(ValueError, match="not a toy model file"):
         reg.add_file(bad)
-    with pytest.raises(ValueError, match=r"No plugin reads '\.bin' files \(model files it can add: \.toy\)"):
+    with pytest.raises(ValueError, match=r"No plugin reads '\.bin' files \(model files it can add: \.pkl, \.toy\)"):
         reg.add_file(tmp_path / "w.bin")
 
 
