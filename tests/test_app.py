@@ -136,12 +136,14 @@ def test_interpolate_images_and_errors(client, digit_png, text_file):
 def test_interpolate_refuses_bad_settings_with_one_log_line(client, capfd):
     capfd.readouterr()
     args = [DIGITS, "two seeds", 1, 2, None, None, 4, "", "auto", [], 10, False, 8, False]
-    for i, value, message in [(7, "zz", "no latent space 'zz'"), (6, 2.5, "whole number")]:
+    for i, value, message in [(7, "zz", "no latent space 'zz'"), (6, 2.5, "whole number"), (10, 3.5, "whole number")]:
         bad = list(args)
         bad[i] = value
+        if i == 10:
+            bad[1] = "two images"  # steps count for image endpoints, and are checked before the (missing) uploads
         assert message in _error(lambda b=bad: client.predict(*b, api_name="/interpolate"))
     err = capfd.readouterr().err
-    assert err.count("user error in interpolate:") == 2 and "Traceback" not in err
+    assert err.count("user error in interpolate:") == 3 and "Traceback" not in err
 
 
 # ----- latent map ------------------------------------------------------------------------------
