@@ -76,6 +76,18 @@ class LatentModel(ABC):
         """ProjectionConfig fields this model projects best with (learning rate, noise...)."""
         return {}
 
+    def edit_space(self) -> str:
+        """The space to project photos into and edit them in (Projection, Family): the most expressive one.
+
+        A per-layer space (StyleGAN's W+) reconstructs photos best and allows per-layer mixing; other
+        models use their default space. Backends with a better choice override this.
+        """
+        return next((name for name, s in self.spaces.items() if s.per_layer), self.default_space)
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of the per-call noise inputs ``decode(..., noise=[...])`` takes (StyleGAN2); none by default."""
+        return []
+
     def directions(self) -> list:
         """Named latent directions shipped with the model (``core.directions.Direction``), e.g. age, gender."""
         return []
