@@ -74,7 +74,7 @@ def test_per_layer_dominance_on_stylegan(sg2):
     kid = make_children(sg2, f, m, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}, children=1))
     assert torch.equal(kid[0, groups["coarse"]], f[0, groups["coarse"]])
     assert torch.equal(kid[0, groups["fine"]], m[0, groups["fine"]])
-    with pytest.raises(ValueError, match="Unknown layer groups"):
+    with pytest.raises(ValueError, match="Unknown layer group"):
         layer_weights(sg2, "w+", ChildSettings(dominance={"eyes": "father"}))
 
 

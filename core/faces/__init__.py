@@ -106,6 +106,18 @@ def align_face(
     warnings = []
     if len(faces) > 1:
         warnings.append(several_faces_note(faces, int(which)))
+    eyes = face.points.inter_ocular
+    if eyes < SMALL_FACE_EYE_DISTANCE:
+        warnings.append(
+            f"The face is small ({eyes:.0f} px between the eyes); the aligned crop will be blurry. "
+            "A closer photo gives a better result."
+        )
+    if face.angle % 360:
+        warnings.append(f"The face was found after turning the photo by {face.angle:g} degrees.")
+    if slow:
+        warnings.append("The face was only found by the slower, more thorough detector; check that the crop really shows it.")
+    elif face.score < UNSURE_SCORE:
+        warnings.append("The face was hard to detect; check that the aligned crop really shows it.")
     ts = transform_size or transform_size_for(output_size)
     crop = align_ffhq(image, face.points, output_size=output_size, transform_size=ts)
     return AlignedFace(crop, face, len(faces), warnings, ffhq_quad(face.points)[0])
