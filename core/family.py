@@ -76,7 +76,7 @@ def check_settings(model: LatentModel, space: str, settings: ChildSettings, dire
             raise ValueError(f"No '{name}' direction for {model.card.title}; available: {', '.join(by_name) or 'none'}. "
                              f"Make one with 'python app.py directions'.")
         if not getattr(by_name[name], "reliable", True):
-            warnings.append(f"The {by_name[name].describe()}.")
+            warnings.append(f"Direction {by_name[name].describe()}.")
     return warnings
 
 
@@ -171,8 +171,8 @@ class Children:
     images: list[Image.Image]
     space: str
     settings: ChildSettings
-    identity: list[tuple[float, float]] | None  # per child: distance to the father's and the mother's photo
-    parents_distance: float | None  # the parents' photos' distance to each other
+    identity: list[tuple[float, float]]  # per child: identity distance to the father's and the mother's photo
+    parents_distance: float  # the parents' photos' distance to each other
     warnings: list[str] = field(default_factory=list)
 
 
@@ -303,13 +303,11 @@ class Family:
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
         images = to_pil(self.model.generate(lat, self.space))
-        identity = parents_distance = None
-        d = self._describe([self.parents[w].crop for w in PARENTS] + images)
-        if d is not None:
-            from core.faces.identity import distances
+        from core.faces.identity import distances
 
-            identity = [(float(a), float(b)) for a, b in distances(d[2:], d[:2])]
-            parents_distance = float(distances(d[:1], d[1:2])[0, 0])
+        d = self._describe([self.parents[w].crop for w in PARENTS] + images)
+        identity = [(float(a), float(b)) for a, b in distances(d[2:], d[:2])]
+        parents_distance = float(distances(d[:1], d[1:2])[0, 0])
         return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings)
 
     def morph(self, index: int, settings: ChildSettings, frames: int = 32) -> list[Image.Image]:
@@ -326,17 +324,15 @@ class Family:
 
     # ----- identity -----------------------------------------------------------------------
     def _describe(self, images: list[Image.Image]):
-        """dlib descriptors (N, 128), or None where the recogniser is not installed (identity is then not shown)."""
-        try:
-            from core.faces.identity import default_identity
+        """dlib descriptors (N, 128) of aligned faces (dlib is already needed to align the photos)."""
+        from core.faces.identity import default_identity
 
-            return default_identity().describe(images)
-        except (ImportError, RuntimeError):
-            return None
+        return default_identity().describe(images)
 
-    def _distance(self, a: Image.Image, b: Image.Image) -> float | None:
-        d = self._describe([a, b])
-        return None if d is None else float(((d[0] - d[1]) ** 2).sum() ** 0.5)
+    def _distance(self, a: Image.Image, b: Image.Image) -> float:
+        from core.faces.identity import default_identity
+
+        return default_identity().distance(a, b)
 
 
 def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:

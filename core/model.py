@@ -35,6 +35,9 @@ class LatentModel(ABC):
     spaces: dict[str, LatentSpace]
     default_space: str
     has_encoder: bool = False
+    # Losses that need downloaded weights and that this model projects best with (StyleGAN: LPIPS); the UI
+    # offers their download only for such models.
+    wanted_losses: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.device = get_device()

@@ -184,7 +184,7 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
 def test_family_on_builtin_faces(client):
     dad = shared_path("data", "faces", "london", "neutral", "001_03.jpg")
     mum = shared_path("data", "faces", "london", "neutral", "002_03.jpg")
-    fcrop, mcrop, note = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
+    fcrop, mcrop, note, ffaces, mfaces = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
     assert Image.open(fcrop).size == (256, 256) and Image.open(mcrop).size == (256, 256)  # 64 px crops, enlarged for display
     fp, mp, status = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 30, api_name="/family_project")
     assert "projected" in status and "mse loss" in status
