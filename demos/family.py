@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from types import SimpleNamespace
+
 import gradio as gr
 
 from demos.common import AppContext, ImageUpload, caption, model_panel
@@ -242,7 +244,8 @@ def directions_info(ctx: AppContext, name: str | None):
 
 
 # ----- layout and wiring ------------------------------------------------------------------------------------------
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+def _layout(ctx: AppContext) -> SimpleNamespace:
+    """The tab's components, by name."""
     from core.family import DISCLAIMER
 
     gr.Markdown(f"Upload a photo of each parent. Faces are found and aligned, projected into a face model, then blended. _{DISCLAIMER}_")
@@ -276,7 +279,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 mother_proj = gr.Image(label="Mother, projected", format="png", interactive=False, elem_id="family_mother_proj")
         with gr.Column(scale=1):
             gene = gr.Slider(0, 1, value=0.5, step=0.01, label="Genes: father ← → mother", elem_id="family_gene")
-            with gr.Group(visible=False) as dominance_group:
+            with gr.Group(visible=False) as dominance_group:  # shown for models with layers (model_view)
                 gr.Markdown("Per-layer dominance (the model's layers, coarse to fine)")
                 dominance = [gr.Radio(["blend", "father", "mother"], value="blend", label=f"{g} layers ({GROUP_HELP[g]})",
                                       elem_id=f"family_dom_{g}") for g in GROUPS]
@@ -300,34 +303,39 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 morph_btn = gr.Button("Morph father → child → mother (MP4)", elem_id="family_morph")
             video = gr.Video(label="Morph", interactive=False, height=320, width=320, elem_id="family_video")
 
-    faces = [father_face, mother_face]
-    both = [model, father, mother]
-    align_out = [father_crop, mother_crop, align_note, father_faces, mother_faces]
-    child_inputs = [model, father, mother, steps, gene, *dominance, age, gender, extra, extra_amount, variation, seed, count]
-    child_outputs = [children, files, status, father_proj, mother_proj]
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("ctx", "DISCLAIMER")})
+
+
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    c = _layout(ctx)
+    faces = [c.father_face, c.mother_face]
+    both = [c.model, c.father, c.mother]
+    align_out = [c.father_crop, c.mother_crop, c.align_note, c.father_faces, c.mother_faces]
+    child_inputs = [c.model, c.father, c.mother, c.steps, c.gene, *c.dominance, c.age, c.gender, c.extra, c.extra_amount,
+                    c.variation, c.seed, c.count]
+    child_outputs = [c.children, c.files, c.status, c.father_proj, c.mother_proj]
     align = bind(align_parents, ctx)
     # A new photo starts from its largest face; then both parents are aligned (each on its own).
-    father.change(first_face, None, father_face, api_visibility="private").then(align, [*both, *faces], align_out,
-                                                                                api_name="family_align")
-    mother.change(first_face, None, mother_face, api_visibility="private").then(align, [*both, *faces], align_out,
-                                                                                api_name="family_align_mother")
-    for gallery, number in ((father_faces, father_face), (mother_faces, mother_face)):
+    for photo, number, api in ((c.father, c.father_face, "family_align"), (c.mother, c.mother_face, "family_align_mother")):
+        photo.change(first_face, None, number, api_visibility="private").then(align, [*both, *faces], align_out, api_name=api)
+    for gallery, number in ((c.father_faces, c.father_face), (c.mother_faces, c.mother_face)):
         gallery.select(picked, None, number, api_visibility="private").then(align, [*both, *faces], align_out,
                                                                             api_visibility="private")
     # Project / Make are stopped through the session's stop flag (partial projections are shown), not cancelled.
-    project_btn.click(bind(project_parents, ctx), [*both, steps, *faces], [father_proj, mother_proj, status],
-                           api_name="family_project", show_progress_on=[status], concurrency_id="heavy")
+    c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *faces], [c.father_proj, c.mother_proj, c.status],
+                        api_name="family_project", show_progress_on=[c.status], concurrency_id="heavy")
     make = bind(make_children, ctx)
-    generate.click(make, [*child_inputs, *faces], child_outputs, api_name="family_children", concurrency_id="heavy")
-    for slider in (gene, age, gender, extra_amount, variation):
+    c.generate.click(make, [*child_inputs, *faces], child_outputs, api_name="family_children", concurrency_id="heavy")
+    for slider in (c.gene, c.age, c.gender, c.extra_amount, c.variation):
         slider.release(make, [*child_inputs, *faces], child_outputs, api_name=f"family_children_{slider.elem_id}",
                        api_visibility="undocumented", concurrency_id="heavy")
-    mv = morph_btn.click(bind(morph_video, ctx), [*child_inputs, which, *faces], video, api_name="family_morph", concurrency_id="heavy")
-    stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
-               concurrency_limit=None)
-    gr.on([model.change, demo.load], bind(directions_info, ctx), model, [directions_note, extra], api_name="family_directions",
-          show_progress="hidden")
-    gr.on([model.change, demo.load], bind(model_view, ctx), model, [dominance_group, builtin_note, get_photo_model],
+    mv = c.morph_btn.click(bind(morph_video, ctx), [*child_inputs, c.which, *faces], c.video, api_name="family_morph",
+                           concurrency_id="heavy")
+    c.stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
+                 concurrency_limit=None)
+    gr.on([c.model.change, demo.load], bind(directions_info, ctx), c.model, [c.directions_note, c.extra],
+          api_name="family_directions", show_progress="hidden")
+    gr.on([c.model.change, demo.load], bind(model_view, ctx), c.model, [c.dominance_group, c.builtin_note, c.get_photo_model],
           api_name="family_model_view", show_progress="hidden")
-    get_photo_model.click(bind(download_photo_model, ctx), None, [builtin_note, get_photo_model, model],
-                          api_name="family_photo_download", concurrency_id="download")
+    c.get_photo_model.click(bind(download_photo_model, ctx), None, [c.builtin_note, c.get_photo_model, c.model],
+                            api_name="family_photo_download", concurrency_id="download")
