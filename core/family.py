@@ -212,32 +212,37 @@ class Family:
         if not photo:
             self.parents[who] = Parent(who)
             return self.parents[who]
-        with open(photo, "rb") as f:
-            digest = hashlib.file_digest(f, "sha256").hexdigest()
+        try:
+            with open(photo, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            self.parents[who] = Parent(who, error=f"{Path(photo).name} could not be read ({e.strerror or e}).")
+            return self.parents[who]
+        if isinstance(face, bool) or float(face) != int(face) or face < 0:
+            self.parents[who] = Parent(who, digest, error=f"The face number must be a whole number from 0; got {face}.")
+            return self.parents[who]
         key = (digest, int(face))
         if key not in self._aligned:
-            self._aligned[key] = self._align(who, photo, digest, face)
+            self._aligned[key] = self._align(who, photo, digest, int(face))
         self.parents[who] = replace(self._aligned[key], who=who, warnings=list(self._aligned[key].warnings))
         return self.parents[who]
 
     def _align(self, who: str, photo: str | Path, digest: str, face: int) -> Parent:
+        """Decode, detect (once per digest) and align; errors become ``Parent.error``."""
         from core.faces import align_face, find_faces
         from core.image_input import load_image
 
         try:
-            if isinstance(face, bool) or float(face) != int(face):
-                raise ValueError(f"The face number must be a whole number; got {face}.")
             img = load_image(photo, channels=3, min_side=16)
             if digest not in self._found:
                 found = find_faces(img)
                 self._found[digest] = (found, [_thumbnail(img, f.box) for f in found.faces])
             found, thumbs = self._found[digest]
-            aligned = align_face(img, self.model.image_size, which=int(face), found=found)
+            aligned = align_face(img, self.model.image_size, which=face, found=found)
         except ValueError as e:  # unreadable photo, no face, a face number out of range
-            return Parent(who, digest, int(face) if str(face).lstrip("-").isdigit() else 0, error=str(e),
-                          faces=self._found.get(digest, (None, []))[1])
+            return Parent(who, digest, face, error=str(e), faces=self._found.get(digest, (None, []))[1])
         crop = aligned.image.convert("RGB" if self.model.channels == 3 else "L")
-        return Parent(who, digest, int(face), crop, thumbs, aligned.warnings)
+        return Parent(who, digest, face, crop, thumbs, aligned.warnings)
 
     def _ready(self, who: str) -> Parent:
         p = self.parents[who]

@@ -35,7 +35,7 @@ def set_parents(ctx: AppContext, name, fpath, mpath, fface, mface, request):
     fam = family_for(ctx, name, request)
     for who, path, face in (("father", fpath, fface), ("mother", mpath, mface)):
         ctx.track_upload(request, path)
-        fam.set_parent(who, path, int(face or 0))
+        fam.set_parent(who, path, face or 0)
     errors = [p for p in fam.parents.values() if p.error]
     if errors and all(p.crop is None for p in fam.parents.values()):
         raise gr.Error(f"{errors[0].who.capitalize()}'s photo: {errors[0].error}")
