@@ -252,9 +252,9 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "family", tag="faces", label="Face model")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 builtin_note = gr.Markdown("", visible=False, elem_id="family_builtin_note")
-                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, elem_id="family_photo_download")
+                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, min_width=140, elem_id="family_photo_download")
             with gr.Row():
                 father = ImageUpload(label="Father", type="filepath", elem_id="family_father")
                 mother = ImageUpload(label="Mother", type="filepath", elem_id="family_mother")

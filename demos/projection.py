@@ -153,9 +153,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "proj", default_tag="faces")
-            with gr.Row(equal_height=True):
+            with gr.Row(equal_height=False):
                 builtin_note = gr.Markdown("", visible=False, elem_id="proj_builtin_note")
-                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, elem_id="proj_photo_download")
+                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, min_width=140, elem_id="proj_photo_download")
             image = ImageUpload(label="Image to project", type="filepath", sources=["upload", "clipboard", "webcam"], elem_id="proj_image")
             with gr.Row():
                 run = gr.Button("Project", variant="primary", elem_id="proj_run")
