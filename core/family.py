@@ -11,6 +11,10 @@ directions such as age and gender.
 
 This is a latent-space blend, not a prediction of what real children of
 these people would look like.
+
+:class:`Family` is the workflow the Family tab, its API and ``python app.py family`` share: photos ->
+aligned parents -> one batched projection -> children and morphs, with each result as an object
+(:class:`Parent`, :class:`Children`) and every setting judged by :func:`check_settings`.
 """
 
 from __future__ import annotations
@@ -193,7 +197,7 @@ class Family:
         self._found: dict[str, tuple] = {}  # digest -> (FoundFaces, thumbnails)
         self._aligned: dict[tuple[str, int], Parent] = {}
         self._projected: dict[tuple, Parent] = {}
-        self._descriptors: dict[int, object] = {}
+        self._descriptors: dict[tuple[str, int], object] = {}  # (digest, face) -> the parent photo's dlib descriptor
         self._directions: list | None = None
 
     @property
@@ -308,11 +312,17 @@ class Family:
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
         images = to_pil(self.model.generate(lat, self.space))
+        import numpy as np
+
         from core.faces.identity import distances
 
-        d = self._describe([self.parents[w].crop for w in PARENTS] + images)
-        identity = [(float(a), float(b)) for a, b in distances(d[2:], d[:2])]
-        parents_distance = float(distances(d[:1], d[1:2])[0, 0])
+        for p in self.parents.values():
+            if (p.digest, p.face) not in self._descriptors:
+                self._descriptors[(p.digest, p.face)] = self._describe([p.crop])[0]
+        parents = np.stack([self._descriptors[(p.digest, p.face)] for p in self.parents.values()])
+        kids = self._describe(images)
+        identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
+        parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
         return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings)
 
     def morph(self, index: int, settings: ChildSettings, frames: int = 32) -> list[Image.Image]:

@@ -105,3 +105,21 @@ def test_family_in_a_real_browser(page, tmp_path):
     expect(page.locator("#family_status")).to_contain_text("children", timeout=180_000)
     expect(page.locator("#family_children img").first).to_be_visible()
     page.screenshot(path=str(_shots(tmp_path) / "family.png"), full_page=True)
+
+
+def test_family_face_choice_and_layout_in_a_real_browser(page):
+    """Several faces: a gallery to pick from, and the crop follows the click; no per-layer dominance without layers."""
+    from playwright.sync_api import expect
+
+    laos = shared_path("data", "faces", "photos", "singnet_laos.jpg")
+    page.get_by_role("tab", name="Family").click()
+    expect(page.locator("#family_dom_coarse")).to_be_hidden()  # the built-in faces model has no layers
+    expect(page.locator("#family_builtin_note")).to_contain_text("FFHQ")
+    page.locator("#family_father input[type=file]").set_input_files(str(laos))
+    faces = page.locator("#family_father_faces")
+    expect(faces).to_be_visible(timeout=60_000)
+    expect(page.locator("#family_align_note")).to_contain_text("face 1 of 2", timeout=60_000)
+    first = page.locator("#family_father_crop img").get_attribute("src")
+    faces.locator("img").nth(1).click()
+    expect(page.locator("#family_align_note")).to_contain_text("face 2 of 2", timeout=60_000)
+    assert page.locator("#family_father_crop img").get_attribute("src") != first
