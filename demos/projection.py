@@ -160,7 +160,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             with gr.Row():
                 run = gr.Button("Project", variant="primary", elem_id="proj_run")
                 stop = gr.Button("Stop", elem_id="proj_stop")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Settings", open=False, elem_id="proj_settings"):
                 space = gr.Dropdown(["latent", "w", "w+"], value=None, label="Latent space (empty: the model's default; W+ for StyleGAN)",
                                     allow_custom_value=True, elem_id="proj_space")
                 init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
