@@ -62,6 +62,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="also optimise StyleGAN2 noise maps (NVIDIA's recipe; saved in latent.npz)")
     pr.add_argument("--no-align", action="store_true", help="do not detect and align faces (face models)")
     pr.add_argument("--seed", type=int, default=0)
+    pr.add_argument("--face", type=int, default=0, metavar="N", help="which face of a photo with several (0 = the largest)")
 
     it = sub.add_parser("interpolate", parents=[common], help="interpolate between two images (or seeds: --seeds A B)")
     it.add_argument("a", nargs="?", help="image A (omit with --seeds)")
@@ -83,16 +84,20 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("mother")
     fa.add_argument("--model", required=True, help="a face model, e.g. small_ae/faces or stylegan2/ffhq-256")
     fa.add_argument("--out", required=True)
-    fa.add_argument("--children", type=int, default=4)
+    fa.add_argument("--children", type=int, default=4, help="how many children (1 or more)")
     fa.add_argument("--gene", type=float, default=0.5, help="0 = father, 1 = mother")
     fa.add_argument("--coarse", choices=["blend", "father", "mother"], default="blend", help="who dominates the coarse layers (W+)")
     fa.add_argument("--middle", choices=["blend", "father", "mother"], default="blend")
     fa.add_argument("--fine", choices=["blend", "father", "mother"], default="blend")
     fa.add_argument("--age", type=float, default=0.0, help="move along the age direction (standard deviations)")
-    fa.add_argument("--gender", type=float, default=0.0, help="move along the gender direction (standard deviations)")
+    fa.add_argument("--gender", type=float, default=0.0,
+                    help="move along the gender direction (standard deviations); for small_ae/faces positive = male, negative "
+                         "= female (the direction's positive class, shown in the Family tab for every model)")
     fa.add_argument("--variation", type=float, default=0.25)
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
+    fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",
+                    help="which face of a photo with several (0 = the largest): one number for both photos, or father's mother's")
 
     di = sub.add_parser("directions", parents=[common], help="learn attribute directions from a labelled folder of photos")
     di.add_argument("--model", required=True)

@@ -27,7 +27,7 @@ SHARED = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces" / "lo
 
 def stages(model, name: str, steps: int) -> list[str]:
     photos = [SHARED / "001_03.jpg", SHARED / "002_03.jpg"]
-    space = "w+" if "w+" in model.spaces else model.default_space
+    space = model.edit_space()
     t0 = time.perf_counter()
     crops = [model_input(load_image(p), model.image_size, model.channels, align_face=True)[0] for p in photos]
     t1 = time.perf_counter()

@@ -11,16 +11,23 @@ directions such as age and gender.
 
 This is a latent-space blend, not a prediction of what real children of
 these people would look like.
+
+:class:`Family` is the workflow the Family tab, its API and ``python app.py family`` share: photos ->
+aligned parents -> one batched projection -> children and morphs, with each result as an object
+(:class:`Parent`, :class:`Children`) and every setting judged by :func:`check_settings`.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-from dataclasses import dataclass, field
+import hashlib
+from collections.abc import Callable, Iterator, Sequence
+from dataclasses import dataclass, field, replace
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DISCLAIMER
     import torch
+    from PIL import Image
 
     from core.model import LatentModel
 
@@ -38,23 +45,56 @@ class ChildSettings:
     children: int = 4
 
 
+MAX_CHILDREN = 64
+
+
+def check_settings(model: LatentModel, space: str, settings: ChildSettings, directions: Sequence | None = ()) -> list[str]:
+    """Refuse settings this model cannot honour, each with a plain sentence; return warnings to show.
+
+    The one place the tab, the API and the CLI validate a family's settings: gene weight in [0, 1], a
+    whole number of children from 1, dominance only for this model's layer groups, directions it has
+    (``directions=None``: not checked).
+    """
+    if not 0.0 <= float(settings.gene_weight) <= 1.0:
+        raise ValueError("The gene weight must be between 0 (father) and 1 (mother).")
+    n = settings.children
+    if isinstance(n, bool) or float(n) != int(n) or not 1 <= int(n) <= MAX_CHILDREN:
+        raise ValueError(f"The number of children must be a whole number from 1 to {MAX_CHILDREN}; got {n}.")
+    if float(settings.variation) < 0:
+        raise ValueError("The variation between children cannot be negative.")
+    groups = model.layer_groups(space)
+    for group, who in settings.dominance.items():
+        if who not in DOMINANCE:
+            raise ValueError(f"Dominance must be one of {', '.join(DOMINANCE)}; got '{who}'.")
+        if group not in groups and who != "blend":
+            if not groups:
+                raise ValueError(f"{model.card.title} has no layers to split ('{space}' is not a per-layer space), "
+                                 f"so per-layer dominance does not apply; leave the groups on blend.")
+            raise ValueError(f"Unknown layer group '{group}'; {model.card.title} has {', '.join(groups)}.")
+    by_name = {d.name: d for d in directions or ()}
+    warnings = []
+    for name, amount in settings.attributes.items() if directions is not None else ():
+        if not amount:
+            continue
+        if name not in by_name:
+            raise ValueError(f"No '{name}' direction for {model.card.title}; available: {', '.join(by_name) or 'none'}. "
+                             f"Make one with 'python app.py directions'.")
+        if not getattr(by_name[name], "reliable", True):
+            warnings.append(f"Direction {by_name[name].describe()}.")
+    return warnings
+
+
 def layer_weights(model: LatentModel, space: str, settings: ChildSettings) -> torch.Tensor:
     """Per-layer mother weight alpha, shape (num_layers, 1) for per-layer spaces, else (1,)."""
     import torch
 
-    if not 0.0 <= settings.gene_weight <= 1.0:
-        raise ValueError("The gene weight must be between 0 (father) and 1 (mother).")
+    check_settings(model, space, settings, None)
     groups = model.layer_groups(space)
-    unknown = set(settings.dominance) - set(groups)
-    if unknown and groups:
-        raise ValueError(f"Unknown layer groups {sorted(unknown)}; this model has {', '.join(groups)}.")
     n = model.spaces[space].num_layers
     if n == 0:
         return torch.tensor([settings.gene_weight])
     alpha = torch.full((n, 1), float(settings.gene_weight))
     for group, who in settings.dominance.items():
-        if who not in DOMINANCE:
-            raise ValueError(f"Dominance must be one of {', '.join(DOMINANCE)}; got '{who}'.")
         if who != "blend":
             alpha[groups[group]] = 0.0 if who == "father" else 1.0
     return alpha
@@ -76,9 +116,10 @@ def make_children(
     space = model.check_space(space)
     f = model.check_latents(father, space)[:1]
     m = model.check_latents(mother, space)[:1]
+    check_settings(model, space, settings, directions)
     alpha = layer_weights(model, space, settings).to(f.device)
     child = torch.lerp(f, m, alpha.to(f.dtype))  # exact at alpha 0 and 1
-    n = max(1, int(settings.children))
+    n = int(settings.children)
     children = child.expand(n, *child.shape[1:]).clone()
     if settings.variation > 0:
         # Deviations of fresh samples from the centre: model-shaped variation, seeded per family.
@@ -86,12 +127,9 @@ def make_children(
         children = children + settings.variation * deltas
     by_name = {d.name: d for d in directions}
     for name, amount in settings.attributes.items():
-        if not amount:
-            continue
-        if name not in by_name:
-            raise ValueError(f"No '{name}' direction for {model.card.title}; available: {', '.join(by_name) or 'none'}.")
-        d = by_name[name]
-        children = apply_direction(children, d, float(amount) * d.std)  # amounts are in std of the data along d
+        if amount:
+            d = by_name[name]
+            children = apply_direction(children, d, float(amount) * d.std)  # amounts are in std of the data along d
     return children
 
 
@@ -105,3 +143,224 @@ def morph(father: torch.Tensor, child: torch.Tensor, mother: torch.Tensor, frame
     a = path(father.reshape(child.shape), child, half, "lerp")
     b = path(child, mother.reshape(child.shape), half, "lerp")
     return torch.cat([a, b[1:]])
+
+
+# ----- the Family workflow: one session object shared by the tab, the API and the CLI ----------------------------
+PARENTS = ("father", "mother")
+
+
+@dataclass
+class Parent:
+    """One parent's photo as the model sees it, and (once projected) its latent; ``error`` if the photo failed."""
+
+    who: str
+    digest: str = ""
+    face: int = 0  # which detected face (0: the largest)
+    crop: Image.Image | None = None  # aligned, at the model's size and channels
+    faces: list[Image.Image] = field(default_factory=list)  # thumbnails of every detected face, largest first
+    warnings: list[str] = field(default_factory=list)
+    error: str = ""
+    latent: torch.Tensor | None = None  # (1, *shape) on the CPU
+    reconstruction: Image.Image | None = None
+    psnr: float = 0.0
+    loss_name: str = ""
+    identity: float | None = None  # descriptor distance photo -> reconstruction (core.faces.identity)
+    steps: int = 0
+    stopped: bool = False  # the projection was stopped early: the latent is partial
+
+
+@dataclass
+class Children:
+    latents: torch.Tensor  # (n, *shape) on the CPU
+    images: list[Image.Image]
+    space: str
+    settings: ChildSettings
+    identity: list[tuple[float, float]]  # per child: identity distance to the father's and the mother's photo
+    parents_distance: float  # the parents' photos' distance to each other
+    warnings: list[str] = field(default_factory=list)
+
+
+class Family:
+    """Two parents' photos -> aligned once per upload -> projected once per setting -> children and morphs.
+
+    Aligned crops are keyed by a digest of the photo's bytes and the face chosen, projections by that and the
+    projection settings, so moving a slider re-reads and re-detects nothing. Each parent is aligned on its own:
+    a failed photo sets that parent's ``error`` and leaves the other usable.
+    """
+
+    def __init__(self, model: LatentModel, name: str, tags: Sequence[str] = ()) -> None:
+        if "faces" not in tags:
+            raise ValueError(f"{model.card.title} is not a face model; Family needs one (e.g. small_ae/faces or a StyleGAN "
+                             "FFHQ model).")
+        self.model, self.name, self.space = model, name, model.edit_space()
+        self.parents = {who: Parent(who) for who in PARENTS}
+        self._found: dict[str, tuple] = {}  # digest -> (FoundFaces, thumbnails)
+        self._aligned: dict[tuple[str, int], Parent] = {}
+        self._projected: dict[tuple, Parent] = {}
+        self._descriptors: dict[tuple[str, int], object] = {}  # (digest, face) -> the parent photo's dlib descriptor
+        self._directions: list | None = None
+
+    @property
+    def directions(self) -> list:
+        if self._directions is None:
+            from core.user_directions import directions_for
+
+            self._directions = directions_for(self.name, self.model)
+        return self._directions
+
+    # ----- photos ------------------------------------------------------------------------
+    def set_parent(self, who: str, photo: str | Path | None, face: int = 0) -> Parent:
+        """Align ``who``'s photo (a path; None clears it); a bad photo is reported in ``Parent.error``, never raised."""
+        if who not in PARENTS:
+            raise ValueError(f"A parent is 'father' or 'mother', not '{who}'.")
+        if not photo:
+            self.parents[who] = Parent(who)
+            return self.parents[who]
+        try:
+            with open(photo, "rb") as f:
+                digest = hashlib.file_digest(f, "sha256").hexdigest()
+        except OSError as e:
+            self.parents[who] = Parent(who, error=f"{Path(photo).name} could not be read ({e.strerror or e}).")
+            return self.parents[who]
+        if isinstance(face, bool) or float(face) != int(face) or face < 0:
+            self.parents[who] = Parent(who, digest, error=f"The face number must be a whole number from 0; got {face}.")
+            return self.parents[who]
+        key = (digest, int(face))
+        if key not in self._aligned:
+            self._aligned[key] = self._align(who, photo, digest, int(face))
+        self.parents[who] = replace(self._aligned[key], who=who, warnings=list(self._aligned[key].warnings))
+        return self.parents[who]
+
+    def _align(self, who: str, photo: str | Path, digest: str, face: int) -> Parent:
+        """Decode, detect (once per digest) and align; errors become ``Parent.error``."""
+        from core.faces import align_face, find_faces
+        from core.image_input import load_image
+
+        try:
+            img = load_image(photo, channels=3, min_side=16)
+            if digest not in self._found:
+                found = find_faces(img)
+                self._found[digest] = (found, [_thumbnail(img, f.box) for f in found.faces])
+            found, thumbs = self._found[digest]
+            aligned = align_face(img, self.model.image_size, which=face, found=found)
+        except ValueError as e:  # unreadable photo, no face, a face number out of range
+            return Parent(who, digest, face, error=str(e), faces=self._found.get(digest, (None, []))[1])
+        crop = aligned.image.convert("RGB" if self.model.channels == 3 else "L")
+        return Parent(who, digest, face, crop, thumbs, aligned.warnings)
+
+    def _ready(self, who: str) -> Parent:
+        p = self.parents[who]
+        if p.error:
+            raise ValueError(f"The {who}'s photo: {p.error}")
+        if p.crop is None:
+            raise ValueError(f"Upload the {who}'s photo first.")
+        return p
+
+    # ----- projection ----------------------------------------------------------------------
+    def project(self, steps: int = 200, should_stop: Callable[[], bool] | None = None) -> Iterator:
+        """Project every aligned parent not yet projected with these settings, as ONE batch; yields ProjectionEvents.
+
+        Afterwards ``parents[who]`` hold latent, reconstruction, PSNR, loss name and identity distance.
+        A stopped projection leaves partial results (``stopped=True``) that are not reused.
+        """
+        from core.images import from_pil, to_pil
+        from core.projection import ProjectionConfig, project
+
+        usable = [w for w in PARENTS if self.parents[w].crop is not None]
+        if not usable:
+            self._ready("father" if self.parents["father"].error or not self.parents["mother"].error else "mother")
+        cfg = ProjectionConfig.for_model(self.model, self.space, steps=steps, preview_every=0)
+        keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss) for w in usable}
+        todo = [w for w in usable if keys[w] not in self._projected]
+        if todo:
+            import torch
+
+            target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in todo])
+            final = None
+            for ev in project(self.model, target, cfg, should_stop):
+                final = ev
+                yield ev
+            for i, (w, rec) in enumerate(zip(todo, to_pil(final.preview), strict=True)):
+                done = replace(self.parents[w], latent=final.latent[i : i + 1].clone(), reconstruction=rec,
+                               psnr=_psnr(final.preview[i : i + 1], target[i : i + 1]), loss_name=final.loss_name,
+                               steps=final.step, stopped=final.stopped)
+                done.identity = self._distance(done.crop, rec)
+                self.parents[w] = done
+                if not final.stopped:
+                    self._projected[keys[w]] = done
+        for w in usable:
+            if w not in todo:
+                self.parents[w] = replace(self._projected[keys[w]], warnings=self.parents[w].warnings)
+
+    def _projected_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
+        ps = [self._ready(w) for w in PARENTS]
+        for p in ps:
+            if p.latent is None:
+                raise ValueError(f"Project the {p.who} first.")
+        return ps[0].latent.to(self.model.device), ps[1].latent.to(self.model.device)
+
+    # ----- children ------------------------------------------------------------------------
+    def check(self, settings: ChildSettings) -> list[str]:
+        """Validate settings before any work (the CLI calls this before projecting); returns warnings."""
+        return check_settings(self.model, self.space, settings, self.directions)
+
+    def children(self, settings: ChildSettings) -> Children:
+        """The children of the projected parents, with each child's identity distance to each parent's photo."""
+        from core.images import to_pil
+
+        warnings = self.check(settings)
+        f, m = self._projected_latents()
+        lat = make_children(self.model, f, m, self.space, settings, self.directions)
+        images = to_pil(self.model.generate(lat, self.space))
+        import numpy as np
+
+        from core.faces.identity import distances
+
+        for p in self.parents.values():
+            if (p.digest, p.face) not in self._descriptors:
+                self._descriptors[(p.digest, p.face)] = self._describe([p.crop])[0]
+        parents = np.stack([self._descriptors[(p.digest, p.face)] for p in self.parents.values()])
+        kids = self._describe(images)
+        identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
+        parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
+        return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings)
+
+    def morph(self, index: int, settings: ChildSettings, frames: int = 32) -> list[Image.Image]:
+        """Frames of a father -> child ``index`` -> mother walk."""
+        from core.images import to_pil
+
+        self.check(settings)
+        n = int(settings.children)
+        if isinstance(index, bool) or float(index) != int(index) or not 0 <= int(index) < n:
+            raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
+        f, m = self._projected_latents()
+        kids = make_children(self.model, f, m, self.space, settings, self.directions)
+        return to_pil(self.model.generate(morph(f, kids[int(index)], m, frames), self.space))
+
+    # ----- identity -----------------------------------------------------------------------
+    def _describe(self, images: list[Image.Image]):
+        """dlib descriptors (N, 128) of aligned faces (dlib is already needed to align the photos)."""
+        from core.faces.identity import default_identity
+
+        return default_identity().describe(images)
+
+    def _distance(self, a: Image.Image, b: Image.Image) -> float:
+        from core.faces.identity import default_identity
+
+        return default_identity().distance(a, b)
+
+
+def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
+    from core.images import psnr
+
+    return float(psnr(a.to(b.device), b).mean())
+
+
+def _thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:
+    """The detected face with a margin, for picking among several faces."""
+    left, top, right, bottom = box
+    pad = 0.3 * max(right - left, bottom - top)
+    crop = img.crop((int(max(0, left - pad)), int(max(0, top - pad)), int(min(img.width, right + pad)),
+                     int(min(img.height, bottom + pad))))
+    crop.thumbnail((side, side))
+    return crop

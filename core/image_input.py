@@ -177,8 +177,9 @@ def fit_square(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.LANCZOS, box=box)
 
 
-def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False) -> tuple[Image.Image, list[str]]:
-    """The image a model sees: the FFHQ-aligned face (face models) or a centre square; plus warnings.
+def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False,
+                face: int = 0) -> tuple[Image.Image, list[str]]:
+    """The image a model sees: the FFHQ-aligned face ``face`` (0: the largest; face models) or a centre square; plus warnings.
 
     Raises ``core.faces.NoFaceError`` (a ValueError) when a face was asked for and none is found.
     """
@@ -186,7 +187,7 @@ def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool
     if align_face:
         from core.faces import align_face as align
 
-        aligned = align(img, size)
+        aligned = align(img, size, which=face)
         img, warnings_out = aligned.image, aligned.warnings
     else:
         img = fit_square(img, size)

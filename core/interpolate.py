@@ -153,9 +153,9 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
                   report: StepReport | None = None) -> tuple[torch.Tensor, float]:
     """Latents of ``images`` (N, C, H, W) in ``space`` and the reconstruction PSNR.
 
-    Projection with the model's own defaults (which start from the encoder when there
-    is one). Kept here, small, until core has one "encode or project" function; then
-    this becomes a call to it.
+    Always a projection with the model's own defaults (which start from the encoder when there
+    is one): an interpolation's endpoints should look like the images, so an encoder's one-shot
+    answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder.
     """
     from core.projection import ProjectionConfig, project
 

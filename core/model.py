@@ -35,6 +35,9 @@ class LatentModel(ABC):
     spaces: dict[str, LatentSpace]
     default_space: str
     has_encoder: bool = False
+    # Losses that need downloaded weights and that this model projects best with (StyleGAN: LPIPS); the UI
+    # offers their download only for such models.
+    wanted_losses: tuple[str, ...] = ()
 
     def __init__(self) -> None:
         self.device = get_device()
@@ -75,6 +78,18 @@ class LatentModel(ABC):
     def projection_defaults(self, space: str) -> dict:
         """ProjectionConfig fields this model projects best with (learning rate, noise...)."""
         return {}
+
+    def edit_space(self) -> str:
+        """The space to project photos into and edit them in (Projection, Family): the most expressive one.
+
+        A per-layer space (StyleGAN's W+) reconstructs photos best and allows per-layer mixing; other
+        models use their default space. Backends with a better choice override this.
+        """
+        return next((name for name, s in self.spaces.items() if s.per_layer), self.default_space)
+
+    def noise_shapes(self) -> list[tuple[int, int]]:
+        """(H, W) of the per-call noise inputs ``decode(..., noise=[...])`` takes (StyleGAN2); none by default."""
+        return []
 
     def directions(self) -> list:
         """Named latent directions shipped with the model (``core.direction.Direction``), e.g. age, gender."""

@@ -18,6 +18,9 @@ the loss is a sum over images, Adam works per coordinate, every target has
 its own noise maps and regulariser, and the best latent is kept per image.
 Only the random draws differ from running them one by one.
 
+One file (~410 lines) on purpose: the config, the loop's three stages (``_set_up`` / ``_step`` /
+``_finish``, sharing the private ``_Run`` state) and the initialisations belong together.
+
 Nothing here changes the model: noise maps are our own tensors passed to
 ``decode(..., noise=[...])``, so concurrent projections on one shared model
 are safe.
@@ -27,9 +30,10 @@ from __future__ import annotations
 
 import functools
 import math
+import numbers
 import time
 from collections.abc import Callable, Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field, fields
 
 import torch
 
@@ -71,8 +75,21 @@ class ProjectionConfig:
         weights are present, else MS-SSIM + L1).
         """
         space = space or model.default_space
+        defaults = model.projection_defaults(space)
+        known = {f.name for f in fields(cls)}
+        for what, keys in ((f"{model.card.title}'s projection_defaults", defaults), ("the projection settings", overrides)):
+            unknown = sorted(set(keys) - known)
+            if unknown:
+                raise ValueError(f"Unknown projection setting(s) in {what}: {', '.join(unknown)}; "
+                                 f"ProjectionConfig has {', '.join(sorted(known))}.")
         chosen = {k: v for k, v in overrides.items() if v is not None and not (k == "loss" and v in ("", "auto"))}
-        return cls(**{**model.projection_defaults(space), "space": space, **chosen})
+        return cls(**{**defaults, "space": space, **chosen})
+
+    def __post_init__(self) -> None:
+        steps = self.steps
+        if isinstance(steps, bool) or not isinstance(steps, numbers.Real) or float(steps) != int(steps):
+            raise ValueError(f"The number of steps must be a whole number; got {steps}.")
+        self.steps = int(steps)
 
 
 @dataclass
@@ -89,6 +106,7 @@ class ProjectionEvent:
     init: str = ""
     setup_seconds: float = 0.0  # one-time cost before the first step (statistics, bank), on the first event
     noise: list[torch.Tensor] | None = None  # optimised noise maps (N, 1, H, W), on the CPU, with each preview
+    stopped: bool = False  # the final event of a projection stopped before its last step
 
 
 @dataclass
@@ -195,9 +213,149 @@ def initial_latent(
         return bank[scores.argmin(1).to(bank.device)].clone(), init
 
 
-def _noise_shapes(model: LatentModel) -> list[tuple[int, int]]:
-    """(H, W) of the model's noise inputs (StyleGAN2's ``noise_shapes()``); none for other models."""
-    return [tuple(s) for s in getattr(model, "noise_shapes", list)()]
+@dataclass
+class _Run:
+    """The state of one projection between steps (see :func:`project`)."""
+
+    model: LatentModel
+    target: torch.Tensor
+    cfg: ProjectionConfig
+    space: str
+    loss_fn: Callable
+    gen: torch.Generator
+    init: str
+    start: torch.Tensor
+    latent: torch.Tensor
+    noises: list[torch.Tensor]
+    opt: torch.optim.Optimizer
+    spread: float  # latent-noise scale (0: none)
+    spread_weight: float  # W+ layer-spread penalty weight (0: none)
+    setup_seconds: float
+    decode_kw: dict
+    best_loss: torch.Tensor = field(init=False)
+    best_latent: torch.Tensor = field(init=False)
+    best_noise: list[torch.Tensor] = field(init=False)
+    history: list[tuple[int, float, float]] = field(default_factory=list)
+
+    def __post_init__(self) -> None:
+        self.best_loss = torch.full((self.target.shape[0],), math.inf)
+        self.best_latent = self.start.detach().clone()
+        self.best_noise = [n.detach().clone() for n in self.noises]
+
+
+def _checked_target(model: LatentModel, target: torch.Tensor) -> torch.Tensor:
+    expected = (model.channels, model.image_size, model.image_size)
+    if target.ndim == 3:
+        target = target[None]
+    if tuple(target.shape[1:]) != expected:
+        raise ValueError(f"The target must have shape {expected} for {model.card.title}; got {tuple(target.shape[1:])}.")
+    if not torch.isfinite(target).all():
+        raise ValueError("The target image contains NaN or infinite values.")
+    return target.to(model.device, torch.float32)
+
+
+def _set_up(model: LatentModel, target: torch.Tensor, cfg: ProjectionConfig) -> _Run:
+    """Checks, the start latent, the optimiser, noise maps and the scales of noise and penalties."""
+    if cfg.steps < 1:
+        raise ValueError("Projection needs at least 1 step.")
+    space = model.check_space(cfg.space)
+    target = _checked_target(model, target)
+    loss_fn = losses.get_loss(cfg.loss, model.device)
+    gen = torch.Generator().manual_seed(cfg.seed)
+    t_setup = time.perf_counter()
+    # One set of samples gives the start (init="samples"), the latent-noise scale and the W+ penalty scale,
+    # as NVIDIA's projector takes w_avg and w_std from the same 10,000 samples; drawn only if something needs it.
+    stats = functools.cache(lambda: latent_stats(model, space, cfg.stats_samples, cfg.seed))
+    start, init_used = initial_latent(model, target, space, cfg, stats)
+    latent = start.detach().clone().requires_grad_(True)
+    noises: list[torch.Tensor] = []
+    if cfg.optimize_noise:
+        shapes = [tuple(s) for s in model.noise_shapes()]
+        noises = [torch.randn(len(target), 1, *s, generator=gen).to(model.device).requires_grad_(True) for s in shapes]
+    opt = torch.optim.Adam([latent, *noises], lr=cfg.lr, betas=cfg.betas)
+    spread = stats()[1] if cfg.latent_noise > 0 else 0.0
+    spread_weight = 0.0
+    layers = model.spaces[space].num_layers
+    if cfg.layer_spread_penalty > 0 and layers > 0:
+        _, w_spread = stats()
+        spread_weight = cfg.layer_spread_penalty / max(w_spread**2 / layers, 1e-12)  # w_spread² / L: one w's spread²
+    decode_kw: dict = {"noise": noises} if noises else ({"noise_mode": cfg.noise_mode} if cfg.noise_mode else {})
+    return _Run(model, target, cfg, space, loss_fn, gen, init_used, start, latent, noises, opt, spread, spread_weight,
+                time.perf_counter() - t_setup, decode_kw)
+
+
+def _step(run: _Run, step: int) -> ProjectionEvent:
+    """One Adam step; the event carries the loss of the latent before this step's update."""
+    cfg, latent, noises = run.cfg, run.latent, run.noises
+    t = step / cfg.steps
+    for group in run.opt.param_groups:
+        group["lr"] = learning_rate(cfg, t)
+    z, exploring = latent, False
+    if run.spread > 0:
+        scale = run.spread * cfg.latent_noise * max(0.0, 1.0 - t / cfg.latent_noise_ramp) ** 2
+        exploring = scale > 0
+        if exploring:
+            z = latent + torch.randn(latent.shape, generator=run.gen).to(latent.device) * scale
+    recon = run.model.decode(z, run.space, **run.decode_kw)
+    per_image = run.loss_fn(recon, run.target)
+    loss = per_image.sum()
+    if noises:
+        loss = loss + cfg.noise_regularize * noise_regularizer(noises)
+    if run.spread_weight > 0:
+        loss = loss + run.spread_weight * layer_spread(latent).sum()
+    values = per_image.detach().cpu()
+    if not exploring:  # the loss belongs to the latent before this step's update
+        better = values < run.best_loss
+        if better.any():
+            run.best_loss = torch.where(better, values, run.best_loss)
+            idx = better.nonzero().flatten().to(latent.device)
+            run.best_latent[idx] = latent.detach()[idx]
+            for b, n in zip(run.best_noise, noises, strict=True):
+                b[idx] = n.detach()[idx]
+    run.opt.zero_grad(set_to_none=True)
+    loss.backward()
+    run.opt.step()
+    if noises:
+        with torch.no_grad():
+            for n in noises:
+                n -= n.mean(dim=(1, 2, 3), keepdim=True)
+                n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+    value = float(values.mean())
+    quality = float(psnr(recon.detach(), run.target).mean())
+    run.history.append((step + 1, value, quality))
+    show = cfg.preview_every > 0 and ((step + 1) % cfg.preview_every == 0 or step == 0)
+    return ProjectionEvent(
+        step + 1, cfg.steps, value, quality, latent.detach().cpu(), run.space,
+        recon.detach().cpu() if show else None, loss_name=cfg.loss, init=run.init,
+        setup_seconds=run.setup_seconds if step == 0 else 0.0,
+        noise=[n.detach().cpu() for n in noises] if (show and noises) else None,
+    )  # fmt: skip
+
+
+@torch.no_grad()
+def _finish(run: _Run, stopped: bool = False) -> ProjectionEvent:
+    """Per image, the better of the best latent seen and the last update (never scored yet)."""
+    model, latent, noises, space = run.model, run.latent, run.noises, run.space
+    last = model.decode(latent, space, **run.decode_kw)
+    last_loss = run.loss_fn(last, run.target).cpu()
+    final_latent, recon, final_loss = latent.detach().clone(), last, last_loss
+    final_noise = [n.detach().clone() for n in noises]
+    if torch.isfinite(run.best_loss).any():
+        best_kw = {"noise": run.best_noise} if noises else run.decode_kw
+        best = model.decode(run.best_latent, space, **best_kw)
+        best_scored = run.loss_fn(best, run.target).cpu()
+        use_best = best_scored < last_loss
+        if use_best.any():
+            sel = use_best.to(latent.device)
+            final_latent = torch.where(sel.reshape(-1, *[1] * (latent.ndim - 1)), run.best_latent, final_latent)
+            recon = torch.where(sel.reshape(-1, 1, 1, 1), best, last)
+            final_loss = torch.where(use_best, best_scored, last_loss)
+            final_noise = [torch.where(sel.reshape(-1, 1, 1, 1), b, n) for b, n in zip(run.best_noise, final_noise, strict=True)]
+    quality = float(psnr(recon, run.target).mean())
+    return ProjectionEvent(len(run.history), run.cfg.steps, float(final_loss.mean()), quality, final_latent.cpu(), space, recon.cpu(),
+                           done=True, loss_name=run.cfg.loss, init=run.init,
+                           setup_seconds=run.setup_seconds if not run.history else 0.0,
+                           noise=[n.cpu() for n in final_noise] if noises else None, stopped=stopped)
 
 
 def project(
@@ -209,122 +367,37 @@ def project(
     """Optimise latents so ``model.decode`` matches ``target`` (N, C, H, W) in [-1, 1].
 
     Yields one event per step (with a preview every ``preview_every`` steps)
-    and a final event with ``done=True`` holding the best latent found per image.
+    and a final event with ``done=True`` holding the best latent found per image;
+    when ``should_stop`` says so it ends early, and the final event has ``stopped=True``
+    and the best latent found so far.
     """
-    cfg = config or ProjectionConfig()
-    if cfg.steps < 1:
-        raise ValueError("Projection needs at least 1 step.")
-    space = model.check_space(cfg.space)
-    expected = (model.channels, model.image_size, model.image_size)
-    if target.ndim == 3:
-        target = target[None]
-    if tuple(target.shape[1:]) != expected:
-        raise ValueError(f"The target must have shape {expected} for {model.card.title}; got {tuple(target.shape[1:])}.")
-    if not torch.isfinite(target).all():
-        raise ValueError("The target image contains NaN or infinite values.")
-    target = target.to(model.device, torch.float32)
-    loss_fn = losses.get_loss(cfg.loss, model.device)
-    n_img = target.shape[0]
-    gen = torch.Generator().manual_seed(cfg.seed)
-
-    t_setup = time.perf_counter()
-    # One set of samples gives the start (init="samples"), the latent-noise scale and the W+ penalty scale,
-    # as NVIDIA's projector takes w_avg and w_std from the same 10,000 samples; drawn only if something needs it.
-    stats = functools.cache(lambda: latent_stats(model, space, cfg.stats_samples, cfg.seed))
-    start, init_used = initial_latent(model, target, space, cfg, stats)
-    latent = start.detach().clone().requires_grad_(True)
-    params = [latent]
-    noises: list[torch.Tensor] = []
-    if cfg.optimize_noise:
-        noises = [torch.randn(n_img, 1, *s, generator=gen).to(model.device).requires_grad_(True) for s in _noise_shapes(model)]
-        params += noises
-    opt = torch.optim.Adam(params, lr=cfg.lr, betas=cfg.betas)
-
-    spread = 0.0
-    if cfg.latent_noise > 0:
-        _, spread = stats()
-    spread_weight = 0.0
-    layers = model.spaces[space].num_layers
-    if cfg.layer_spread_penalty > 0 and layers > 0:
-        _, w_spread = stats()
-        spread_weight = cfg.layer_spread_penalty / max(w_spread**2 / layers, 1e-12)  # w_spread² / L: one w's spread²
-    setup_seconds = time.perf_counter() - t_setup
-
-    best_loss = torch.full((n_img,), math.inf)
-    best_latent = start.detach().clone()
-    best_noise = [n.detach().clone() for n in noises]
-    history: list[tuple[int, float, float]] = []
-    decode_kw: dict = {"noise": noises} if noises else ({"noise_mode": cfg.noise_mode} if cfg.noise_mode else {})
-    for step in range(cfg.steps):
+    run = _set_up(model, target, config or ProjectionConfig())
+    for step in range(run.cfg.steps):
         if should_stop is not None and should_stop():
-            break
-        t = step / cfg.steps
-        for group in opt.param_groups:
-            group["lr"] = learning_rate(cfg, t)
-        z, exploring = latent, False
-        if spread > 0:
-            scale = spread * cfg.latent_noise * max(0.0, 1.0 - t / cfg.latent_noise_ramp) ** 2
-            exploring = scale > 0
-            if exploring:
-                z = latent + torch.randn(latent.shape, generator=gen).to(latent.device) * scale
-        recon = model.decode(z, space, **decode_kw)
-        per_image = loss_fn(recon, target)
-        loss = per_image.sum()
-        if noises:
-            loss = loss + cfg.noise_regularize * noise_regularizer(noises)
-        if spread_weight > 0:
-            loss = loss + spread_weight * layer_spread(latent).sum()
-        values = per_image.detach().cpu()
-        if not exploring:  # the loss belongs to the latent before this step's update
-            better = values < best_loss
-            if better.any():
-                best_loss = torch.where(better, values, best_loss)
-                idx = better.nonzero().flatten().to(latent.device)
-                best_latent[idx] = latent.detach()[idx]
-                for b, n in zip(best_noise, noises, strict=True):
-                    b[idx] = n.detach()[idx]
-        opt.zero_grad(set_to_none=True)
-        loss.backward()
-        opt.step()
-        if noises:
-            with torch.no_grad():
-                for n in noises:
-                    n -= n.mean(dim=(1, 2, 3), keepdim=True)
-                    n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
+            yield _finish(run, stopped=True)
+            return
+        yield _step(run, step)
+    yield _finish(run)
 
-        value = float(values.mean())
-        quality = float(psnr(recon.detach(), target).mean())
-        history.append((step + 1, value, quality))
-        show = cfg.preview_every > 0 and ((step + 1) % cfg.preview_every == 0 or step == 0)
-        yield ProjectionEvent(
-            step + 1, cfg.steps, value, quality, latent.detach().cpu(), space,
-            recon.detach().cpu() if show else None, loss_name=cfg.loss, init=init_used,
-            setup_seconds=setup_seconds if step == 0 else 0.0,
-            noise=[n.detach().cpu() for n in noises] if (show and noises) else None,
-        )  # fmt: skip
 
-    # Final: per image, the better of the best latent seen and the last update (never scored yet).
-    with torch.no_grad():
-        last_kw = {"noise": noises} if noises else decode_kw
-        last = model.decode(latent, space, **last_kw)
-        last_loss = loss_fn(last, target).cpu()
-        final_latent, recon, final_loss = latent.detach().clone(), last, last_loss
-        final_noise = [n.detach().clone() for n in noises]
-        if torch.isfinite(best_loss).any():
-            best_kw = {"noise": best_noise} if noises else decode_kw
-            best = model.decode(best_latent, space, **best_kw)
-            best_scored = loss_fn(best, target).cpu()
-            use_best = best_scored < last_loss
-            if use_best.any():
-                sel = use_best.to(latent.device)
-                final_latent = torch.where(sel.reshape(-1, *[1] * (latent.ndim - 1)), best_latent, final_latent)
-                recon = torch.where(sel.reshape(-1, 1, 1, 1), best, last)
-                final_loss = torch.where(use_best, best_scored, last_loss)
-                final_noise = [torch.where(sel.reshape(-1, 1, 1, 1), b, n) for b, n in zip(best_noise, final_noise, strict=True)]
-        quality = float(psnr(recon, target).mean())
-    yield ProjectionEvent(len(history), cfg.steps, float(final_loss.mean()), quality, final_latent.cpu(), space, recon.cpu(),
-                          done=True, loss_name=cfg.loss, init=init_used, setup_seconds=setup_seconds if not history else 0.0,
-                          noise=[n.cpu() for n in final_noise] if noises else None)
+def to_latent(model: LatentModel, target: torch.Tensor, space: str | None = None,
+              on_event: Callable[[ProjectionEvent], None] | None = None, **overrides) -> torch.Tensor:
+    """Latents (N, *shape) of target images: the encoder's answer when the model has one, else a projection.
+
+    ``overrides`` are ProjectionConfig fields (steps, loss...) for models without an encoder; ``on_event``
+    sees every projection step (progress bars).
+    """
+    space = model.check_space(space)
+    if model.has_encoder:
+        with torch.no_grad():
+            return model.encode(target.to(model.device), space).detach().cpu()
+    cfg = ProjectionConfig.for_model(model, space, **{"preview_every": 0, **overrides})
+    final = None
+    for ev in project(model, target, cfg):
+        if on_event is not None:
+            on_event(ev)
+        final = ev
+    return final.latent
 
 
 def run_projection(model: LatentModel, target: torch.Tensor, config: ProjectionConfig | None = None,

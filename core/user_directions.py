@@ -87,9 +87,8 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
     """Latents of the images that could be read (and whose face was found); returns them and their indices."""
     from core.image_input import load_image, model_input
     from core.images import from_pil
-    from core.projection import ProjectionConfig, run_projection
+    from core.projection import to_latent
 
-    cfg = None if model.has_encoder else ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     latents, kept = [], []
     for i, p in enumerate(paths):
         if progress:
@@ -98,12 +97,7 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
             img, _ = model_input(load_image(p), model.image_size, model.channels, align_faces)
         except ValueError:
             continue  # unreadable image or no face: skipped, and counted in the report
-        x = from_pil(img, model.channels)
-        if model.has_encoder:
-            with torch.no_grad():
-                z = model.encode(x, space)
-        else:
-            z = run_projection(model, x, cfg).latent
+        z = to_latent(model, from_pil(img, model.channels), space, steps=steps)
         latents.append(z.detach().cpu().numpy()[0])
         kept.append(i)
     if not latents:

@@ -66,27 +66,24 @@ def _load(registry: Registry, name: str):
     return model
 
 
-def _target(registry: Registry, name: str, model, path: str, align: bool):
+def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 0):
     from core.image_input import load_image, model_input
     from core.images import from_pil
 
     img = load_image(path, min_side=min(16, model.image_size))
-    img, warnings = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags)
+    img, warnings = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags, face)
     for w in warnings:
         print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
     return img, from_pil(img, model.channels)
 
 
-def _project(model, target, label: str, space: str, **overrides):
-    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar."""
+def _progress(events, total: int, label: str):
+    """Relay projection events behind a progress bar; return the final one."""
     from tqdm import tqdm
 
-    from core.projection import ProjectionConfig, project
-
-    cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
-    bar = tqdm(total=cfg.steps, desc=f"projecting {label}", file=sys.stderr)
+    bar = tqdm(total=total, desc=f"projecting {label}", file=sys.stderr)
     final = None
-    for ev in project(model, target, cfg):
+    for ev in events:
         if ev.done:
             final = ev
         else:
@@ -96,22 +93,38 @@ def _project(model, target, label: str, space: str, **overrides):
     return final
 
 
+def _project(model, target, label: str, space: str, **overrides):
+    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar."""
+    from core.projection import ProjectionConfig, project
+
+    cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
+    return _progress(project(model, target, cfg), cfg.steps, label)
+
+
 def project(args: argparse.Namespace, registry: Registry) -> int:
     from core.export import save_latent
     from core.images import to_pil
 
     model = _load(registry, args.model)
-    space = model.check_space(args.space or ("w+" if "w+" in model.spaces else None))
-    img, target = _target(registry, args.model, model, args.image, not args.no_align)
+    space = model.check_space(args.space or model.edit_space())
+    aligned = not args.no_align and FACES in registry.entry(args.model).tags
+    img, target = _target(registry, args.model, model, args.image, aligned, args.face)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     ev = _project(model, target, Path(args.image).name, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed,
                   optimize_noise=True if args.noise_maps else None)
+    recon = to_pil(ev.preview)[0]
+    info, identity = {}, ""
+    if aligned:
+        from core.faces.identity import default_identity, verdict
+
+        d = default_identity().distance(img, recon)
+        info, identity = {"identity_distance": round(d, 4)}, f"; {verdict(d)}"
     img.save(out / "target.png")
-    to_pil(ev.preview)[0].save(out / "reconstruction.png")
+    recon.save(out / "reconstruction.png")
     save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(ev.psnr, 3), loss=ev.loss,
-                loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence)
-    print(f"PSNR {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}). Wrote {out}/target.png, "
+                loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence, **info)
+    print(f"PSNR {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){identity}. Wrote {out}/target.png, "
           f"reconstruction.png, latent.npz")
     return 0
 
@@ -165,42 +178,51 @@ def _with_bar(total: int, label: str, work):
 
 
 def family(args: argparse.Namespace, registry: Registry) -> int:
-    import torch
-
+    """The Family tab's workflow (core.family.Family) with flags for widgets and files for views."""
     from core.export import save_latent, save_mp4
-    from core.family import DISCLAIMER, ChildSettings, make_children, morph
-    from core.images import to_pil
-    from core.user_directions import directions_for
+    from core.faces.identity import verdict
+    from core.family import DISCLAIMER, ChildSettings, Family
 
+    if not 1 <= len(args.face) <= 2:
+        raise ValueError("--face takes one face number (both photos) or two (father's, mother's).")
+    if FACES not in registry.entry(args.model).tags:
+        raise ValueError(f"{registry.entry(args.model).card.title} is not a face model; family needs one "
+                         "(e.g. small_ae/faces or stylegan2/ffhq-256).")
     model = _load(registry, args.model)
-    space = "w+" if "w+" in model.spaces else model.default_space
-    parents = [_target(registry, args.model, model, p, True) for p in (args.father, args.mother)]
+    fam = Family(model, args.model, registry.entry(args.model).tags)
+    settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
+                             attributes={k: v for k, v in (("age", args.age), ("gender", args.gender)) if v},
+                             variation=args.variation, seed=args.seed, children=args.children)
+    for w in fam.check(settings):  # refused before any projection; unreliable directions said, as in the tab
+        print(f"warning: {w}", file=sys.stderr)
     out = Path(args.out)
+    faces = args.face * 2 if len(args.face) == 1 else args.face
+    for who, path, face in zip(("father", "mother"), (args.father, args.mother), faces, strict=True):
+        p = fam.set_parent(who, path, face)
+        if p.error:
+            raise ValueError(f"The {who}'s photo ({Path(path).name}): {p.error}")
+        for w in p.warnings:
+            print(f"warning: {who}: {w}", file=sys.stderr)
     out.mkdir(parents=True, exist_ok=True)
-    for (img, _), who in zip(parents, ("father", "mother"), strict=True):
-        img.save(out / f"{who}_aligned.png")
-    ev = _project(model, torch.cat([t for _, t in parents]), "father and mother", space, steps=args.steps)
-    father, mother = ev.latent[:1].to(model.device), ev.latent[1:].to(model.device)
-    for who, rec in zip(("father", "mother"), to_pil(ev.preview), strict=True):
-        rec.save(out / f"{who}_projected.png")
-    dirs = directions_for(args.model, model)
-    names = {d.name for d in dirs}
-    attributes = {k: v for k, v in (("age", args.age), ("gender", args.gender)) if v}
-    for k in attributes:
-        if k not in names:
-            raise ValueError(f"{model.card.title} has no '{k}' direction; make one with 'python app.py directions'.")
-    chosen = {"coarse": args.coarse, "middle": args.middle, "fine": args.fine}
-    settings = ChildSettings(gene_weight=args.gene, dominance={g: who for g, who in chosen.items() if who != "blend"},
-                             attributes=attributes, variation=args.variation, seed=args.seed, children=args.children)
-    kids = make_children(model, father, mother, space, settings, dirs)
-    for i, (img, z) in enumerate(zip(to_pil(model.generate(kids, space)), kids, strict=True)):
+    for p in fam.parents.values():
+        p.crop.save(out / f"{p.who}_aligned.png")
+    _progress(fam.project(args.steps), args.steps, "father and mother")
+    for p in fam.parents.values():
+        p.reconstruction.save(out / f"{p.who}_projected.png")
+        print(f"{p.who}: PSNR {p.psnr:.2f} dB, {verdict(p.identity)}")
+    kids = fam.children(settings)
+    s = kids.settings
+    for i, (img, z, (to_f, to_m)) in enumerate(zip(kids.images, kids.latents, kids.identity, strict=True)):
         img.save(out / f"child_{i}.png")
-        save_latent(out / f"child_{i}.npz", z[None], model=args.model, space=space, gene_weight=args.gene,
-                    attributes=attributes, variation=args.variation, seed=args.seed, licence=model.card.licence, note=DISCLAIMER)
-    frames = to_pil(model.generate(morph(father, kids[0], mother, 32), space))
-    save_mp4(frames, out / "morph_child_0.mp4", fps=12, boomerang=True)
-    print(f"Projected parents: PSNR {ev.psnr:.2f} dB. Wrote {len(kids)} children, their latents and morph_child_0.mp4 to {out}.\n"
-          f"{DISCLAIMER}")
+        save_latent(out / f"child_{i}.npz", z[None], model=args.model, space=kids.space, gene_weight=s.gene_weight,
+                    dominance=s.dominance, attributes=s.attributes, variation=s.variation, seed=s.seed, index=i,
+                    identity_to_father=round(to_f, 4), identity_to_mother=round(to_m, 4),
+                    parents_distance=round(kids.parents_distance, 4), licence=model.card.licence, note=DISCLAIMER)
+        print(f"child {i}: identity distance to father {to_f:.2f}, to mother {to_m:.2f}")
+    save_mp4(fam.morph(0, settings, 32), out / "morph_child_0.mp4", fps=12, boomerang=True)
+    n = len(kids.images)
+    print(f"The parents are {kids.parents_distance:.2f} apart (below 0.6 reads as the same person). "
+          f"Wrote {n} {'child' if n == 1 else 'children'}, their latents and morph_child_0.mp4 to {out}.\n{DISCLAIMER}")
     return 0
 
 

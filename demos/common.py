@@ -28,27 +28,6 @@ from plugins.registry import Registry
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
 
 
-def bind(fn: Callable, ctx: AppContext) -> Callable:
-    """``fn`` with its first argument (the app context) given: what a tab wires to an event.
-
-    Handlers are top-level functions ``fn(ctx, ...)`` so tests call them directly; unlike
-    functools.partial, the result keeps the signature and type hints Gradio reads to pass
-    gr.Request and gr.Progress, and stays a generator function when ``fn`` is one.
-    """
-    sig = inspect.signature(fn)
-    rest = sig.replace(parameters=list(sig.parameters.values())[1:])
-    if inspect.isgeneratorfunction(fn):
-        @functools.wraps(fn)
-        def bound(*args, **kwargs):
-            yield from fn(ctx, *args, **kwargs)
-    else:
-        @functools.wraps(fn)
-        def bound(*args, **kwargs):
-            return fn(ctx, *args, **kwargs)
-    bound.__signature__ = rest
-    return bound
-
-
 def user_errors(fn: Callable) -> Callable:
     """Wrap an event handler so a user's mistake is one log line and a plain message, not a traceback.
 
@@ -250,15 +229,20 @@ def read_upload(ctx: AppContext, path: str | None, request: gr.Request | None, c
         raise gr.Error(f"{what[:1].upper() + what[1:]}: {e}") from e
 
 
-def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str = "Model"):
-    """Model dropdown + card + Download button; returns (dropdown, card, download_button)."""
+def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str = "Model", default_tag: str | None = None):
+    """Model dropdown + card + Download button; returns (dropdown, card, download_button).
+
+    ``tag`` limits the list (Family: face models only); ``default_tag`` only picks the first choice
+    (Projection lists every model but opens on a face model).
+    """
+    first = ctx.default_model(tag or default_tag) or ctx.default_model(tag)
     with gr.Group():
         # Custom values allowed: models added while the app runs (a local .pkl) are valid before this
         # session's list is refreshed; ctx.model() still refuses unknown names with a plain message.
-        dropdown = gr.Dropdown(ctx.choices(tag), value=ctx.default_model(tag), label=label, elem_id=f"{prefix}_model",
+        dropdown = gr.Dropdown(ctx.choices(tag), value=first, label=label, elem_id=f"{prefix}_model",
                                allow_custom_value=True)
         with gr.Accordion("Model card (licence, training data)", open=False):
-            card = gr.Markdown(ctx.card_markdown(ctx.default_model(tag)), elem_id=f"{prefix}_card")
+            card = gr.Markdown(ctx.card_markdown(first), elem_id=f"{prefix}_card")
         download = gr.Button("Download weights", visible=False, size="sm", elem_id=f"{prefix}_download")
     ctx.model_dropdowns.append(dropdown)
 
@@ -267,19 +251,7 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
         return ctx.card_markdown(name), gr.update(visible=status == "not downloaded")
 
     def fetch(name, progress=gr.Progress()):
-        entry = ctx.registry.entry(name)
-        if entry.download is None:
-            raise gr.Error(f"{entry.card.title} has nothing to download.")
-        progress(0, desc=f"Downloading {entry.card.title}")
-
-        def report(done: int, total: int | None):
-            if total:
-                progress(done / total, desc=f"Downloading {entry.card.title}: {done / 2**20:.0f} / {total / 2**20:.0f} MB")
-
-        try:
-            entry.download(report)
-        except Exception as e:
-            raise gr.Error(str(e)) from e
+        download_model(ctx, name, progress)
         return ctx.card_markdown(name), gr.update(visible=False), gr.update(choices=ctx.choices(tag), value=name)
 
     dropdown.change(show, dropdown, [card, download], api_name=f"{prefix}_model_card", show_progress="hidden")
@@ -287,6 +259,24 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
                    api_visibility="undocumented", show_progress="hidden")
     download.click(fetch, dropdown, [card, download, dropdown], api_name=f"{prefix}_download", concurrency_id="download")
     return dropdown, card, download
+
+
+def download_model(ctx: AppContext, name: str, progress=None) -> None:
+    """Download a model's weights with a progress bar, or a gr.Error that says why not."""
+    entry = ctx.registry.entry(name)
+    if entry.download is None:
+        raise gr.Error(f"{entry.card.title} has nothing to download.")
+    if progress is not None:
+        progress(0, desc=f"Downloading {entry.card.title}")
+
+    def report(done: int, total: int | None):
+        if total and progress is not None:
+            progress(done / total, desc=f"Downloading {entry.card.title}: {done / 2**20:.0f} / {total / 2**20:.0f} MB")
+
+    try:
+        entry.download(report)
+    except Exception as e:
+        raise gr.Error(str(e)) from e
 
 
 def caption(ctx: AppContext, name: str) -> str:

@@ -1,27 +1,271 @@
-"""Family tab: two parents' photos -> aligned faces -> projections -> children."""
+"""Family tab: two parents' photos -> aligned faces -> projections -> children (wiring only; the work is core.family)."""
 
 from __future__ import annotations
 
-import hashlib
+from types import SimpleNamespace
 
 import gradio as gr
 
-from demos.common import AppContext, ImageUpload, caption, model_panel, read_upload
+from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
+from demos.face_note import download_photo_model, face_model_note
+from demos.wiring import bind, request_stop, stop_flag
+from plugins.contract import FACES
 
 GROUPS = ("coarse", "middle", "fine")
 GROUP_HELP = {"coarse": "face shape, pose", "middle": "features, hair", "fine": "colour, skin texture"}
+PARENTS = ("father", "mother")
 
 
-def build(ctx: AppContext, demo: gr.Blocks) -> None:
+# ----- the session's Family -------------------------------------------------------------------------------------
+def family_for(ctx: AppContext, name: str | None, request: gr.Request | None):
+    """This session's :class:`core.family.Family` for the chosen model (one per model), or a gr.Error."""
+    from core.family import Family
+
+    m = ctx.model(name)
+    cache = ctx.session_cache(request)
+    if ("family", name) not in cache:
+        try:
+            cache[("family", name)] = Family(m, name, ctx.registry.entry(name).tags)
+        except ValueError as e:  # not a face model
+            raise gr.Error(str(e)) from e
+    return cache[("family", name)]
+
+
+def set_parents(ctx: AppContext, name, fpath, mpath, fface, mface, request):
+    """Both parents aligned (each on its own); a gr.Error only when a photo was given and none could be used."""
+    fam = family_for(ctx, name, request)
+    for who, path, face in (("father", fpath, fface), ("mother", mpath, mface)):
+        ctx.track_upload(request, path)
+        fam.set_parent(who, path, face or 0)
+    errors = [p for p in fam.parents.values() if p.error]
+    if errors and all(p.crop is None for p in fam.parents.values()):
+        raise gr.Error(f"{errors[0].who.capitalize()}'s photo: {errors[0].error}")
+    return fam
+
+
+def parent_notes(fam) -> list[str]:
+    notes = []
+    for p in fam.parents.values():
+        notes += [f"{p.who.capitalize()}'s photo: {p.error}"] if p.error else [f"{p.who.capitalize()}: {w}" for w in p.warnings]
+    return notes
+
+
+# ----- handlers (top level: tests call them directly with an AppContext) ------------------------------------------
+def align_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 0, mface: float = 0,
+                  request: gr.Request = None):
+    """(father crop, mother crop, notes, father's faces, mother's faces): each parent's crop even if the other failed."""
+    fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
+    notes = parent_notes(fam)
+    for n in notes:
+        gr.Warning(n)
+    crops = [ctx.save_image(request, p.crop, f"{p.who}_crop", min_side=256) if p.crop is not None else None
+             for p in fam.parents.values()]
+    faces = [gr.update(value=p.faces if len(p.faces) > 1 else None, visible=len(p.faces) > 1) for p in fam.parents.values()]
+    return crops[0], crops[1], "\n".join(f"- {n}" for n in notes), *faces
+
+
+def project_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, fface: float = 0,
+                    mface: float = 0, request: gr.Request = None, progress=gr.Progress()):
+    """Stream (father's projection, mother's projection, status); Stop ends with the partial projections."""
+    fam = yield from projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress)
+    yield *parent_views(ctx, request, fam), projection_status(fam)
+
+
+def projected(ctx: AppContext, name, fpath, mpath, n_steps, fface, mface, request, progress):
+    """Generator: aligns and projects what is missing (one batch), yielding progress rows; returns the Family."""
+    fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
+    stop = stop_flag(ctx, request, "family")
+    try:
+        for ev in fam.project(n_steps, should_stop=stop.is_set):
+            progress(ev.step / ev.steps, desc=f"projecting the parents: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
+            if not ev.done and ev.step % max(1, ev.steps // 10) == 0:
+                yield gr.update(), gr.update(), f"Projecting the parents: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB"
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    return fam
+
+
+def parent_views(ctx: AppContext, request, fam) -> list:
+    return [ctx.save_image(request, p.reconstruction, f"{p.who}_projection", min_side=256) if p.reconstruction else None
+            for p in fam.parents.values()]
+
+
+def projection_status(fam) -> str:
+    from core.faces.identity import verdict
+
+    done = [p for p in fam.parents.values() if p.latent is not None]
+    parts = [f"{p.who}: PSNR {p.psnr:.1f} dB, {verdict(p.identity)}" for p in done]
+    who = "Both parents" if len(done) == 2 else " and ".join(p.who.capitalize() for p in done) or "Nothing"
+    loss = f"; {done[0].loss_name} loss" if done else ""
+    text = f"{who} projected into **{fam.space}** of {fam.model.card.title} ({'; '.join(parts)}{loss})."
+    stopped = [p for p in done if p.stopped]
+    if stopped:
+        text = (f"**Stopped at step {stopped[0].steps}**: partial projections are shown; press Project parents to finish. "
+                + text)
+    return "\n\n".join([text, *(f"- {n}" for n in parent_notes(fam) if "photo:" in n)])
+
+
+def child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n):
+    """The widgets' values as ChildSettings; core.family.check_settings judges them (one place for UI, API and CLI)."""
+    from core.family import ChildSettings
+
+    wanted = {"age": float(age_v or 0), "gender": float(gender_v or 0)}
+    if extra_name:
+        wanted[extra_name] = float(extra_v or 0)
+    return ChildSettings(gene_weight=float(gene_w), dominance=dict(zip(GROUPS, (d0, d1, d2), strict=True)),
+                         attributes={k: v for k, v in wanted.items() if v}, variation=float(var or 0),
+                         seed=int(seed_v or 0), children=n if n is not None else 1)
+
+
+def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
+                  d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
+                  var: float, seed_v: float, n: float, fface: float = 0, mface: float = 0,
+                  request: gr.Request = None, progress=gr.Progress()):
+    """Stream (children gallery, files, status, father's projection, mother's projection)."""
+    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
+    fam = family_for(ctx, name, request)
+    try:
+        fam.check(settings)  # before any projection: a bad setting costs nothing
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    fam = yield from _as_children_rows(projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress))
+    try:
+        kids = fam.children(settings)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    for w in kids.warnings:
+        gr.Warning(w)
+    yield *children_outputs(ctx, request, name, fam, kids), *parent_views(ctx, request, fam)
+
+
+def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
+    """(gallery, files, status) of a Children result: each child's .png and .npz, identity distances in a table."""
+    from core.export import save_latent
+    from core.family import DISCLAIMER
+
+    s = kids.settings
+    gallery, files = [], []
+    for i, (img, z, (to_f, to_m)) in enumerate(zip(kids.images, kids.latents, kids.identity, strict=True)):
+        files.append(ctx.save_image(request, img, f"child{i}"))
+        files.append(str(save_latent(
+            ctx.new_file(request, ".npz", f"child{i}"), z[None], model=name, space=kids.space, gene_weight=s.gene_weight,
+            dominance=s.dominance, attributes=s.attributes, variation=s.variation, seed=s.seed, index=i,
+            identity_to_father=round(to_f, 4), identity_to_mother=round(to_m, 4), parents_distance=round(kids.parents_distance, 4),
+            licence=fam.model.card.licence, note=DISCLAIMER)))
+        gallery.append((ctx.save_image(request, img, f"child{i}_view", min_side=256), None))  # captions go below, off the faces
+    count = f"{len(kids.images)} child" + ("ren" if len(kids.images) != 1 else "")
+    rows = "\n".join(f"| {i} | {f:.2f} | {m:.2f} |" for i, (f, m) in enumerate(kids.identity))
+    table = (f"| child (left to right) | identity distance to father | to mother |\n|---|---|---|\n{rows}\n\n"
+             f"The parents are {kids.parents_distance:.2f} apart; below 0.6 reads as the same person.")
+    notes = "".join(f"\n- {w}" for w in kids.warnings)
+    return gallery, files, f"{count}.{notes}\n\n{table}\n\n_{caption(ctx, name)}. {DISCLAIMER}_"
+
+
+def morph_video(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
+                d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
+                seed_v: float, n: float, index: float, fface: float = 0, mface: float = 0,
+                request: gr.Request = None, progress=gr.Progress()) -> str:
+    """The father -> child -> mother MP4 of child ``index``."""
+    from core.export import save_mp4
+
+    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
+    gen = projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress)
+    fam = _finish(gen)
+    try:
+        frames = fam.morph(index if index is not None else 0, settings, 32)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    return str(save_mp4(frames, ctx.new_file(request, ".mp4", "morph"), fps=12, boomerang=True))
+
+
+def _as_children_rows(gen):
+    """Relay projection progress rows as rows of the children's outputs; return the generator's Family."""
+    while True:
+        try:
+            row = next(gen)
+        except StopIteration as done:
+            return done.value
+        yield gr.update(), gr.update(), row[2], gr.update(), gr.update()
+
+
+def _finish(gen):
+    """Run a generator to its end and return its return value."""
+    while True:
+        try:
+            next(gen)
+        except StopIteration as done:
+            return done.value
+
+
+def stop_family(ctx: AppContext, request: gr.Request = None) -> None:
+    request_stop(ctx, request, "family")
+
+
+def first_face() -> int:
+    return 0
+
+
+def picked(evt: gr.SelectData) -> int:
+    """The face clicked in a parent's gallery of detected faces."""
+    return int(evt.index)
+
+
+def model_view(ctx: AppContext, name: str | None):
+    """(dominance group, built-in model note, download button) for the chosen model: dominance only with layers."""
+    layered = False
+    if name and ctx.registry.status(name) in ("ready", "loaded"):
+        m = ctx.model(name)
+        layered = bool(m.layer_groups(m.edit_space()))
+    return gr.update(visible=layered), *face_model_note(ctx, name)
+
+
+def directions_info(ctx: AppContext, name: str | None):
+    """What each direction is and how well it did on held-out data; the extra-direction choices."""
+    from core.user_directions import directions_for
+
+    if not name or ctx.registry.status(name) == "not downloaded":
+        return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
+    dirs = directions_for(name, ctx.model(name))
+    if not dirs:
+        return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
+                "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
+    lines = []
+    for d in dirs:
+        if d.method == "pca":
+            continue
+        towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
+        lines.append(f"- {d.describe()}{towards}")
+    pcs = [d for d in dirs if d.method == "pca"]
+    if pcs:
+        shares = ", ".join(f"{d.metrics['explained_variance_ratio']:.0%}" for d in pcs[:5])
+        lines.append(f"- PC1–PC{len(pcs)}: principal components of {pcs[0].source} (GANSpace-style, unsupervised): "
+                     f"{shares}… of the variance")
+    others = [d.name for d in dirs if d.name not in ("age", "gender")]
+    return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)
+
+
+# ----- layout and wiring ------------------------------------------------------------------------------------------
+def _layout(ctx: AppContext) -> SimpleNamespace:
+    """The tab's components, by name."""
     from core.family import DISCLAIMER
 
     gr.Markdown(f"Upload a photo of each parent. Faces are found and aligned, projected into a face model, then blended. _{DISCLAIMER}_")
     with gr.Row():
         with gr.Column(scale=1):
-            model, _, _ = model_panel(ctx, "family", tag="faces", label="Face model")
+            model, _, _ = model_panel(ctx, "family", tag=FACES, label="Face model")
+            with gr.Row(equal_height=False):
+                builtin_note = gr.Markdown("", visible=False, elem_id="family_builtin_note")
+                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, min_width=140, elem_id="family_photo_download")
             with gr.Row():
                 father = ImageUpload(label="Father", type="filepath", elem_id="family_father")
                 mother = ImageUpload(label="Mother", type="filepath", elem_id="family_mother")
+            with gr.Row():
+                father_faces = gr.Gallery(label="Faces in the father's photo: click to choose", visible=False, columns=6, height=130,
+                                          allow_preview=False, elem_id="family_father_faces")
+                mother_faces = gr.Gallery(label="Faces in the mother's photo: click to choose", visible=False, columns=6, height=130,
+                                          allow_preview=False, elem_id="family_mother_faces")
+            father_face = gr.Number(0, precision=0, visible=False, elem_id="family_father_face")
+            mother_face = gr.Number(0, precision=0, visible=False, elem_id="family_mother_face")
             with gr.Row():
                 father_crop = gr.Image(label="Father, aligned", format="png", interactive=False, elem_id="family_father_crop")
                 mother_crop = gr.Image(label="Mother, aligned", format="png", interactive=False, elem_id="family_mother_crop")
@@ -36,8 +280,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 mother_proj = gr.Image(label="Mother, projected", format="png", interactive=False, elem_id="family_mother_proj")
         with gr.Column(scale=1):
             gene = gr.Slider(0, 1, value=0.5, step=0.01, label="Genes: father ← → mother", elem_id="family_gene")
-            with gr.Group():
-                gr.Markdown("Per-layer dominance (StyleGAN W+; autoencoders blend everything with the gene weight)")
+            with gr.Group(visible=False) as dominance_group:  # shown for models with layers (model_view)
+                gr.Markdown("Per-layer dominance (the model's layers, coarse to fine)")
                 dominance = [gr.Radio(["blend", "father", "mother"], value="blend", label=f"{g} layers ({GROUP_HELP[g]})",
                                       elem_id=f"family_dom_{g}") for g in GROUPS]
             age = gr.Slider(-3, 3, value=0, step=0.1, label="Age (younger ← → older, in std of the training data)", elem_id="family_age")
@@ -51,175 +295,48 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="family_seed")
                 count = gr.Slider(1, 12, value=4, step=1, label="Children", elem_id="family_count")
             generate = gr.Button("Make children", variant="primary", elem_id="family_generate")
-            children = gr.Gallery(label="Children", columns=4, format="png", height="auto", elem_id="family_children")
+            children = gr.Gallery(label="Children", columns=4, format="png", height="auto", object_fit="contain",
+                                  elem_id="family_children")
             files = gr.File(label="Downloads (each child .png + its latent .npz)", file_count="multiple", interactive=False,
                             elem_id="family_files")
             with gr.Row():
-                which = gr.Number(0, precision=0, label="Morph child #", elem_id="family_morph_index")
+                which = gr.Number(0, precision=0, label="Morph child # (0 = first)", elem_id="family_morph_index")
                 morph_btn = gr.Button("Morph father → child → mother (MP4)", elem_id="family_morph")
-            video = gr.Video(label="Morph", interactive=False, elem_id="family_video")
+            video = gr.Video(label="Morph", interactive=False, height=320, width=320, elem_id="family_video")
 
-    def aligned(name, path, who, request):
-        """(crop PIL, warnings) of one parent, on the chosen model's resolution."""
-        from core.image_input import model_input
+    return SimpleNamespace(**{k: v for k, v in locals().items() if k not in ("ctx", "DISCLAIMER")})
 
-        m = ctx.model(name)
-        img = read_upload(ctx, path, request, what=f"{who}'s photo")
-        try:
-            crop, warnings = model_input(img, m.image_size, m.channels, align_face=True)
-        except ValueError as e:
-            raise gr.Error(f"{who.capitalize()}'s photo: {e}") from e
-        return crop, [f"{who.capitalize()}: {w}" for w in warnings]
 
-    def align_both(name, fpath, mpath, request: gr.Request):
-        out, notes = [], []
-        for path, who in ((fpath, "father"), (mpath, "mother")):
-            if not path:
-                out.append(None)
-                continue
-            crop, warnings = aligned(name, path, who, request)
-            notes += warnings
-            out.append(ctx.save_image(request, crop, f"{who}_crop", min_side=256))
-        for w in notes:
-            gr.Warning(w)
-        return out[0], out[1], "\n".join(f"- {w}" for w in notes)
-
-    def projections(name, fpath, mpath, n_steps, request, progress):
-        """Both parents' latents, projecting only what this session has not projected yet. Generator."""
-        import torch
-
-        from core.images import from_pil
-        from core.projection import ProjectionConfig, project
-
-        m = ctx.model(name)
-        space = "w+" if "w+" in m.spaces else m.default_space
-        result = {}
-        for path, who in ((fpath, "father"), (mpath, "mother")):
-            if not path:
-                raise gr.Error(f"Upload the {who}'s photo first.")
-            crop, _ = aligned(name, path, who, request)
-            cfg = ProjectionConfig.for_model(m, space, steps=int(n_steps), preview_every=0)
-            key = (name, space, int(n_steps), cfg.loss, crop.mode, crop.size, hashlib.sha256(crop.tobytes()).hexdigest())
-            cached = ctx.session_cache(request).get(key)
-            if cached is None:
-                for ev in project(m, from_pil(crop, m.channels), cfg):
-                    progress(ev.step / ev.steps, desc=f"projecting the {who}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
-                    if not ev.done and ev.step % max(1, ev.steps // 10) == 0:
-                        yield who, ev
-                    if ev.done:
-                        cached = (ev.latent, ev.psnr, ev.preview, ev.loss_name)
-                ctx.session_cache(request)[key] = cached
-            result[who] = cached
-        yield "done", (m, space, torch.as_tensor(result["father"][0]), torch.as_tensor(result["mother"][0]), result)
-
-    def project_parents(name, fpath, mpath, n_steps, request: gr.Request, progress=gr.Progress()):
-        from core.images import to_pil
-
-        for tag, payload in projections(name, fpath, mpath, n_steps, request, progress):
-            if tag != "done":
-                yield gr.update(), gr.update(), f"Projecting the {tag}: step {payload.step}/{payload.steps}, PSNR {payload.psnr:.1f} dB"
-                continue
-            m, space, _, _, res = payload
-            imgs = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection", min_side=256) for w in ("father", "mother")]
-            yield (imgs[0], imgs[1], f"Both parents projected into **{space}** of {m.card.title} "
-                   f"(PSNR father {res['father'][1]:.1f} dB, mother {res['mother'][1]:.1f} dB; {res['father'][3]} loss).")
-
-    def settings_from(m, space, gene_w, dom, age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs):
-        from core.family import ChildSettings
-
-        groups = m.layer_groups(space)
-        wanted = {"age": float(age_v or 0), "gender": float(gender_v or 0)}
-        if extra_name:
-            wanted[extra_name] = float(extra_v or 0)
-        names = {d.name for d in dirs}
-        return ChildSettings(
-            gene_weight=float(gene_w), dominance={g: d for g, d in zip(GROUPS, dom, strict=True) if g in groups},
-            attributes={k: v for k, v in wanted.items() if v and k in names}, variation=float(var or 0),
-            seed=int(seed_v or 0), children=int(n or 1),
-        )
-
-    def make(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n,
-             request: gr.Request, progress=gr.Progress()):
-        from core.export import save_latent
-        from core.family import DISCLAIMER, make_children
-        from core.images import to_pil
-        from core.user_directions import directions_for
-
-        for tag, payload in projections(name, fpath, mpath, n_steps, request, progress):
-            if tag != "done":
-                yield gr.update(), gr.update(), f"Projecting the {tag} first: step {payload.step}/{payload.steps}", gr.update(), gr.update()
-        m, space, f, mo, res = payload
-        dirs = directions_for(name, m)
-        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs)
-        try:
-            lat = make_children(m, f, mo, space, settings, dirs)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-        images = to_pil(m.generate(lat, space))
-        label = caption(ctx, name)
-        gallery, out = [], []
-        for i, (img, z) in enumerate(zip(images, lat, strict=True)):
-            png = ctx.save_image(request, img, f"child{i}")
-            npz = save_latent(ctx.new_file(request, ".npz", f"child{i}"), z[None], model=name, space=space,
-                              gene_weight=settings.gene_weight, dominance=settings.dominance, attributes=settings.attributes,
-                              variation=settings.variation, seed=settings.seed, index=i, licence=m.card.licence, note=DISCLAIMER)
-            gallery.append((ctx.save_image(request, img, f"child{i}_view", min_side=256), f"child #{i} · {label}"))
-            out += [png, str(npz)]
-        parents = [ctx.save_image(request, to_pil(res[w][2])[0], f"{w}_projection", min_side=256) for w in ("father", "mother")]
-        yield gallery, out, f"{len(images)} children. _{label}. {DISCLAIMER}_", *parents
-
-    def morph_video(name, fpath, mpath, n_steps, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, index,
-                    request: gr.Request, progress=gr.Progress()):
-        from core.export import save_mp4
-        from core.family import make_children, morph
-        from core.images import to_pil
-        from core.user_directions import directions_for
-
-        *_, (_, (m, space, f, mo, _)) = projections(name, fpath, mpath, n_steps, request, progress)
-        dirs = directions_for(name, m)
-        settings = settings_from(m, space, gene_w, (d0, d1, d2), age_v, gender_v, extra_name, extra_v, var, seed_v, n, dirs)
-        kids = make_children(m, f, mo, space, settings, dirs)
-        i = int(index or 0)
-        if not 0 <= i < len(kids):
-            raise gr.Error(f"Choose a child number between 0 and {len(kids) - 1}.")
-        frames = to_pil(m.generate(morph(f.to(m.device), kids[i], mo.to(m.device), 32), space))
-        return str(save_mp4(frames, ctx.new_file(request, ".mp4", "morph"), fps=12, boomerang=True))
-
-    def directions_info(name):
-        """What each direction is and how well it did on held-out data; the extra-direction choices."""
-        from core.user_directions import directions_for
-
-        if not name or ctx.registry.status(name) == "not downloaded":
-            return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
-        dirs = directions_for(name, ctx.model(name))
-        if not dirs:
-            return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
-                    "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
-        lines = []
-        for d in dirs:
-            if d.method == "pca":
-                continue
-            towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
-            lines.append(f"- {d.describe()}{towards}")
-        pcs = [d for d in dirs if d.method == "pca"]
-        if pcs:
-            shares = ", ".join(f"{d.metrics['explained_variance_ratio']:.0%}" for d in pcs[:5])
-            lines.append(f"- PC1–PC{len(pcs)}: principal components of {pcs[0].source} (GANSpace-style, unsupervised): "
-                         f"{shares}… of the variance")
-        others = [d.name for d in dirs if d.name not in ("age", "gender")]
-        return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)
-
-    both = [model, father, mother]
-    child_inputs = [model, father, mother, steps, gene, *dominance, age, gender, extra, extra_amount, variation, seed, count]
-    father.change(align_both, both, [father_crop, mother_crop, align_note], api_name="family_align")
-    mother.change(align_both, both, [father_crop, mother_crop, align_note], api_name="family_align_mother")
-    ev = project_btn.click(project_parents, [*both, steps], [father_proj, mother_proj, status], api_name="family_project",
-                           show_progress_on=[status], concurrency_id="heavy")
-    gen = generate.click(make, child_inputs, [children, files, status, father_proj, mother_proj], api_name="family_children", concurrency_id="heavy")
-    for slider in (gene, age, gender, extra_amount, variation):
-        slider.release(make, child_inputs, [children, files, status, father_proj, mother_proj], api_name=f"family_children_{slider.elem_id}",
-                       api_visibility="undocumented", concurrency_id="heavy")
-    mv = morph_btn.click(morph_video, [*child_inputs, which], video, api_name="family_morph", concurrency_id="heavy")
-    stop.click(None, None, None, cancels=[ev, gen, mv], api_name="family_stop", api_visibility="private")
-    gr.on([model.change, demo.load], directions_info, model, [directions_note, extra], api_name="family_directions",
-          show_progress="hidden")
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    c = _layout(ctx)
+    faces = [c.father_face, c.mother_face]
+    both = [c.model, c.father, c.mother]
+    align_out = [c.father_crop, c.mother_crop, c.align_note, c.father_faces, c.mother_faces]
+    child_inputs = [c.model, c.father, c.mother, c.steps, c.gene, *c.dominance, c.age, c.gender, c.extra, c.extra_amount,
+                    c.variation, c.seed, c.count]
+    child_outputs = [c.children, c.files, c.status, c.father_proj, c.mother_proj]
+    align = bind(align_parents, ctx)
+    # A new photo starts from its largest face; then both parents are aligned (each on its own).
+    for photo, number, api in ((c.father, c.father_face, "family_align"), (c.mother, c.mother_face, "family_align_mother")):
+        photo.change(first_face, None, number, api_visibility="private").then(align, [*both, *faces], align_out, api_name=api)
+    for gallery, number in ((c.father_faces, c.father_face), (c.mother_faces, c.mother_face)):
+        gallery.select(picked, None, number, api_visibility="private").then(align, [*both, *faces], align_out,
+                                                                            api_visibility="private")
+    # Project / Make are stopped through the session's stop flag (partial projections are shown), not cancelled.
+    c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *faces], [c.father_proj, c.mother_proj, c.status],
+                        api_name="family_project", show_progress_on=[c.status], concurrency_id=HEAVY)
+    make = bind(make_children, ctx)
+    c.generate.click(make, [*child_inputs, *faces], child_outputs, api_name="family_children", concurrency_id=HEAVY)
+    for slider in (c.gene, c.age, c.gender, c.extra_amount, c.variation):
+        slider.release(make, [*child_inputs, *faces], child_outputs, api_name=f"family_children_{slider.elem_id}",
+                       api_visibility="undocumented", concurrency_id=HEAVY)
+    mv = c.morph_btn.click(bind(morph_video, ctx), [*child_inputs, c.which, *faces], c.video, api_name="family_morph",
+                           concurrency_id=HEAVY)
+    c.stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
+                 concurrency_limit=None)
+    gr.on([c.model.change, demo.load], bind(directions_info, ctx), c.model, [c.directions_note, c.extra],
+          api_name="family_directions", show_progress="hidden")
+    gr.on([c.model.change, demo.load], bind(model_view, ctx), c.model, [c.dominance_group, c.builtin_note, c.get_photo_model],
+          api_name="family_model_view", show_progress="hidden")
+    c.get_photo_model.click(bind(download_photo_model, ctx), None, [c.builtin_note, c.get_photo_model, c.model],
+                            api_name="family_photo_download", concurrency_id="download")

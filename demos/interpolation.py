@@ -10,8 +10,9 @@ import zipfile
 
 import gradio as gr
 
-from demos.common import HEAVY, AppContext, ImageUpload, bind, caption, model_panel
+from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
 from demos.projection import prepare_target
+from demos.wiring import bind
 
 GROUPS = ["coarse", "middle", "fine"]
 SEEDS, IMAGES = "two seeds", "two images"

@@ -11,9 +11,10 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from demos.common import HEAVY, AppContext, ImageUpload, bind, caption, model_panel
+from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
+from demos.wiring import bind
 
 # Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small
 # script forwards the clicked point's dataset index (its customdata).
@@ -156,7 +157,7 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
     import torch
 
     from core.images import from_pil, to_pil
-    from core.interpolate import image_latents, whole_number
+    from core.interpolate import whole_number
     from core.latent_map import Neighbours
 
     m = ctx.model(name)
@@ -164,12 +165,11 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
     compute(ctx, name, ds, how, n_dims, by)  # refuse bad settings before the projection
     k = whole_number(n, "number of neighbours", 1, len(data))
     target = from_pil(prepare_target(ctx, m, name, path, True, request), m.channels)
-    if m.has_encoder:
-        lat = m.encode(target, data.space).detach().cpu().numpy()
-    else:
-        steps = whole_number(n_steps, "number of projection steps", 1, ctx.max_steps)
-        lat = image_latents(m, target, data.space, steps,
-                            lambda i, t, _p: progress(i / t, desc=f"projecting: step {i}/{t}"))[0].numpy()
+    from core.projection import to_latent
+
+    steps = whole_number(n_steps, "number of projection steps", 1, ctx.max_steps)
+    lat = to_latent(m, target, data.space, on_event=lambda ev: progress(ev.step / ev.steps, desc=f"projecting: step {ev.step}/{ev.steps}"),
+                    steps=steps).numpy()
     dist, idx = Neighbours(data.latents).query(lat, k)
     idx, dist = idx[0], dist[0]
     pics = to_pil(data.images(idx)) if data.images is not None else to_pil(m.generate(torch.as_tensor(data.latents[idx]), data.space))

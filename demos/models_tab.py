@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import AppContext, bind
+from demos.common import AppContext
+from demos.wiring import bind
 from plugins.contract import FACES
 
 HEADERS = ["id", "model", "status", "resolution", "licence", "source"]

@@ -1,74 +1,167 @@
-"""Projection tab: put an uploaded image into a model's latent space."""
+"""Projection tab: put an uploaded image into a model's latent space (wiring only; the work is core.projection)."""
 
 from __future__ import annotations
 
 import gradio as gr
 
-from demos.common import AppContext, ImageUpload, caption, model_panel, read_upload
+from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel, read_upload
+from demos.face_note import download_photo_model, face_model_note
 from demos.projection_curve import projection_curve
+from demos.wiring import bind, request_stop, stop_flag
+from plugins.contract import FACES
+
+PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while nothing is in them yet
 
 
-def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None):
-    """Upload -> the model-ready PIL image (face-aligned for face models when asked)."""
+def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None,
+                   face: int = 0):
+    """Upload -> the model-ready PIL image (face-aligned for face models when asked); warnings go to the user."""
     from core.image_input import model_input
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
     try:
-        img, warnings = model_input(img, model.image_size, model.channels, align and "faces" in ctx.registry.entry(name).tags)
-    except ValueError as e:  # NoFaceError
+        img, warnings = model_input(img, model.image_size, model.channels, align and is_face_model(ctx, name), face)
+    except ValueError as e:  # NoFaceError, a face number out of range
         raise gr.Error(str(e)) from e
     for w in warnings:
         gr.Warning(w)
     return img
 
 
+def is_face_model(ctx: AppContext, name: str | None) -> bool:
+    return bool(name) and FACES in ctx.registry.entry(name).tags
+
+
 def spaces_for(ctx: AppContext, name: str | None):
-    """The chosen model's spaces (loading it: it is about to be used); W+ first for StyleGAN."""
+    """The chosen model's spaces (loading it: it is about to be used), the one it edits in first."""
     if not name or ctx.registry.status(name) not in ("ready", "loaded"):
         return gr.update()
     model = ctx.model(name)
-    default = "w+" if "w+" in model.spaces else model.default_space
-    return gr.update(choices=list(model.spaces), value=default)
+    return gr.update(choices=list(model.spaces), value=model.edit_space())
 
 
-def loss_choices():
-    """Losses runnable now (LPIPS only once its weights are downloaded), and whether to offer the download."""
+def loss_choices(ctx: AppContext, name: str | None = None):
+    """Losses runnable now (LPIPS once its weights are downloaded), and the download button, shown only when the
+    chosen model projects with a loss whose weights are missing (StyleGAN: LPIPS)."""
     from core.losses import available, downloadable
 
     losses = {"auto": "the model's choice (StyleGAN: LPIPS when vgg16.pt is downloaded, else MS-SSIM + L1; others: MSE)",
               **available()}
-    missing = downloadable()
+    wanted = set()
+    if name and ctx.registry.status(name) in ("ready", "loaded"):
+        wanted = set(ctx.model(name).wanted_losses)
+    missing = [n for n in downloadable() if n in wanted]
     return (gr.update(choices=list(losses), info=" · ".join(f"{k}: {v}" for k, v in losses.items())),
             gr.update(visible=bool(missing), value=f"Download weights for: {', '.join(missing)}"))
 
 
-def fetch_losses(progress=gr.Progress()):
+def fetch_losses(ctx: AppContext, name: str | None = None, progress=gr.Progress()):
     """Download what the missing losses need (LPIPS: NVIDIA's vgg16.pt), then offer them."""
     from core.losses import download, downloadable
 
-    for name in downloadable():
-        progress(0, desc=f"Downloading the weights of {name}")
+    for loss in downloadable():
+        progress(0, desc=f"Downloading the weights of {loss}")
 
-        def report(done: int, total: int | None, name=name):
+        def report(done: int, total: int | None, loss=loss):
             if total:
-                progress(done / total, desc=f"Downloading the weights of {name}: {done / 2**20:.0f} / {total / 2**20:.0f} MB")
+                progress(done / total, desc=f"Downloading the weights of {loss}: {done / 2**20:.0f} / {total / 2**20:.0f} MB")
 
         try:
-            download(name, report)
+            download(loss, report)
         except Exception as e:
             raise gr.Error(str(e)) from e
-    return loss_choices()
+    return loss_choices(ctx, name)
+
+
+def projection_config(model, space_name: str | None, init_name, loss_name, n_steps, seed_value, with_noise):
+    """The widgets' values as a ProjectionConfig; an unknown space or a fractional step count is a gr.Error."""
+    from core.projection import ProjectionConfig
+
+    if space_name and space_name not in model.spaces:
+        raise gr.Error(f"{model.card.title} has no latent space '{space_name}' (it offers: {', '.join(model.spaces)}).")
+    try:
+        cfg = ProjectionConfig.for_model(model, space_name or model.edit_space(), steps=n_steps, init=init_name or "auto",
+                                         loss=loss_name, seed=int(seed_value or 0), optimize_noise=True if with_noise else None)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    cfg.preview_every = max(1, cfg.steps // 40)
+    return cfg
+
+
+def status_line(ev) -> str:
+    return (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
+            f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
+
+
+def project_image(ctx: AppContext, name: str, path: str | None, space_name: str | None, init_name: str, loss_name: str,
+                  n_steps: float, do_align: bool, seed_value: float, with_noise: bool = False,
+                  request: gr.Request = None, progress=gr.Progress()):
+    """Stream (target, preview, status, curve, files); Stop ends it with the best latent so far, offered as files."""
+    from core.images import from_pil, to_pil
+    from core.projection import project
+
+    m = ctx.model(name)
+    cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
+    img = prepare_target(ctx, m, name, path, bool(do_align), request)
+    stop = stop_flag(ctx, request, "projection")
+    target_path = ctx.save_image(request, img, "target", min_side=256)
+    yield target_path, None, f"Projecting into **{cfg.space}** of {m.card.title}…", None, None
+    history = []
+    try:
+        for ev in project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set):
+            if not ev.done:
+                history.append((ev.step, ev.loss, ev.psnr))
+                progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")
+            if ev.preview is None:
+                continue
+            recon = to_pil(ev.preview)[0]
+            view = ctx.save_image(request, recon, "preview", min_side=256)
+            if not ev.done:
+                yield target_path, view, status_line(ev), projection_curve(history, ev.loss_name), None
+                continue
+            yield target_path, view, *finished(ctx, request, name, m, img, recon, ev, do_align, history)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+
+
+def finished(ctx: AppContext, request, name: str, m, img, recon, ev, aligned: bool, history: list) -> tuple:
+    """(status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png."""
+    from core.export import save_latent
+
+    info = {}
+    if aligned and is_face_model(ctx, name):
+        from core.faces.identity import default_identity, verdict
+
+        d = default_identity().distance(img, recon)
+        info = {"identity_distance": round(d, 4)}
+        identity = f" · {verdict(d)}"
+    else:
+        identity = ""
+    npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
+                      psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
+                      licence=m.card.licence, **info)
+    png = ctx.save_image(request, recon, "reconstruction")
+    head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
+    text = f"{head} {status_line(ev)}{identity}\n\n_{caption(ctx, name)}_"
+    return text, projection_curve(history, ev.loss_name), [str(npz), png]
+
+
+def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
+    request_stop(ctx, request, "projection")
 
 
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            model, _, _ = model_panel(ctx, "proj")
+            model, _, _ = model_panel(ctx, "proj", default_tag=FACES)
+            with gr.Row(equal_height=False):
+                builtin_note = gr.Markdown("", visible=False, elem_id="proj_builtin_note")
+                get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, min_width=140, elem_id="proj_photo_download")
             image = ImageUpload(label="Image to project", type="filepath", sources=["upload", "clipboard", "webcam"], elem_id="proj_image")
             with gr.Row():
                 run = gr.Button("Project", variant="primary", elem_id="proj_run")
                 stop = gr.Button("Stop", elem_id="proj_stop")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Settings", open=False, elem_id="proj_settings"):
                 space = gr.Dropdown(["latent", "w", "w+"], value=None, label="Latent space (empty: the model's default; W+ for StyleGAN)",
                                     allow_custom_value=True, elem_id="proj_space")
                 init = gr.Radio(["auto", "encoder", "mean", "bank"], value="auto", label="Start from",
@@ -83,54 +176,20 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                               "the result (the maps are saved in the .npz). Off: the latent is everything.")
         with gr.Column(scale=2):
             with gr.Row():
-                target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, elem_id="proj_target")
-                preview = gr.Image(label="Reconstruction", format="png", interactive=False, elem_id="proj_preview")
+                target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, height=PANEL_HEIGHT,
+                                  elem_id="proj_target")
+                preview = gr.Image(label="Reconstruction", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="proj_preview")
             status = gr.Markdown("Upload an image and press **Project**.", elem_id="proj_status")
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
             files = gr.File(label="Downloads (latent .npz, reconstruction .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
-    def project_image(name, path, space_name, init_name, loss_name, n_steps, do_align, seed_value, with_noise,
-                      request: gr.Request, progress=gr.Progress()):
-        from core.export import save_latent
-        from core.images import from_pil, to_pil
-        from core.projection import ProjectionConfig, project
-
-        m = ctx.model(name)
-        img = prepare_target(ctx, m, name, path, bool(do_align), request)
-        space_name = space_name if space_name in m.spaces else ("w+" if "w+" in m.spaces else m.default_space)
-        cfg = ProjectionConfig.for_model(m, space_name, steps=int(n_steps), init=init_name or "auto",
-                                         loss=loss_name, seed=int(seed_value or 0),
-                                         optimize_noise=True if with_noise else None)
-        cfg.preview_every = max(1, cfg.steps // 40)
-        target_path = ctx.save_image(request, img, "target", min_side=256)
-        yield target_path, None, f"Projecting into **{space_name}** of {m.card.title}…", None, None
-        history = []
-        try:
-            for ev in project(m, from_pil(img, m.channels), cfg):
-                if not ev.done:
-                    history.append((ev.step, ev.loss, ev.psnr))
-                    progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")
-                if ev.preview is None:
-                    continue
-                recon = to_pil(ev.preview)[0]
-                text = (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
-                        f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
-                if not ev.done:
-                    yield target_path, ctx.save_image(request, recon, "preview", min_side=256), text, projection_curve(history, ev.loss_name), None
-                    continue
-                npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
-                                  psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step,
-                                  licence=m.card.licence)
-                png = ctx.save_image(request, recon, "reconstruction")
-                yield (target_path, ctx.save_image(request, recon, "preview", min_side=256), f"**Done.** {text}\n\n_{caption(ctx, name)}_", projection_curve(history, ev.loss_name),
-                       [str(npz), png])
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-
-    event = run.click(project_image, [model, image, space, init, loss, steps, align, seed, noise_maps],
-                      [target, preview, status, curve, files], api_name="project", show_progress_on=[status],
-                      concurrency_id="heavy")
-    stop.click(None, None, None, cancels=[event], api_name="project_stop", api_visibility="private")
-    model.change(lambda n: spaces_for(ctx, n), model, space, api_name="proj_spaces", show_progress="hidden")
-    demo.load(loss_choices, None, [loss, fetch_loss], api_name="proj_losses", show_progress="hidden")
-    fetch_loss.click(fetch_losses, None, [loss, fetch_loss], api_name="proj_loss_download", concurrency_id="download")
+    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps],
+              [target, preview, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
+    stop.click(bind(stop_projection, ctx), None, None, api_name="project_stop", api_visibility="private", concurrency_limit=None)
+    model.change(bind(spaces_for, ctx), model, space, api_name="proj_spaces", show_progress="hidden")
+    gr.on([demo.load, model.change], bind(loss_choices, ctx), model, [loss, fetch_loss], api_name="proj_losses", show_progress="hidden")
+    gr.on([demo.load, model.change], bind(face_model_note, ctx), model, [builtin_note, get_photo_model], api_name="proj_model_note",
+          show_progress="hidden")
+    get_photo_model.click(bind(download_photo_model, ctx), None, [builtin_note, get_photo_model, model],
+                          api_name="proj_photo_download", concurrency_id="download")
+    fetch_loss.click(bind(fetch_losses, ctx), model, [loss, fetch_loss], api_name="proj_loss_download", concurrency_id="download")

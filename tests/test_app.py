@@ -200,7 +200,7 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
 def test_family_on_builtin_faces(client):
     dad = shared_path("data", "faces", "london", "neutral", "001_03.jpg")
     mum = shared_path("data", "faces", "london", "neutral", "002_03.jpg")
-    fcrop, mcrop, note = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
+    fcrop, mcrop, note, ffaces, mfaces = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), api_name="/family_align")
     assert Image.open(fcrop).size == (256, 256) and Image.open(mcrop).size == (256, 256)  # 64 px crops, enlarged for display
     fp, mp, status = client.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 30, api_name="/family_project")
     assert "projected" in status and "mse loss" in status
@@ -219,6 +219,30 @@ def test_family_no_face_message(client):
     zebra = shared_path("data", "faces", "photos", "singnet_zebra_stripes.jpg")
     msg = _error(lambda: client.predict(FACES, handle_file(str(zebra)), None, api_name="/family_align"))
     assert "No face was found" in msg and "ather" in msg
+
+
+def test_api_refuses_what_it_used_to_accept_silently(client, digit_png):
+    """Fractional steps, an unknown space, an unknown direction, a non-face model on Family: each a plain error."""
+    assert "whole number" in _error(lambda: client.predict(DIGITS, handle_file(digit_png), "latent", "auto", "mse", 5.5, False, 0,
+                                                           api_name="/project"))
+    assert "no latent space 'w+'" in _error(lambda: client.predict(DIGITS, handle_file(digit_png), "w+", "auto", "mse", 5, False, 0,
+                                                                   api_name="/project"))
+    dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
+    mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
+    for api, extra in (("/family_align", []), ("/family_project", [5])):
+        assert "not a face model" in _error(lambda api=api, extra=extra: client.predict(DIGITS, dad, mum, *extra, api_name=api))
+    args = [dad, mum, 5, 0.5, "blend", "blend", "blend", 0.0, 0.0, "no-such-direction", 1.0, 0.2, 0, 2]
+    assert "not a face model" in _error(lambda: client.predict(DIGITS, *args, api_name="/family_children"))
+    assert "No 'no-such-direction' direction" in _error(lambda: client.predict(FACES, *args, api_name="/family_children"))
+
+
+def test_family_one_bad_photo_does_not_block_the_other(client):
+    zebra = handle_file(str(shared_path("data", "faces", "photos", "singnet_zebra_stripes.jpg")))
+    mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
+    fcrop, mcrop, note, *_ = client.predict(FACES, zebra, mum, api_name="/family_align")
+    assert fcrop is None and Image.open(mcrop).size == (256, 256) and "Father's photo: No face was found" in note
+    fp, mp, status = client.predict(FACES, zebra, mum, 5, api_name="/family_project")
+    assert fp is None and mp and "Mother projected" in status and "No face was found" in status
 
 
 # ----- privacy ---------------------------------------------------------------------------------------

@@ -139,3 +139,40 @@ def test_latent_map_colour_by_follows_the_model(page):
         page.locator("#map_model input").first.click()
         page.get_by_role("option", name=title, exact=False).first.click()
         expect(page.locator("#map_colour input").first).to_have_value(label, timeout=30_000)
+
+
+def test_family_face_choice_and_layout_in_a_real_browser(page):
+    """Several faces: a gallery to pick from, and the crop follows the click; no per-layer dominance without layers."""
+    from playwright.sync_api import expect
+
+    laos = shared_path("data", "faces", "photos", "singnet_laos.jpg")
+    page.get_by_role("tab", name="Family").click()
+    expect(page.locator("#family_dom_coarse")).to_be_hidden()  # the built-in faces model has no layers
+    expect(page.locator("#family_builtin_note")).to_contain_text("FFHQ")
+    page.locator("#family_father input[type=file]").set_input_files(str(laos))
+    faces = page.locator("#family_father_faces")
+    expect(faces).to_be_visible(timeout=60_000)
+    expect(page.locator("#family_align_note")).to_contain_text("face 1 of 2", timeout=60_000)
+    first = page.locator("#family_father_crop img").get_attribute("src")
+    faces.locator("img").nth(1).click()
+    expect(page.locator("#family_align_note")).to_contain_text("face 2 of 2", timeout=60_000)
+    assert page.locator("#family_father_crop img").get_attribute("src") != first
+
+
+def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
+    """Stop runs beside the projection (not queued behind it) and the run ends with what it has."""
+    from playwright.sync_api import expect
+
+    photo = shared_path("data", "faces", "london", "smiling", "010_08.jpg")
+    page.get_by_role("tab", name="Projection").click()
+    page.locator("#proj_image input[type=file]").set_input_files(str(photo))
+    page.locator("#proj_settings").get_by_text("Settings").first.click()
+    steps = page.locator("#proj_steps input[type=number]")
+    steps.fill("300")
+    steps.press("Enter")
+    page.locator("#proj_run").click()
+    status = page.locator("#proj_status")
+    expect(status).to_contain_text("Step", timeout=60_000)
+    page.locator("#proj_stop").click()
+    expect(status).to_contain_text("Stopped at step", timeout=60_000)
+    expect(page.locator("#proj_files")).to_contain_text(".npz")

@@ -29,6 +29,15 @@ def test_project(tmp_path, digit, capsys):
     assert "PSNR" in capsys.readouterr().out
 
 
+def test_project_face_prints_and_saves_identity(tmp_path, capsys):
+    out = tmp_path / "face"
+    photo = shared_path("data", "faces", "london", "neutral", "003_03.jpg")
+    assert app.main(["project", str(photo), "--model", "small_ae/faces", "--steps", "5", "--out", str(out)]) == 0
+    assert "identity distance" in capsys.readouterr().out
+    _, info = load_latent(out / "latent.npz")
+    assert 0 < info["identity_distance"] < 2
+
+
 def test_interpolate_seeds_and_images(tmp_path, digit):
     out = tmp_path / "seeds"
     assert app.main(["interpolate", "--seeds", "1", "2", "--model", "small_ae/digits", "--frames", "5", "--out", str(out)]) == 0
@@ -62,14 +71,47 @@ def test_bad_input_exits_non_zero_with_a_plain_message(tmp_path, digit, capsys, 
     assert message in err and "Traceback" not in err
 
 
-def test_family_cli(tmp_path):
+def test_family_cli(tmp_path, capsys):
     dad = shared_path("data", "faces", "london", "neutral", "003_03.jpg")
     mum = shared_path("data", "faces", "london", "neutral", "004_03.jpg")
     out = tmp_path / "fam"
     assert app.main(["family", str(dad), str(mum), "--model", "small_ae/faces", "--children", "2", "--steps", "10",
-                     "--out", str(out)]) == 0
+                     "--age", "1", "--out", str(out)]) == 0
     names = {p.name for p in out.iterdir()}
-    assert {"father_aligned.png", "mother_aligned.png", "child_0.png", "child_1.npz", "morph_child_0.mp4"} <= names
+    assert {"father_aligned.png", "father_projected.png", "mother_aligned.png", "mother_projected.png", "child_0.png",
+            "child_1.npz", "morph_child_0.mp4"} <= names
+    captured = capsys.readouterr()
+    assert "2 children" in captured.out and "identity distance to father" in captured.out
+    assert "father: PSNR" in captured.out and "reads as" in captured.out
+    assert "unreliable" in captured.err  # the shipped age direction does not generalise: said, as in the tab
+    _, info = load_latent(out / "child_1.npz")
+    assert 0 < info["identity_to_father"] < 2 and 0 < info["identity_to_mother"] < 2 and info["parents_distance"] > 0
+    assert app.main(["family", str(dad), str(mum), "--model", "small_ae/faces", "--children", "1", "--steps", "3",
+                     "--out", str(tmp_path / "one")]) == 0
+    assert "Wrote 1 child," in capsys.readouterr().out
+
+
+@pytest.mark.parametrize(
+    "extra,message",
+    [
+        (["--model", "small_ae/digits"], "is not a face model"),
+        (["--model", "small_ae/faces", "--children", "0"], "number of children must be a whole number from 1"),
+        (["--model", "small_ae/faces", "--coarse", "father"], "per-layer dominance does not apply"),
+        (["--model", "small_ae/faces", "--face", "1"], "face number must be 0"),
+    ],
+)
+def test_family_cli_refusals(tmp_path, capsys, extra, message):
+    dad = shared_path("data", "faces", "london", "neutral", "003_03.jpg")
+    code = app.main(["family", str(dad), str(dad), "--steps", "2", "--out", str(tmp_path / "o"), *extra])
+    err = capsys.readouterr().err
+    assert code == 2 and message in err and "Traceback" not in err
+    assert len(err.strip().splitlines()) <= 2  # (the model's licence line, then one plain sentence)
+
+
+def test_family_help_says_which_gender_sign_is_male(capsys):
+    with pytest.raises(SystemExit):
+        app.main(["family", "-h"])
+    assert "positive = male" in capsys.readouterr().out.replace("\n", " ").replace("  ", " ")
 
 
 def test_models_lists_licences(capsys):

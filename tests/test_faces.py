@@ -133,10 +133,20 @@ def test_classroom_many_faces_warns_with_count(detector):
     assert result.face.side == max(f.side for f in detector.detect(photo("photos", "singnet_classroom_in_tanzania.jpg")))
 
 
-def test_laos_two_faces(detector):
-    result = align_face(photo("photos", "singnet_laos.jpg"), 64, detector=detector)
+def test_laos_two_faces_of_one_size_are_not_called_largest_and_either_can_be_picked(detector):
+    from core.faces import find_faces
+
+    img = photo("photos", "singnet_laos.jpg")
+    found = find_faces(img, detector)
+    result = align_face(img, 64, detector=detector, found=found)
     assert result.faces_found == 2
-    assert "2 faces were found; the largest one was used." in result.warnings
+    assert not any("largest" in w for w in result.warnings)  # both faces are the same size here
+    assert any("2 faces of about the same size" in w and "face 1 of 2" in w for w in result.warnings)
+    other = align_face(img, 64, which=1, found=found)
+    assert other.face == found.faces[1] and other.face.box != result.face.box
+    assert any("face 2 of 2 was used, as chosen" in w for w in other.warnings)
+    with pytest.raises(ValueError, match="between 0 and 1"):
+        align_face(img, 64, which=2, found=found)
 
 
 def test_zebra_has_no_face(detector):

@@ -64,6 +64,7 @@ def test_bad_settings(toy):
 
 
 def test_per_layer_dominance_on_stylegan(sg2):
+    assert sg2.edit_space() == "w+" and len(sg2.noise_shapes()) > 0  # projected and edited per layer
     groups = sg2.layer_groups("w+")
     assert set(groups) == {"coarse", "middle", "fine"}
     alpha = layer_weights(sg2, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}))
@@ -74,7 +75,7 @@ def test_per_layer_dominance_on_stylegan(sg2):
     kid = make_children(sg2, f, m, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}, children=1))
     assert torch.equal(kid[0, groups["coarse"]], f[0, groups["coarse"]])
     assert torch.equal(kid[0, groups["fine"]], m[0, groups["fine"]])
-    with pytest.raises(ValueError, match="Unknown layer groups"):
+    with pytest.raises(ValueError, match="Unknown layer group"):
         layer_weights(sg2, "w+", ChildSettings(dominance={"eyes": "father"}))
 
 
@@ -111,3 +112,70 @@ def test_builtin_faces_gender_direction_separates_heldout_people():
     # Whatever a direction achieved is said next to it: an unskilled one is flagged in the UI text.
     for d in shipped.values():
         assert ("unreliable" in d.describe()) == (not d.reliable)
+
+
+# ----- the Family session -------------------------------------------------------------------------------------------
+@pytest.fixture(scope="module")
+def faces_family():
+    from core.family import Family
+    from plugins.small_ae import load_model
+
+    return Family(load_model("faces"), "small_ae/faces", ("faces",))
+
+
+def test_family_aligns_once_per_upload_and_projects_missing_parents_as_one_batch(faces_family, monkeypatch, tmp_path):
+    import shutil
+
+    import core.faces
+
+    fam = faces_family
+    dad = shared_path("data", "faces", "london", "neutral", "009_03.jpg")
+    mum = shared_path("data", "faces", "london", "neutral", "010_03.jpg")
+    copy = tmp_path / "same_photo_new_name.jpg"
+    shutil.copy(dad, copy)
+    calls = {"find": 0, "project": []}
+    real_find = core.faces.find_faces
+    monkeypatch.setattr(core.faces, "find_faces", lambda *a, **k: calls.__setitem__("find", calls["find"] + 1) or real_find(*a, **k))
+    import core.projection
+
+    real_project = core.projection.project
+
+    def counting(model, target, *a, **k):
+        calls["project"].append(len(target))
+        yield from real_project(model, target, *a, **k)
+
+    monkeypatch.setattr(core.projection, "project", counting)
+    fam.set_parent("father", dad)
+    fam.set_parent("mother", mum)
+    fam.set_parent("father", copy)  # same bytes, another path: no detection again
+    assert calls["find"] == 2
+    list(fam.project(10))
+    assert calls["project"] == [2]  # both parents in one batch
+    list(fam.project(10))
+    assert calls["project"] == [2]  # nothing new to project
+    for p in fam.parents.values():
+        assert p.latent.shape == (1, 64) and p.reconstruction.size == (64, 64) and p.loss_name == "mse"
+        assert 0 < p.identity < 2 and p.psnr > 10 and p.steps == 10
+
+
+def test_family_children_and_morph_validate_in_one_place(faces_family):
+    fam = faces_family
+    if fam.parents["father"].latent is None:
+        pytest.skip("needs the projected parents of the test above")
+    kids = fam.children(ChildSettings(children=3, variation=0.3, seed=1))
+    assert len(kids.images) == 3 and kids.latents.shape == (3, 64) and len(kids.identity) == 3
+    assert kids.parents_distance > 0 and all(0 < a < 2 and 0 < b < 2 for a, b in kids.identity)
+    for bad, match in ((ChildSettings(children=0), "from 1"), (ChildSettings(dominance={"coarse": "mother"}), "does not apply"),
+                       (ChildSettings(attributes={"hair": 1.0}), "No 'hair' direction")):
+        with pytest.raises(ValueError, match=match):
+            fam.children(bad)
+    assert len(fam.morph(2, ChildSettings(children=3), frames=8)) == 7
+    with pytest.raises(ValueError, match="between 0 and 2"):
+        fam.morph(3, ChildSettings(children=3))
+
+
+def test_family_refuses_a_model_without_faces(toy):
+    from core.family import Family
+
+    with pytest.raises(ValueError, match="not a face model"):
+        Family(toy, "toy/linear", ())

@@ -184,9 +184,10 @@ def test_bind_keeps_what_gradio_reads():
 
     from gradio import utils
 
-    from demos.common import bind, user_errors
+    from demos.common import user_errors
     from demos.interpolation import interpolate
     from demos.models_tab import overview
+    from demos.wiring import bind
 
     wired = user_errors(bind(interpolate, "the context"))
     assert inspect.isgeneratorfunction(wired) and not inspect.isgeneratorfunction(bind(overview, None))

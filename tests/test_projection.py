@@ -50,6 +50,8 @@ def test_events_stream_and_cancel(toy):
     assert [e.step for e in events[:-1]] == [1, 2, 3, 4, 5]
     assert events[0].preview is not None and events[1].preview is not None and events[2].preview is None
     assert events[-1].done and events[-1].preview.shape == (1, 3, 8, 8)
+    assert events[-1].stopped and events[-1].step == 5  # "stopped at step 5", with the best latent so far
+    assert not list(project(toy, target, ProjectionConfig(steps=3)))[-1].stopped
 
 
 def test_generator_can_be_abandoned(toy):
@@ -92,3 +94,37 @@ def test_noise_regularizer_prefers_white_noise():
     smooth = torch.nn.functional.avg_pool2d(torch.randn(1, 1, 35, 35, generator=g), 4, stride=1)
     smooth = (smooth - smooth.mean()) / smooth.std()
     assert noise_regularizer([smooth]) > 10 * noise_regularizer([white])
+
+
+def test_steps_must_be_whole_and_defaults_must_be_config_fields(toy):
+    assert ProjectionConfig(steps=30.0).steps == 30
+    with pytest.raises(ValueError, match="whole number"):
+        ProjectionConfig(steps=30.5)
+    with pytest.raises(ValueError, match="Unknown projection setting.*stepz"):
+        ProjectionConfig.for_model(toy, stepz=3)
+
+    class Typo(ToyLinear):
+        def projection_defaults(self, space):
+            return {"learning_rate": 0.1}
+
+    with pytest.raises(ValueError, match="Toy linear's projection_defaults: learning_rate"):
+        ProjectionConfig.for_model(Typo())
+
+
+def test_to_latent_encodes_or_projects(toy):
+    from core.projection import to_latent
+
+    z = toy.sample(1, seed=4)
+    target = toy.generate(z)
+    assert torch.allclose(to_latent(toy, target), toy.encode(target).cpu(), atol=1e-6)  # an encoder: no steps
+
+    class NoEncoder(ToyLinear):
+        has_encoder = False
+
+    seen = []
+    lat = to_latent(NoEncoder(), target, steps=200, lr=0.1, on_event=seen.append)
+    assert len(seen) == 201 and seen[-1].done and torch.allclose(lat, z.cpu(), atol=0.1)
+
+
+def test_model_says_where_to_edit(toy):
+    assert toy.edit_space() == "latent" and toy.noise_shapes() == []  # (StyleGAN: w+, tests/test_family.py)

@@ -41,9 +41,40 @@ class AlignedFace:
     quad: np.ndarray | None = None  # (4, 2) corners of the FFHQ crop square in the photo (top-left, bottom-left, ...)
 
 
+def several_faces_note(faces: list[Face], which: int) -> str:
+    """Which of several faces was used; "the largest" only when it is clearly larger than the next one."""
+    numbered = f"face {which + 1} of {len(faces)}"
+    if which == 0 and faces[0].side > 1.1 * faces[1].side:
+        return f"{len(faces)} faces were found; the largest one was used (pick another to change it)."
+    if which == 0:
+        return f"{len(faces)} faces of about the same size were found; {numbered} was used: check it is the right person."
+    return f"{len(faces)} faces were found; {numbered} was used, as chosen."
+
+
 def transform_size_for(output_size: int) -> int:
     """The supersampling size ``align_face`` uses (see the module docstring)."""
     return min(MAX_OUTPUT_SIZE, max(4 * output_size, 1024, output_size))
+
+
+@dataclass
+class FoundFaces:
+    """Every face found in a photo, largest first, and whether only the slower CNN detector found them."""
+
+    faces: list[Face]
+    slow: bool = False
+
+
+def find_faces(image: Image.Image, detector: FaceDetector | None = None) -> FoundFaces:
+    """The faces in ``image`` (HOG, then the CNN detector if HOG finds none); :class:`NoFaceError` if none."""
+    detector = detector or default_detector()
+    faces, slow = detector.detect(image), False
+    if not faces:
+        faces, slow = detector.detect_cnn(image), True
+    if not faces:
+        raise NoFaceError(
+            "No face was found in this photo. Use a clear, front-facing photo where the face is well lit and not cut off."
+        )
+    return FoundFaces(faces, slow)
 
 
 def align_face(
@@ -51,31 +82,30 @@ def align_face(
     output_size: int,
     detector: FaceDetector | None = None,
     transform_size: int | None = None,
+    which: int = 0,
+    found: FoundFaces | None = None,
 ) -> AlignedFace:
-    """Detect the largest face in ``image`` and return its FFHQ-aligned crop.
+    """Detect the faces in ``image`` and return the FFHQ-aligned crop of face ``which`` (0: the largest).
 
     Raises :class:`NoFaceError` when no face is found (never returns a crop of
     the background). Several faces, a small face, a turned photo or an unsure
-    detection add a warning (a plain sentence for the user).
+    detection add a warning (a plain sentence for the user). ``found``: the
+    result of :func:`find_faces` on this photo, to choose another face without detecting again.
     """
     if not isinstance(image, Image.Image):
         raise TypeError(f"align_face needs a PIL image, got {type(image).__name__}.")
     if not 1 <= int(output_size) <= MAX_OUTPUT_SIZE:
         raise ValueError(f"The aligned size must be between 1 and {MAX_OUTPUT_SIZE} pixels, got {output_size}.")
     output_size = int(output_size)
-    detector = detector or default_detector()
-    faces = detector.detect(image)
-    slow = False
-    if not faces:
-        faces, slow = detector.detect_cnn(image), True
-    if not faces:
-        raise NoFaceError(
-            "No face was found in this photo. Use a clear, front-facing photo where the face is well lit and not cut off."
-        )
-    face = faces[0]
+    found = found or find_faces(image, detector)
+    faces, slow = found.faces, found.slow
+    if isinstance(which, bool) or not 0 <= int(which) < len(faces) or int(which) != which:
+        raise ValueError(f"Choose a face number between 0 and {len(faces) - 1}; got {which}." if len(faces) > 1
+                         else f"Only one face was found in this photo; the face number must be 0, got {which}.")
+    face = faces[int(which)]
     warnings = []
     if len(faces) > 1:
-        warnings.append(f"{len(faces)} faces were found; the largest one was used.")
+        warnings.append(several_faces_note(faces, int(which)))
     eyes = face.points.inter_ocular
     if eyes < SMALL_FACE_EYE_DISTANCE:
         warnings.append(
@@ -99,10 +129,12 @@ __all__ = [
     "Face",
     "FaceDetector",
     "FivePoints",
+    "FoundFaces",
     "NoFaceError",
     "align_face",
     "align_ffhq",
     "default_detector",
+    "find_faces",
     "ffhq_quad",
     "to_aligned",
     "transform_size_for",

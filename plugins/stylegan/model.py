@@ -29,6 +29,7 @@ class StyleGANModel(LatentModel):
     """
 
     has_encoder = False
+    wanted_losses = ("lpips",)
 
     def __init__(
         self,

@@ -1,0 +1,69 @@
+"""Helpers that keep the tabs' handlers top-level functions: binding the app context, and Stop.
+
+Handlers take the :class:`~demos.common.AppContext` as their first argument, so tests call them directly
+(no server). :func:`bind` gives Gradio a function without it, keeping the signature and the annotations
+Gradio reads to inject ``gr.Request`` and ``gr.Progress`` (``functools.partial`` hides both), and
+keeping generators generators (Gradio streams only generator functions).
+
+Stop: Gradio's ``cancels=`` closes a generator between yields, so the handler never gets to say where
+it stopped or hand over what it has. A Stop button sets a per-session flag instead; the projection
+checks it between steps and finishes with the best latent so far.
+"""
+
+from __future__ import annotations
+
+import functools
+import inspect
+import threading
+from collections.abc import Callable
+
+import gradio as gr
+
+from demos.common import AppContext
+
+
+def bind(fn: Callable, ctx: AppContext) -> Callable:
+    """``fn(ctx, ...)`` as a Gradio handler ``(...)``."""
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(ctx, *args, **kwargs)
+    else:
+
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(ctx, *args, **kwargs)
+
+    sig = inspect.signature(fn)
+    bound.__signature__ = sig.replace(parameters=list(sig.parameters.values())[1:])
+    bound.__annotations__ = _resolved(fn)
+    del bound.__wrapped__  # Gradio and inspect would otherwise read the unbound signature back
+    return bound
+
+
+def stop_flag(ctx: AppContext, request: gr.Request | None, job: str) -> threading.Event:
+    """A fresh (cleared) stop flag for this session's ``job``; a run takes one as it starts."""
+    flag = threading.Event()
+    ctx.session_cache(request)[("stop", job)] = flag
+    return flag
+
+
+def request_stop(ctx: AppContext, request: gr.Request | None, job: str) -> None:
+    """Ask this session's running ``job`` to stop after its current step."""
+    flag = ctx.session_cache(request).get(("stop", job))
+    if flag is not None:
+        flag.set()
+
+
+def _resolved(fn: Callable) -> dict:
+    """``fn``'s annotations as objects (they are strings under ``from __future__ import annotations``), less ctx."""
+    out = {}
+    for name, hint in fn.__annotations__.items():
+        if name == "ctx":
+            continue
+        try:
+            out[name] = eval(hint, fn.__globals__) if isinstance(hint, str) else hint  # noqa: S307 - our own source
+        except Exception:  # a name only imported for type checking: Gradio does not need it
+            continue
+    return out
