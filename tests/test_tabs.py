@@ -35,7 +35,7 @@ def ctx(tmp_path_factory):
     os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
     os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")  # nothing downloaded: no StyleGAN, no LPIPS weights
     reg = Registry().discover(None, use_entry_points=False)
-    reg.add(ModelEntry("toy/perceptual", ModelCard("toy/perceptual", "Toy perceptual", "test", "nothing", 8, "MIT", "tests"),
+    reg.add(ModelEntry(ModelCard("toy/perceptual", "Toy perceptual", "test", "nothing", 8, "MIT", "tests"),
                        load=ToyPerceptual))
     yield AppContext(reg, max_steps=300)
     for k, v in old.items():
