@@ -22,6 +22,10 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
 MAX_BYTES = 50 * 1024 * 1024
+# Photos are decoded to at most this many pixels per side (no model here is larger than 1024 px): a JPEG is
+# decoded at 1/2, 1/4 or 1/8 scale from the start (its DCT "draft" mode), so a 40-megapixel photo costs tens of MB
+# (a JPEG larger than this comes out 1536-2048 px a side). Other formats are decoded fully, then reduced at once.
+MAX_SIDE = 2048
 
 
 class ImageInputError(ValueError):
@@ -37,17 +41,21 @@ def load_image(
     min_side: int = MIN_SIDE,
     max_pixels: int = MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
+    max_side: int | None = MAX_SIDE,
 ) -> Image.Image:
     """Decode ``source`` into an upright 8-bit RGB (channels=3) or L (channels=1) image.
 
     Transparency is composited onto ``background``; only the first frame of
-    an animation is used; EXIF orientation is applied.
+    an animation is used; EXIF orientation is applied. Files larger than
+    ``max_side`` on a side are reduced to it (aspect kept) while decoding;
+    None keeps the full size.
     """
     if source is None:
         raise ImageInputError("No image was given: upload a photo first.")
-    img = _open(source, max_pixels)
+    img = _open(source, max_pixels, max_side)
     try:
         img = _first_frame(img)
+        img = _shrink(img, max_side)
         img = _upright(img)
         img = _to_8bit(img)
         img = _flatten_alpha(img, background)
@@ -63,7 +71,7 @@ def load_image(
     return img
 
 
-def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+def _open(source: ImageSource, max_pixels: int, max_side: int | None = None) -> Image.Image:
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
         return source
@@ -85,6 +93,9 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(data)
             _check_pixels(img.size, max_pixels)
+            if max_side and img.format == "JPEG" and max(img.size) > max_side:
+                # Decode at the smallest 1/2^k scale still >= 3/4 of max_side: 1536..3071 px a side, then reduced.
+                img.draft(None, (max_side * 3 // 4, max_side * 3 // 4))
             img.load()
     except ImageInputError:
         raise
@@ -125,6 +136,19 @@ def _from_array(a: np.ndarray, max_pixels: int) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     return Image.fromarray(a)
+
+
+def _shrink(img: Image.Image, max_side: int | None) -> Image.Image:
+    """Reduce to ``max_side`` before any other copy is made (rotation, mode changes), so every copy stays small."""
+    if not max_side or max(img.size) <= max_side:
+        return img
+    w, h = img.size
+    k = max_side / max(w, h)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    try:  # reducing_gap: an integer box reduction first, then Lanczos on the small image (fast, same look)
+        return img.resize(size, Image.LANCZOS, reducing_gap=3.0)
+    except ValueError:  # a mode Pillow cannot resample (rare 16-bit variants): convert first
+        return img.convert("I").resize(size, Image.NEAREST)
 
 
 def _first_frame(img: Image.Image) -> Image.Image:

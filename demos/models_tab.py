@@ -9,7 +9,7 @@ from demos.common import AppContext
 
 def table(ctx: AppContext) -> list[list[str]]:
     rows = []
-    for name in ctx.registry.names():
+    for name in ctx.names():
         card = ctx.registry.entry(name).card
         licence = card.licence + ("" if card.commercial_use else " (non-commercial)")
         rows.append([name, card.title, ctx.registry.status(name), f"{card.resolution}px" if card.resolution else "?", licence, card.source])
@@ -34,27 +34,31 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                     "Tampered or unknown files are refused. The checkpoint's own licence applies to its outputs.")
         with gr.Row():
             upload = gr.File(label="Upload a .pkl", file_types=[".pkl"], elem_id="models_pkl_upload")
-            local_path = gr.Textbox(label="…or a path on the server", placeholder="/data/models/network-snapshot.pkl",
-                                    elem_id="models_pkl_path")
+            local_path = gr.Textbox(label="…or the name of a file in the server's models folder",
+                                    placeholder="network-snapshot.pkl", elem_id="models_pkl_path",
+                                    visible=ctx.models_dir is not None)
         with gr.Row():
             title = gr.Textbox(label="Display name (optional)", elem_id="models_pkl_title")
             faces = gr.Checkbox(False, label="It is a face model (offer it in the Family tab)", elem_id="models_pkl_faces")
         add = gr.Button("Add model", elem_id="models_pkl_add")
         added = gr.Markdown("", elem_id="models_pkl_status")
 
-    def add_pickle(file_path, path_text, title_text, is_face, progress=gr.Progress()):
-        from plugins.stylegan import register_local_pickle
+    def add_pickle(file_path, path_text, title_text, is_face, request: gr.Request, progress=gr.Progress()):
+        from demos.local_models import add_server_pickle, add_uploaded_pickle
 
-        src = file_path or (path_text or "").strip()
-        if not src:
-            raise gr.Error("Upload a .pkl file or type its path first.")
+        if not file_path and not (path_text or "").strip():
+            raise gr.Error("Upload a .pkl file first." if ctx.models_dir is None else "Upload a .pkl file or name one in the models folder first.")
         progress(0.1, desc="checking the pickle (nothing in it is executed)")
+        tags = ("faces",) if is_face else ()
         try:
-            name = register_local_pickle(src, ctx.registry, title=(title_text or None), tags=("faces",) if is_face else (),
-                                         copy=bool(file_path))
+            if file_path:
+                name = add_uploaded_pickle(ctx, file_path, request, title_text or None, tags)
+            else:
+                name = add_server_pickle(ctx, path_text, title_text or None, tags)
         except (ValueError, OSError) as e:
             raise gr.Error(str(e)) from e
-        note = f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in every model list."
+        where = "every model list" if ctx.allow_shared_uploads or not file_path else "your session's model lists (private to you)"
+        note = f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in {where}."
         dropdowns = [gr.update(choices=ctx.choices("faces" if "family" in (d.elem_id or "") else None)) for d in ctx.model_dropdowns]
         return (note, table(ctx), *dropdowns)
 

@@ -180,11 +180,14 @@ def catalog_entry(ckpt: Checkpoint) -> ModelEntry:
 # ----- loading ---------------------------------------------------------------------------
 
 
-def load_pickle_model(path: str | os.PathLike, card: ModelCard) -> LatentModel:
-    """A LatentModel from a network pickle, through the safetensors cache (the pickle is read once)."""
+def load_pickle_model(path: str | os.PathLike, card: ModelCard, cache_root: str | os.PathLike | None = None) -> LatentModel:
+    """A LatentModel from a network pickle, through the safetensors cache (the pickle is read once).
+
+    ``cache_root`` moves that cache (a session's private upload keeps its converted copy in the session folder).
+    """
     from plugins.stylegan.model import StyleGANModel
 
-    return StyleGANModel.from_pickle(Path(path), card, cache_root=cache_dir("stylegan"))
+    return StyleGANModel.from_pickle(Path(path), card, cache_root=cache_root or cache_dir("stylegan"))
 
 
 # ----- the user's own pickles ------------------------------------------------------------
