@@ -34,7 +34,8 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, m
         raise ValueError(f"--models-dir {models_dir} is not a folder.")
     ctx = AppContext(registry, max_steps=max_steps, models_dir=Path(models_dir) if models_dir else None,
                      allow_shared_uploads=allow_shared_uploads, idle_s=idle_s, keep_files=keep_files)
-    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+    # Gradio also sweeps its cache (files older than an hour, and at shutdown) unless files are to be kept.
+    with gr.Blocks(title=TITLE, delete_cache=None if keep_files else (600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Projection", id="projection"):
