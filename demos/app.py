@@ -30,6 +30,8 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, m
               allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False) -> gr.Blocks:
     """The app; ``models_dir`` / ``allow_shared_uploads`` / ``idle_s`` / ``keep_files`` are the privacy options of
     ``app.py`` (see the README's Privacy section)."""
+    if idle_s <= 0:
+        raise ValueError(f"--idle-timeout must be a positive number of seconds, got {idle_s}.")
     if models_dir is not None and not Path(models_dir).is_dir():
         raise ValueError(f"--models-dir {models_dir} is not a folder.")
     ctx = AppContext(registry, max_steps=max_steps, models_dir=Path(models_dir) if models_dir else None,

@@ -198,8 +198,8 @@ class SessionFiles:
     def _release(self, used: set[str], owner: Owner | None) -> list[str]:
         """Uploads to delete once a session of ``owner`` has ended (lock held).
 
-        While the client has another session or an open tab its uploads stay (it may use them again); an upload
-        that another client also sent (same content, same path) stays until that client is done too.
+        The uploads the session used go at once; the client's other uploads once it has no session or open tab
+        left. An upload that another session uses, or another client also sent (same content, same path), stays.
         """
         still_used = set().union(*self._used.values()) if self._used else set()
         client_gone = owner is None or (not self._client_live(owner) and owner not in self._owners.values())
@@ -209,8 +209,7 @@ class SessionFiles:
         doomed = []
         for p in candidates:
             owners = self._claims.get(p, (set(), 0.0))[0]
-            if client_gone:
-                owners.discard(owner)
+            owners.discard(owner)
             if owners or p in still_used:
                 continue
             self._claims.pop(p, None)
