@@ -26,6 +26,9 @@ MAX_BYTES = 50 * 1024 * 1024
 # decoded at 1/2, 1/4 or 1/8 scale from the start (its DCT "draft" mode), so a 40-megapixel photo costs tens of MB
 # (a JPEG larger than this comes out 1536-2048 px a side). Other formats are decoded fully, then reduced at once.
 MAX_SIDE = 2048
+# Formats with no reduced decoding (PNG, WebP, TIFF, ...) are read in full first: above this many pixels they are
+# refused, so one upload costs at most ~100 MB while it is read (Pillow holds RGB as 4 bytes a pixel).
+MAX_FULL_DECODE_PIXELS = 16_000_000
 
 
 class ImageInputError(ValueError):
@@ -93,9 +96,15 @@ def _open(source: ImageSource, max_pixels: int, max_side: int | None = None) -> 
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(data)
             _check_pixels(img.size, max_pixels)
+            if max_side and img.format != "JPEG" and img.size[0] * img.size[1] > MAX_FULL_DECODE_PIXELS:
+                raise ImageInputError(
+                    f"The image is too large to read as {img.format or 'this format'} ({img.size[0]}×{img.size[1]}): "
+                    f"more than {MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels. Save it as JPEG, or resize it, and upload it again.")
             if max_side and img.format == "JPEG" and max(img.size) > max_side:
-                # Decode at the smallest 1/2^k scale still >= 3/4 of max_side: 1536..3071 px a side, then reduced.
-                img.draft(None, (max_side * 3 // 4, max_side * 3 // 4))
+                # Decode at the smallest 1/2^k scale whose long side is still >= 3/4 of max_side (1536..3071 px),
+                # then reduce. (draft wants both sides >= the request: ask for the photo's own aspect.)
+                k = max_side * 3 / 4 / max(img.size)
+                img.draft(None, (max(1, int(img.size[0] * k)), max(1, int(img.size[1] * k))))
             img.load()
     except ImageInputError:
         raise
@@ -145,8 +154,11 @@ def _shrink(img: Image.Image, max_side: int | None) -> Image.Image:
     w, h = img.size
     k = max_side / max(w, h)
     size = (max(1, round(w * k)), max(1, round(h * k)))
-    try:  # reducing_gap: an integer box reduction first, then Lanczos on the small image (fast, same look)
-        return img.resize(size, Image.LANCZOS, reducing_gap=3.0)
+    try:
+        factor = max(w, h) // max_side
+        if factor >= 2 and img.mode not in ("P", "1"):  # a cheap box reduction first: the big copy is never made
+            img = img.reduce(factor)
+        return img.resize(size, Image.LANCZOS)
     except ValueError:  # a mode Pillow cannot resample (rare 16-bit variants): convert first
         return img.convert("I").resize(size, Image.NEAREST)
 

@@ -39,3 +39,20 @@ def test_a_7900px_jpeg_costs_tens_of_mb(tmp_path):
     print(f"7900x7900 JPEG ({path.stat().st_size / 1e3:.0f} kB): peak RSS {extra:.0f} MB above idle, decoded to {r['size']}")
     assert 1536 <= r["size"][0] == r["size"][1] <= 2048  # decoded at 1/4 scale (1975 px), nothing bigger kept
     assert extra < 150, f"decoding took {extra:.0f} MB above idle"
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status")
+def test_formats_read_in_full_are_capped(tmp_path):
+    from core.image_input import MAX_FULL_DECODE_PIXELS, ImageInputError, load_image
+
+    side = int(MAX_FULL_DECODE_PIXELS**0.5)  # the largest PNG still accepted
+    path = tmp_path / "big.png"
+    Image.linear_gradient("L").resize((side, side)).convert("RGB").save(path)
+    r = _peak(path, tmp_path)
+    extra = r["peak_mb"] - r["idle_mb"]
+    print(f"{side}x{side} PNG: peak RSS {extra:.0f} MB above idle, decoded to {r['size']}")
+    assert max(r["size"]) == 2048 and extra < 150
+    bigger = tmp_path / "bigger.png"
+    Image.new("RGB", (side + 200, side + 200)).save(bigger)
+    with pytest.raises(ImageInputError, match="Save it as JPEG"):
+        load_image(bigger)

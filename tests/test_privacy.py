@@ -222,6 +222,6 @@ def test_readme_privacy_section_states_what_the_code_does():
     for fact in ("SIGTERM", "SIGINT", "SIGHUP", "SIGKILL", "--keep-files", "--models-dir", "--allow-shared-uploads",
                  "next start", private_dir.PREFIX, "404"):
         assert fact in section, fact
-    from core.image_input import MAX_SIDE
+    from core.image_input import MAX_FULL_DECODE_PIXELS, MAX_SIDE
 
-    assert f"{MAX_SIDE} pixels" in section
+    assert f"{MAX_SIDE} pixels" in section and f"{MAX_FULL_DECODE_PIXELS // 10**6} megapixels" in section
