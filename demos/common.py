@@ -1,9 +1,11 @@
 """What every tab shares: the app context, the model panel, uploads and per-session files.
 
 Privacy: uploads and everything derived from them (crops, reconstructions,
-exports) live only in a per-session folder inside Gradio's private cache
-folder; it is deleted when the browser session ends (``demo.unload``) and the
-whole cache folder is deleted when the app stops.
+exports) live only in a per-session folder inside the run's private cache
+folder, belong to the client that made them and are deleted when the session
+ends (tab closed, or idle for REST clients) and when the app stops; the rules
+are in ``demos/sessions.py`` and the README's Privacy section. Every file input
+passes ``AppContext.own_input`` (``read_upload`` does it for images).
 """
 
 from __future__ import annotations
