@@ -13,23 +13,62 @@ from __future__ import annotations
 import argparse
 import atexit
 import os
-import shutil
+import signal
 import sys
-import tempfile
 from pathlib import Path
 
 MODEL_HELP = "a model name (python app.py models lists them) or a model file, e.g. a StyleGAN network-snapshot.pkl"
 
 
-def _private_environment() -> None:
-    """No telemetry; Gradio's file cache in a private folder that is deleted on exit."""
+_RUN_DIR: Path | None = None
+
+
+def _private_environment(keep_files: bool = False) -> Path:
+    """No telemetry; Gradio's file cache in this run's private folder, removed at exit (``core/private_dir.py``).
+
+    The folder is made inside ``$GRADIO_TEMP_DIR`` when that is set, else in the system temp folder (``$TMPDIR``);
+    folders left there by an earlier run of this app that crashed are removed first.
+    """
+    global _RUN_DIR
+    from core import private_dir
+
     os.environ["GRADIO_ANALYTICS_ENABLED"] = "False"
     os.environ.setdefault("HF_HUB_DISABLE_TELEMETRY", "1")
-    if "GRADIO_TEMP_DIR" not in os.environ:
-        tmp = tempfile.mkdtemp(prefix="latent_lab_gradio_")
-        os.chmod(tmp, 0o700)
-        os.environ["GRADIO_TEMP_DIR"] = tmp
-        atexit.register(shutil.rmtree, tmp, ignore_errors=True)
+    if _RUN_DIR is None or not _RUN_DIR.is_dir():
+        base = os.environ.get("GRADIO_TEMP_DIR") or None
+        if base:
+            os.makedirs(base, exist_ok=True)
+        for gone in private_dir.remove_stale(base):
+            print(f"Removed {gone}, left by an earlier run of Latent Lab that did not stop cleanly.", file=sys.stderr)
+        _RUN_DIR = private_dir.create(base, keep=keep_files)
+        os.environ["GRADIO_TEMP_DIR"] = str(_RUN_DIR)
+        if keep_files:
+            print(f"--keep-files: uploads and outputs are kept in {_RUN_DIR} (delete it yourself).", file=sys.stderr)
+        else:
+            atexit.register(private_dir.remove, _RUN_DIR)
+    return _RUN_DIR
+
+
+class _Stop(KeyboardInterrupt):
+    """SIGTERM / SIGHUP / SIGINT: stop like Ctrl-C (Gradio's serving loop already ends cleanly on KeyboardInterrupt)."""
+
+
+def _stop_on_signals() -> list[int]:
+    """Turn SIGTERM, SIGHUP and SIGINT into a clean stop; returns the signals received (for the exit status).
+
+    SIGINT is set explicitly: a background job of a non-interactive shell starts with it ignored.
+    """
+    received: list[int] = []
+
+    def handler(signum, _frame):
+        received.append(signum)
+        if len(received) == 1:  # once: a second signal must not interrupt the clean-up
+            raise _Stop()
+
+    for sig in (signal.SIGTERM, signal.SIGINT, getattr(signal, "SIGHUP", None)):
+        if sig is not None:
+            signal.signal(sig, handler)
+    return received
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -48,6 +87,14 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--max-file-size", default="20mb", help="largest upload accepted, e.g. 20mb")
     p.add_argument("--max-steps", type=int, default=1000, help="largest number of projection steps a user may ask for")
     p.add_argument("--concurrency", type=int, default=1, help="heavy jobs (projection, maps) run at the same time")
+    p.add_argument("--models-dir", default=None, metavar="FOLDER",
+                   help="the one server folder whose .pkl files visitors may add by name (default: uploads only)")
+    p.add_argument("--allow-shared-uploads", action="store_true",
+                   help="an uploaded .pkl is kept in the user cache and offered to every visitor (default: private to its session)")
+    p.add_argument("--keep-files", action="store_true",
+                   help="debugging only: keep uploads and outputs after sessions end and after the app stops")
+    p.add_argument("--idle-timeout", type=float, default=None, metavar="SECONDS",
+                   help="a session with no open browser tab (REST calls) ends after this long idle (default 600)")
     sub = p.add_subparsers(dest="command")
 
     pr = sub.add_parser("project", parents=[common], help="project an image into a model's latent space")
@@ -123,21 +170,47 @@ def serve(args: argparse.Namespace) -> None:
     registry = make_registry(args.plugins_dir)
     for err in registry.errors:
         print(f"warning: plugin {err.plugin} failed to load: {err.message}", file=sys.stderr)
-    demo = build_app(registry, max_steps=args.max_steps, concurrency=args.concurrency)
+    idle = {} if args.idle_timeout is None else {"idle_s": args.idle_timeout}
+    demo = build_app(registry, max_steps=args.max_steps, concurrency=args.concurrency, models_dir=args.models_dir,
+                     allow_shared_uploads=args.allow_shared_uploads, keep_files=args.keep_files, **idle)
     launch(demo, host=args.host, port=args.port, share=args.share, auth=args.auth, max_file_size=args.max_file_size)
 
 
+def _finish_serving(run_dir: Path, keep_files: bool, received: list[int], code: int) -> None:
+    """Remove the run's folder and exit at once: worker threads still finishing a job get no chance to write again."""
+    from core import private_dir
+
+    if not keep_files:
+        private_dir.remove(run_dir)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(128 + received[0] if received else code)
+
+
 def main(argv: list[str] | None = None) -> int:
-    _private_environment()
     args = parse_args(argv)
+    run_dir = _private_environment(keep_files=args.keep_files)
+    if args.command is None:
+        received = _stop_on_signals()
+        code = 0
+        try:
+            if args.device != "auto":
+                from core.device import set_device
+
+                set_device(args.device)
+            serve(args)
+        except KeyboardInterrupt:
+            pass
+        except (ValueError, RuntimeError, OSError, KeyError) as e:
+            print(f"error: {str(e).strip(chr(39))}", file=sys.stderr)
+            code = 2
+        finally:
+            _finish_serving(run_dir, args.keep_files, received, code)
     try:
         if args.device != "auto":
             from core.device import set_device
 
             set_device(args.device)
-        if args.command is None:
-            serve(args)
-            return 0
         from demos import cli
 
         return cli.run(args, make_registry(args.plugins_dir))

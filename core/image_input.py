@@ -22,6 +22,13 @@ from PIL import Image, ImageOps, UnidentifiedImageError
 MAX_PIXELS = 64_000_000
 MIN_SIDE = 16
 MAX_BYTES = 50 * 1024 * 1024
+# Photos are decoded to at most this many pixels per side (no model here is larger than 1024 px): a JPEG is
+# decoded at 1/2, 1/4 or 1/8 scale from the start (its DCT "draft" mode), so a 40-megapixel photo costs tens of MB
+# (a JPEG larger than this comes out 1536-2048 px a side). Other formats are decoded fully, then reduced at once.
+MAX_SIDE = 2048
+# Formats with no reduced decoding (PNG, WebP, TIFF, ...) are read in full first: above this many pixels they are
+# refused, so one upload costs at most ~100 MB while it is read (Pillow holds RGB as 4 bytes a pixel).
+MAX_FULL_DECODE_PIXELS = 16_000_000
 
 
 class ImageInputError(ValueError):
@@ -37,17 +44,21 @@ def load_image(
     min_side: int = MIN_SIDE,
     max_pixels: int = MAX_PIXELS,
     background: tuple[int, int, int] = (255, 255, 255),
+    max_side: int | None = MAX_SIDE,
 ) -> Image.Image:
     """Decode ``source`` into an upright 8-bit RGB (channels=3) or L (channels=1) image.
 
     Transparency is composited onto ``background``; only the first frame of
-    an animation is used; EXIF orientation is applied.
+    an animation is used; EXIF orientation is applied. Files larger than
+    ``max_side`` on a side are reduced to it (aspect kept) while decoding;
+    None keeps the full size.
     """
     if source is None:
         raise ImageInputError("No image was given: upload a photo first.")
-    img = _open(source, max_pixels)
+    img = _open(source, max_pixels, max_side)
     try:
         img = _first_frame(img)
+        img = _shrink(img, max_side)
         img = _upright(img)
         img = _to_8bit(img)
         img = _flatten_alpha(img, background)
@@ -63,7 +74,7 @@ def load_image(
     return img
 
 
-def _open(source: ImageSource, max_pixels: int) -> Image.Image:
+def _open(source: ImageSource, max_pixels: int, max_side: int | None = None) -> Image.Image:
     if isinstance(source, Image.Image):
         _check_pixels(source.size, max_pixels)
         return source
@@ -85,6 +96,15 @@ def _open(source: ImageSource, max_pixels: int) -> Image.Image:
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(data)
             _check_pixels(img.size, max_pixels)
+            if max_side and img.format != "JPEG" and img.size[0] * img.size[1] > MAX_FULL_DECODE_PIXELS:
+                raise ImageInputError(
+                    f"The image is too large to read as {img.format or 'this format'} ({img.size[0]}×{img.size[1]}): "
+                    f"more than {MAX_FULL_DECODE_PIXELS / 1e6:.0f} megapixels. Save it as JPEG, or resize it, and upload it again.")
+            if max_side and img.format == "JPEG" and max(img.size) > max_side:
+                # Decode at the smallest 1/2^k scale whose long side is still >= 3/4 of max_side (1536..3071 px),
+                # then reduce. (draft wants both sides >= the request: ask for the photo's own aspect.)
+                k = max_side * 3 / 4 / max(img.size)
+                img.draft(None, (max(1, int(img.size[0] * k)), max(1, int(img.size[1] * k))))
             img.load()
     except ImageInputError:
         raise
@@ -125,6 +145,22 @@ def _from_array(a: np.ndarray, max_pixels: int) -> Image.Image:
     if a.ndim == 3 and a.shape[2] == 1:
         a = a[..., 0]
     return Image.fromarray(a)
+
+
+def _shrink(img: Image.Image, max_side: int | None) -> Image.Image:
+    """Reduce to ``max_side`` before any other copy is made (rotation, mode changes), so every copy stays small."""
+    if not max_side or max(img.size) <= max_side:
+        return img
+    w, h = img.size
+    k = max_side / max(w, h)
+    size = (max(1, round(w * k)), max(1, round(h * k)))
+    try:
+        factor = max(w, h) // max_side
+        if factor >= 2 and img.mode not in ("P", "1"):  # a cheap box reduction first: the big copy is never made
+            img = img.reduce(factor)
+        return img.resize(size, Image.LANCZOS)
+    except ValueError:  # a mode Pillow cannot resample (rare 16-bit variants): convert first
+        return img.convert("I").resize(size, Image.NEAREST)
 
 
 def _first_frame(img: Image.Image) -> Image.Image:

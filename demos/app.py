@@ -4,11 +4,17 @@ from __future__ import annotations
 
 import sys
 import threading
+from pathlib import Path
 
 import gradio as gr
+from starlette.middleware import Middleware
 
+from core.private_dir import IDLE_S
 from demos import family, interpolation, latent_map, models_tab, projection
 from demos.common import AppContext, user_errors
+from demos.file_access import FileAccess
+from demos.login_guard import LoginGuard
+from demos.sessions import session_key
 from plugins.registry import Registry
 
 TITLE = "Latent Lab"
@@ -19,9 +25,18 @@ INTRO = (
 )
 
 
-def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -> gr.Blocks:
-    ctx = AppContext(registry, max_steps=max_steps)
-    with gr.Blocks(title=TITLE, delete_cache=(600, 3600)) as demo:
+def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, models_dir: str | Path | None = None,
+              allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False) -> gr.Blocks:
+    """The app; ``models_dir`` / ``allow_shared_uploads`` / ``idle_s`` / ``keep_files`` are the privacy options of
+    ``app.py`` (see the README's Privacy section)."""
+    if idle_s <= 0:
+        raise ValueError(f"--idle-timeout must be a positive number of seconds, got {idle_s}.")
+    if models_dir is not None and not Path(models_dir).is_dir():
+        raise ValueError(f"--models-dir {models_dir} is not a folder.")
+    ctx = AppContext(registry, max_steps=max_steps, models_dir=Path(models_dir) if models_dir else None,
+                     allow_shared_uploads=allow_shared_uploads, idle_s=idle_s, keep_files=keep_files)
+    # Gradio also sweeps its cache (files older than an hour, and at shutdown) unless files are to be kept.
+    with gr.Blocks(title=TITLE, delete_cache=None if keep_files else (600, 3600)) as demo:
         gr.Markdown(INTRO)
         with gr.Tabs():
             with gr.Tab("Projection", id="projection"):
@@ -45,17 +60,36 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1) -
 
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
-           auth: list[str] | None = None, max_file_size: str | None = "20mb", block: bool = True) -> gr.Blocks:
-    pairs = []
+           auth: list[str] | None = None, max_file_size: str | None = "20mb", block: bool = True,
+           login_guard: LoginGuard | None = None) -> gr.Blocks:
+    """Serve the app: files only to their owners (``demos/file_access.py``), idle sessions expired, logins guarded.
+
+    ``login_guard`` replaces the default guard built from ``auth`` (tests pass one with short lock-outs).
+    """
+    users: dict[str, str] = {}
     for a in auth or []:
         user, sep, password = a.partition(":")
         if not sep or not user or not password:
             raise ValueError(f"--auth expects USER:PASSWORD, got '{a}'.")
-        pairs.append((user, password))
+        users[user] = password
+    if login_guard is None and users:
+        login_guard = LoginGuard(users)
+    ctx: AppContext = demo.latent_lab
     demo.launch(
-        server_name=host, server_port=port, share=share, auth=pairs or None, max_file_size=max_file_size,
-        prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS, footer_links=["api", "settings"],
+        server_name=host, server_port=port, share=share, auth=login_guard.gradio_auth() if login_guard else None,
+        max_file_size=max_file_size, prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS,
+        footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(FileAccess, files=ctx.files)]},
     )
+    ctx.start_reaper(lambda: _busy_sessions(demo))
+    _close = demo.close
+
+    def close(*args, **kwargs):  # stopping the server ends every session: their files go, running jobs write nothing
+        try:
+            return _close(*args, **kwargs)
+        finally:
+            ctx.close()
+
+    demo.close = close
     if share and not getattr(demo, "share_url", None):
         print(f"warning: the public share link could not be created (no internet access to Gradio's share servers?). "
               f"The app is still serving locally at {demo.local_url}", file=sys.stderr)
@@ -69,6 +103,13 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
         finally:
             demo.close()
     return demo
+
+
+def _busy_sessions(demo: gr.Blocks) -> set[str]:
+    """Sessions with an event queued or running (never expired mid-job)."""
+    queue = getattr(demo, "_queue", None)
+    events = list(getattr(queue, "event_ids_to_events", {}).values()) if queue is not None else []
+    return {session_key(getattr(e, "session_hash", None)) for e in events}
 
 
 def _warm_up() -> None:

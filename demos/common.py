@@ -1,16 +1,17 @@
 """What every tab shares: the app context, the model panel, uploads and per-session files.
 
 Privacy: uploads and everything derived from them (crops, reconstructions,
-exports) live only in a per-session folder inside Gradio's private cache
-folder; it is deleted when the browser session ends (``demo.unload``) and the
-whole cache folder is deleted when the app stops.
+exports) live only in a per-session folder inside the run's private cache
+folder, belong to the client that made them and are deleted when the session
+ends (tab closed, or idle for REST clients) and when the app stops; the rules
+are in ``demos/sessions.py`` and the README's Privacy section. Every file input
+passes ``AppContext.own_input`` (``read_upload`` does it for images).
 """
 
 from __future__ import annotations
 
 import functools
 import inspect
-import shutil
 import sys
 import threading
 import types
@@ -23,6 +24,8 @@ from typing import Any
 import gradio as gr
 from gradio.data_classes import FileData
 
+from core.private_dir import IDLE_S
+from demos.sessions import SessionError, SessionFiles, owner_of, session_key
 from plugins.registry import Registry
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
@@ -89,24 +92,39 @@ def ImageUpload(**kwargs) -> gr.Image:  # noqa: N802 - used like a component cla
 class AppContext:
     registry: Registry
     max_steps: int = 1000
+    models_dir: Path | None = None  # the only server folder visitors may name a .pkl in (--models-dir)
+    allow_shared_uploads: bool = False  # an uploaded .pkl is offered to everyone (--allow-shared-uploads)
+    idle_s: float = IDLE_S  # a session with no open tab ends after this long without activity
+    keep_files: bool = False  # --keep-files: nothing is deleted (debugging)
     model_dropdowns: list[gr.Dropdown] = field(default_factory=list)
-    _sessions: dict[str, Path] = field(default_factory=dict)
-    _uploads: dict[str, set[str]] = field(default_factory=dict)
+    files: SessionFiles = field(init=False)
+    _private_models: dict[str, str] = field(default_factory=dict)  # model name -> the session that uploaded it
     _lock: threading.Lock = field(default_factory=threading.Lock)
     _caches: dict[str, dict] = field(default_factory=dict)
     _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
     _maps: Any = None
+    _stop: threading.Event = field(default_factory=threading.Event)
+    _reaper: threading.Thread | None = None
+
+    def __post_init__(self) -> None:
+        self.files = SessionFiles(lambda: Path(gr.utils.get_upload_folder()), idle_s=self.idle_s, keep_files=self.keep_files)
 
     # ----- per-session files ---------------------------------------------------------
-    def session_dir(self, request: gr.Request | None) -> Path:
-        """This browser session's private output folder (inside Gradio's cache, so it is served as is)."""
+    def _key(self, request: gr.Request | None) -> str:
+        """This request's session, checked: it must be the caller's own and not have ended."""
         key = _session_key(request)
-        with self._lock:
-            if key not in self._sessions:
-                root = Path(gr.utils.get_upload_folder()) / "latent_lab_sessions" / key
-                root.mkdir(parents=True, exist_ok=True)
-                self._sessions[key] = root
-            return self._sessions[key]
+        try:
+            self.files.touch(key, owner_of(request))
+        except SessionError as e:
+            raise gr.Error(str(e)) from e
+        return key
+
+    def session_dir(self, request: gr.Request | None) -> Path:
+        """This session's private output folder (random name, inside Gradio's cache, served to its client only)."""
+        try:
+            return self.files.folder(_session_key(request), owner_of(request))
+        except SessionError as e:
+            raise gr.Error(str(e)) from e
 
     def new_file(self, request: gr.Request | None, suffix: str, stem: str = "out") -> Path:
         return self.session_dir(request) / f"{stem}_{uuid.uuid4().hex[:10]}{suffix}"
@@ -120,32 +138,93 @@ class AppContext:
         enlarge(image, min_side).save(path)
         return str(path)
 
-    def track_upload(self, request: gr.Request | None, path: str | None) -> None:
+    def own_input(self, request: gr.Request | None, path: str | None) -> str | None:
+        """Accept a file input only from the client that uploaded (or made) it; it is deleted with the session.
+
+        Another session's path, a path outside the app's folder typed into an API call, or a file already deleted
+        all get the same plain message.
+        """
         if path:
-            with self._lock:
-                self._uploads.setdefault(_session_key(request), set()).add(path)
+            try:
+                self.files.use(path, _session_key(request), owner_of(request))
+            except SessionError as e:
+                raise gr.Error(str(e)) from e
+        return path
+
+    def track_upload(self, request: gr.Request | None, path: str | None) -> None:
+        self.own_input(request, path)
 
     def session_cache(self, request: gr.Request | None) -> dict:
         """In-memory values of one session (e.g. parents' projections); dropped when it ends."""
+        key = self._key(request)
         with self._lock:
-            return self._caches.setdefault(_session_key(request), {})
+            return self._caches.setdefault(key, {})
 
     def end_session(self, request: gr.Request | None) -> None:
-        """Delete this session's uploads, outputs and cached values (called when the browser tab closes)."""
-        key = _session_key(request)
+        """Delete this session's uploads, outputs, private models and cached values (its tab closed)."""
+        self._end(_session_key(request), owner_of(request))
+
+    def _end(self, key: str, owner=None) -> None:
+        if not self.files.end(key, owner):
+            return  # a request that named someone else's session
         with self._lock:
             self._caches.pop(key, None)
-            folder = self._sessions.pop(key, None)
-            uploads = self._uploads.pop(key, set())
-        if folder is not None:
-            shutil.rmtree(folder, ignore_errors=True)
-        for p in uploads:
-            path = Path(p)
-            path.unlink(missing_ok=True)
-            try:  # Gradio stores each upload in its own hashed folder
-                path.parent.rmdir()
-            except OSError:
-                pass
+            private = [n for n, k in self._private_models.items() if k == key]
+            for name in private:
+                del self._private_models[name]
+        for name in private:
+            self.registry.unload(name)
+            self.registry.entries.pop(name, None)
+
+    def expire_sessions(self, busy: set[str] = frozenset()) -> list[str]:
+        """End the sessions idle for ``idle_s`` (no open tab, no running job); run by the reaper."""
+        ended = self.files.expire(busy)
+        for key in ended:
+            self._end(key)
+        return ended
+
+    def start_reaper(self, busy: Callable[[], set[str]] = set) -> None:
+        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s)."""
+        if self._reaper is not None:
+            return
+        period = max(0.2, min(self.idle_s / 4, 30.0))
+
+        def loop() -> None:
+            while not self._stop.wait(period):
+                try:
+                    self.expire_sessions(busy())
+                except Exception as e:  # the reaper must outlive anything a request left behind
+                    print(f"warning: session clean-up failed: {e}", file=sys.stderr)
+
+        self._reaper = threading.Thread(target=loop, name="latent-lab-reaper", daemon=True)
+        self._reaper.start()
+
+    def close(self) -> None:
+        """The app stops: no job writes anything more, and every session's files are deleted."""
+        self._stop.set()
+        self.files.close()
+        with self._lock:
+            keys = list(self._caches)
+        for key in keys:
+            self._end(key)
+
+    # ----- models visible to this session -----------------------------------------------
+    def add_private_model(self, name: str, request: gr.Request | None) -> None:
+        """A model only the uploading session sees and uses; removed when that session ends."""
+        with self._lock:
+            self._private_models[name] = self._key(request)
+
+    def visible(self, name: str, request: gr.Request | None = None) -> bool:
+        owner_key = self._private_models.get(name)
+        if owner_key is None:
+            return True
+        request = request if request is not None else _current_request()
+        if request is None:
+            return False
+        try:
+            return self._key(request) == owner_key
+        except gr.Error:
+            return False
 
     # ----- datasets and maps ----------------------------------------------------------
     def dataset(self, name: str, dataset: str):
@@ -172,9 +251,13 @@ class AppContext:
         return self._maps
 
     # ----- models --------------------------------------------------------------------
+    def names(self, tag: str | None = None) -> list[str]:
+        """The registry's models this session may see (other sessions' uploaded .pkl files are left out)."""
+        return [n for n in self.registry.names(tag) if self.visible(n)]
+
     def choices(self, tag: str | None = None) -> list[tuple[str, str]]:
         out = []
-        for name in self.registry.names(tag):
+        for name in self.names(tag):
             entry = self.registry.entry(name)
             status = self.registry.status(name)
             suffix = "" if status in ("ready", "loaded") else f" ({status})"
@@ -182,7 +265,7 @@ class AppContext:
         return out
 
     def default_model(self, tag: str | None = None) -> str | None:
-        names = self.registry.names(tag)
+        names = self.names(tag)
         ready = [n for n in names if self.registry.status(n) in ("ready", "loaded")]
         return (ready or names or [None])[0]
 
@@ -190,6 +273,8 @@ class AppContext:
         """The loaded model, or a gr.Error that says what to do."""
         if not name:
             raise gr.Error("Choose a model first.")
+        if name not in self.registry.entries or not self.visible(name):
+            raise gr.Error(f"Unknown model '{name}'. Available: {', '.join(self.names()) or 'none'}.")
         try:
             status = self.registry.status(name)
             if status == "not downloaded":
@@ -203,6 +288,8 @@ class AppContext:
     def card_markdown(self, name: str | None) -> str:
         if not name:
             return "No model selected."
+        if not self.visible(name):
+            return f"Unknown model '{name}'."
         try:
             entry = self.registry.entry(name)
         except KeyError as e:
@@ -212,20 +299,30 @@ class AppContext:
 
 
 def _session_key(request: gr.Request | None) -> str:
-    key = getattr(request, "session_hash", None) or "no-session"
-    return "".join(c for c in str(key) if c.isalnum() or c in "-_")[:64] or "no-session"
+    return session_key(getattr(request, "session_hash", None))
+
+
+def _current_request() -> gr.Request | None:
+    """The request of the event being run (Gradio keeps it in a context variable), for code not handed it."""
+    from gradio.context import LocalContext
+
+    return LocalContext.request.get(None)
 
 
 def read_upload(ctx: AppContext, path: str | None, request: gr.Request | None, channels: int = 3, min_side: int = 16, what: str = "image"):
-    """Decode an upload into a PIL image or raise a gr.Error with the plain reason."""
+    """Decode an upload into a PIL image or raise a gr.Error with the plain reason.
+
+    Only the caller's own uploads are read (see ``AppContext.own_input``); a refused image is deleted at once.
+    """
     from core.image_input import ImageInputError, load_image
 
     if not path:
         raise gr.Error(f"Upload the {what} first.")
-    ctx.track_upload(request, path)
+    ctx.own_input(request, path)
     try:
         return load_image(path, channels=channels, min_side=min_side)
     except ImageInputError as e:
+        ctx.files.drop(path)
         raise gr.Error(f"{what[:1].upper() + what[1:]}: {e}") from e
 
 

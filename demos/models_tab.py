@@ -18,7 +18,7 @@ HEADERS = ["id", "model", "status", "resolution", "licence", "source"]
 
 def table(ctx: AppContext) -> list[list[str]]:
     rows = []
-    for name in ctx.registry.names():
+    for name in ctx.names():
         card = ctx.registry.entry(name).card
         licence = card.licence + ("" if card.commercial_use else " (non-commercial)")
         rows.append([name, card.title, ctx.registry.status(name), f"{card.resolution}px" if card.resolution else "?", licence, card.source])
@@ -39,18 +39,26 @@ def overview(ctx: AppContext) -> tuple[list[list[str]], str]:
 
 
 def add_model(ctx: AppContext, file_path: str | None, path_text: str | None, title_text: str | None, is_face: bool,
-              progress=gr.Progress()) -> str:
-    """Add an uploaded (or server-side) model file; returns the note. A refused file raises, and only this note's
-    output shows the error: the table is refreshed by a separate step that runs only on success."""
-    src = file_path or (path_text or "").strip()
-    if not src:
-        raise gr.Error("Upload a model file or type its path first.")
+              request: gr.Request = None, progress=gr.Progress()) -> str:
+    """Add an uploaded model file (private to this session unless the operator shares uploads) or a file of the
+    operator's ``--models-dir``; returns the note. A refused file raises, and only this note's output shows the
+    error: the table is refreshed by a separate step that runs only on success."""
+    from demos.local_models import add_server_pickle, add_uploaded_pickle
+
+    if not file_path and not (path_text or "").strip():
+        raise gr.Error("Upload a model file first." if ctx.models_dir is None else
+                       "Upload a model file or name one in the models folder first.")
     progress(0.1, desc="checking the file (nothing in it is executed)")
+    tags = (FACES,) if is_face else ()
     try:
-        name = ctx.registry.add_file(src, title=title_text or None, tags=(FACES,) if is_face else (), copy=bool(file_path))
+        if file_path:
+            name = add_uploaded_pickle(ctx, file_path, request, title_text or None, tags)
+        else:
+            name = add_server_pickle(ctx, path_text, title_text or None, tags)
     except (ValueError, OSError) as e:
         raise gr.Error(str(e)) from e
-    return f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in every model list."
+    where = "every model list" if ctx.allow_shared_uploads or not file_path else "your session's model lists (private to you)"
+    return f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in {where}."
 
 
 def model_lists(ctx: AppContext) -> tuple:
@@ -70,8 +78,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         with gr.Row():
             upload = gr.File(label=f"Upload a model file ({', '.join(suffixes) or 'none readable'})", file_types=suffixes or None,
                              elem_id="models_pkl_upload")
-            local_path = gr.Textbox(label="…or a path on the server", placeholder="/data/models/network-snapshot.pkl",
-                                    elem_id="models_pkl_path")
+            local_path = gr.Textbox(label="…or the name of a file in the server's models folder",
+                                    placeholder="network-snapshot.pkl", elem_id="models_pkl_path",
+                                    visible=ctx.models_dir is not None)
         with gr.Row():
             title = gr.Textbox(label="Display name (optional)", elem_id="models_pkl_title")
             faces = gr.Checkbox(False, label="It is a face model (offer it in the Family tab)", elem_id="models_pkl_faces")

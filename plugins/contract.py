@@ -60,8 +60,10 @@ class FileLoader(Protocol):
     """Turn a user's model file into an entry, checked before it is offered (a bad file: ValueError).
 
     ``copy=True`` keeps a private copy (an upload's temporary file may vanish);
-    ``tags`` are what the user says about it (e.g. (FACES,)).
+    ``tags`` are what the user says about it (e.g. (FACES,)); ``cache_root`` is where
+    files derived from it on load may go (None: the user cache; a session's private
+    upload keeps them in the session folder, deleted with it).
     """
 
     def __call__(self, path: str | Path, *, title: str | None = None, tags: tuple[str, ...] = (),
-                 copy: bool = False) -> ModelEntry: ...
+                 copy: bool = False, cache_root: Path | None = None) -> ModelEntry: ...

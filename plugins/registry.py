@@ -120,12 +120,18 @@ class Registry:
         The same file again keeps its entry and adds what is newly said about it (e.g. a FACES tag).
         A suffix no plugin reads, or a file its plugin refuses, is a ValueError with a plain message.
         """
+        entry, plugin = self.file_entry(path, title=title, tags=tags, copy=copy)
+        return self.add_or_update(entry, plugin)
+
+    def file_entry(self, path: str | Path, *, title: str | None = None, tags: tuple[str, ...] = (), copy: bool = False,
+                   cache_root: Path | None = None) -> tuple[ModelEntry, str]:
+        """The checked entry (and the plugin reading it) for a user's model file, not yet registered."""
         suffix = Path(path).suffix.lower()
         if suffix not in self.file_loaders:
             known = ", ".join(sorted(self.file_loaders)) or "none"
             raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}).")
         plugin, loader = self.file_loaders[suffix]
-        return self.add_or_update(loader(path, title=title, tags=tuple(tags), copy=copy), plugin)
+        return loader(path, title=title, tags=tuple(tags), copy=copy, cache_root=cache_root), plugin
 
     def add_or_update(self, entry: ModelEntry, plugin: str = "") -> str:
         """Add ``entry``; if its name is known (the same file added again), keep that entry and add the new tags."""

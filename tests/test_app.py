@@ -13,7 +13,7 @@ import pytest
 from PIL import Image
 
 from core.export import load_latent
-from tests.conftest import shared_path
+from tests.conftest import SHARED, shared_path
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
@@ -31,7 +31,9 @@ def app(tmp_path_factory):
     from demos.app import build_app, launch
     from plugins.registry import Registry
 
-    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300)
+    models = SHARED / "fixtures" / "stylegan"  # the operator's --models-dir: the tests add its pickles by name
+    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300,
+                     models_dir=models if models.is_dir() else None)
     launch(demo, block=False)
     yield demo, tmp
     demo.close()
@@ -246,15 +248,19 @@ def test_family_one_bad_photo_does_not_block_the_other(client):
 
 
 # ----- privacy ---------------------------------------------------------------------------------------
-def test_uploads_are_deleted_when_the_session_ends(app, digit_png):
+def test_uploads_are_deleted_when_the_session_ends(app, digit_png, tmp_path):
     import time
 
     demo, tmp = app
+    mine = tmp_path / "mine.png"  # a file no other client sent (the same bytes would share one upload path)
+    pixels = np.asarray(Image.open(digit_png)).copy()
+    pixels[0, 0] ^= 1
+    Image.fromarray(pixels).save(mine)
     c = Client(demo.local_url, verbose=False)
-    c.predict(DIGITS, handle_file(digit_png), "latent", "auto", "mse", 5, False, 0, api_name="/project")
+    c.predict(DIGITS, handle_file(str(mine)), "latent", "auto", "mse", 5, False, 0, api_name="/project")
     ctx = demo.latent_lab
-    uploads = set(ctx._uploads[c.session_hash])
-    folder = ctx._sessions[c.session_hash]
+    uploads = set(ctx.files._used[c.session_hash])
+    folder = ctx.files._folders[c.session_hash]
     assert uploads and all(Path(p).exists() for p in uploads) and any(folder.iterdir())
     c.close()  # ends the heartbeat: Gradio runs the unload event
     deadline = time.time() + 20
@@ -338,15 +344,15 @@ def test_parents_photos_and_crops_are_gone_when_the_session_ends(app):
     c.predict(FACES, handle_file(str(dad)), handle_file(str(mum)), 5, 0.5, "blend", "blend", "blend", 0.0, 0.0, None, 0.0, 0.2,
               0, 2, api_name="/family_children")
     ctx = demo.latent_lab
-    folder = ctx._sessions[c.session_hash]
-    uploads = set(ctx._uploads[c.session_hash])
+    folder = ctx.files._folders[c.session_hash]
+    uploads = set(ctx.files._used[c.session_hash])
     made = list(folder.iterdir())
     assert any("crop" in p.name for p in made) and any("child" in p.name for p in made) and len(uploads) >= 2
     assert ctx._caches[c.session_hash]  # the parents' projections, kept for slider moves
     photo_bytes = {dad.read_bytes(), mum.read_bytes()}
     c.close()
     deadline = time.time() + 20
-    while time.time() < deadline and folder.exists():
+    while time.time() < deadline and (folder.exists() or any(Path(p).exists() for p in uploads)):
         time.sleep(0.2)
     assert not folder.exists() and not any(Path(p).exists() for p in uploads)
     assert c.session_hash not in ctx._caches

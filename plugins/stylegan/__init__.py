@@ -186,11 +186,14 @@ def catalog_entry(ckpt: Checkpoint) -> ModelEntry:
 # ----- loading ---------------------------------------------------------------------------
 
 
-def load_pickle_model(path: str | os.PathLike, card: ModelCard) -> LatentModel:
-    """A LatentModel from a network pickle, through the safetensors cache (the pickle is read once)."""
+def load_pickle_model(path: str | os.PathLike, card: ModelCard, cache_root: str | os.PathLike | None = None) -> LatentModel:
+    """A LatentModel from a network pickle, through the safetensors cache (the pickle is read once).
+
+    ``cache_root`` moves that cache (a session's private upload keeps its converted copy in the session folder).
+    """
     from plugins.stylegan.model import StyleGANModel
 
-    return StyleGANModel.from_pickle(Path(path), card, cache_root=cache_dir("stylegan"))
+    return StyleGANModel.from_pickle(Path(path), card, cache_root=cache_root or cache_dir("stylegan"))
 
 
 # ----- the user's own pickles ------------------------------------------------------------
@@ -219,6 +222,7 @@ def local_model_entry(
     title: str | None = None,
     tags: tuple[str, ...] = (),
     copy: bool = False,
+    cache_root: str | os.PathLike | None = None,
     verify: Verify | None = safe_load_check,
 ) -> ModelEntry:
     """A registry entry for a user's ``.pkl`` file, checked before it is offered.
@@ -228,7 +232,8 @@ def local_model_entry(
     message. ``copy=True`` keeps a copy in the user cache (for uploads, whose
     temporary file may vanish); those copies are listed again at the next
     start. ``tags=(FACES,)`` offers the model to the Family tab. The name is
-    ``stylegan/local/<file stem>-<first 8 hex digits of its sha256>``.
+    ``stylegan/local/<file stem>-<first 8 hex digits of its sha256>``. ``cache_root`` moves the
+    safetensors copy made on first load (default: the user cache).
     """
     from plugins.stylegan.download import file_sha256
 
@@ -267,10 +272,10 @@ def local_model_entry(
         tmp = target.with_name(target.name + ".json.part")
         tmp.write_text(json.dumps(info, indent=1))
         os.replace(tmp, target.with_suffix(".json"))
-    return _entry_for_local(target, stem, info)
+    return _entry_for_local(target, stem, info, cache_root)
 
 
-def _entry_for_local(path: Path, stem: str, info: dict) -> ModelEntry:
+def _entry_for_local(path: Path, stem: str, info: dict, cache_root: str | os.PathLike | None = None) -> ModelEntry:
     name = LOCAL_PREFIX + stem
     card = _local_card(
         name, int(info.get("resolution") or 0), info.get("title"), str(info.get("source")), str(info.get("original"))
@@ -284,7 +289,7 @@ def _entry_for_local(path: Path, stem: str, info: dict) -> ModelEntry:
 
         if not path.is_file():
             raise NotDownloadedError(f"{card.title} is gone: the file {path} no longer exists; add it again.")
-        return load_pickle_model(path, card)
+        return load_pickle_model(path, card, cache_root=cache_root)
 
     tags = (LOCAL_FILE, *(str(t) for t in info.get("tags") or ()))
     return ModelEntry(card=card, load=load, status=status, tags=tags)
