@@ -173,8 +173,7 @@ class AppContext:
             for name in private:
                 del self._private_models[name]
         for name in private:
-            self.registry.unload(name)
-            self.registry.entries.pop(name, None)
+            self.registry.remove(name)
 
     def expire_sessions(self, busy: set[str] = frozenset()) -> list[str]:
         """End the sessions idle for ``idle_s`` (no open tab, no running job); run by the reaper."""

@@ -62,7 +62,7 @@ class FileLoader(Protocol):
     ``copy=True`` keeps a private copy (an upload's temporary file may vanish);
     ``tags`` are what the user says about it (e.g. (FACES,)); ``cache_root`` is where
     files derived from it on load may go (None: the user cache; a session's private
-    upload keeps them in the session folder, deleted with it).
+    upload keeps them in the session folder, deleted with it; the registry passes it only when set).
     """
 
     def __call__(self, path: str | Path, *, title: str | None = None, tags: tuple[str, ...] = (),

@@ -131,7 +131,14 @@ class Registry:
             known = ", ".join(sorted(self.file_loaders)) or "none"
             raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}).")
         plugin, loader = self.file_loaders[suffix]
-        return loader(path, title=title, tags=tuple(tags), copy=copy, cache_root=cache_root), plugin
+        extra = {} if cache_root is None else {"cache_root": cache_root}  # plugins written before cache_root still work
+        return loader(path, title=title, tags=tuple(tags), copy=copy, **extra), plugin
+
+    def remove(self, name: str) -> None:
+        """Forget a model and free it if loaded (a session's private upload, when the session ends)."""
+        with self._lock:
+            self._models.pop(name, None)
+            self.entries.pop(name, None)
 
     def add_or_update(self, entry: ModelEntry, plugin: str = "") -> str:
         """Add ``entry``; if its name is known (the same file added again), keep that entry and add the new tags."""

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import gradio as gr
 import numpy as np
 import pytest
@@ -138,16 +140,20 @@ def test_add_model_goes_through_the_registry_hook(ctx):
     import ast
     import inspect
 
+    import demos.local_models
     import demos.models_tab
     from demos.models_tab import add_model, table
     from plugins.contract import FACES as FACE_TAG
 
-    tree = ast.parse(inspect.getsource(demos.models_tab))
-    imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
-        a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
-    assert not any(m.startswith("plugins.stylegan") for m in imported)  # the registry knows who reads .pkl
+    for module in (demos.models_tab, demos.local_models):
+        tree = ast.parse(inspect.getsource(module))
+        imported = {n.module for n in ast.walk(tree) if isinstance(n, ast.ImportFrom)} | {
+            a.name for n in ast.walk(tree) if isinstance(n, ast.Import) for a in n.names}
+        assert not any(m.startswith("plugins.stylegan") for m in imported)  # the registry knows who reads .pkl
     assert ctx.registry.file_loaders[".pkl"][0] == "plugins.stylegan"
-    note = add_model(ctx, None, str(shared_path("fixtures", "stylegan", "ada_r32.pkl")), "Fixture", True)
+    fixture = shared_path("fixtures", "stylegan", "ada_r32.pkl")
+    served = dataclasses.replace(ctx, models_dir=fixture.parent)  # the operator's --models-dir
+    note = add_model(served, None, fixture.name, "Fixture", True)
     name = note.split("`")[1]
     assert FACE_TAG in ctx.registry.entry(name).tags and any(r[0] == name for r in table(ctx))
 

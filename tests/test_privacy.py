@@ -167,16 +167,16 @@ def test_an_uploaded_pickle_is_private_to_its_session(served):
     alice = Client(demo.local_url, auth=("alice", "a-secret"), verbose=False)
     bob = Client(demo.local_url, auth=("bob", "b-secret"), verbose=False)
     try:
-        note, table, *_ = alice.predict(handle_file(str(fixture)), "", "Alice's net", False, api_name="/add_pickle")
+        note = alice.predict(handle_file(str(fixture)), "", "Alice's net", False, api_name="/add_pickle")
         name = note.split("`")[1]
-        assert "private to you" in note and name in [r[0] for r in table["data"]]
+        assert "private to you" in note and name in [r[0] for r in alice.predict(api_name="/models")[0]["data"]]
         assert name not in [r[0] for r in bob.predict(api_name="/models")[0]["data"]]
         digit = Path(demo.latent_lab.files._root()) / "digit.png"
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(digit)
         assert "Unknown model" in _error(lambda: bob.predict(name, handle_file(str(digit)), "w", "mean", "mse", 2, False, 0,
                                                              False, api_name="/project"))
         # A file of the operator's models folder is shared with everyone.
-        note, *_ = bob.predict(None, "net.pkl", "", False, api_name="/add_pickle")
+        note = bob.predict(None, "net.pkl", "", False, api_name="/add_pickle")
         shared = note.split("`")[1]
         assert shared in [r[0] for r in alice.predict(api_name="/models")[0]["data"]]
     finally:

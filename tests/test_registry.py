@@ -144,9 +144,11 @@ def get_file_loaders():
 '''
 
 
-def test_plugin_contract_losses_and_file_loaders(tmp_path):
+def test_plugin_contract_losses_and_file_loaders(tmp_path, monkeypatch):
+    from core import losses
     from core.losses import available
 
+    monkeypatch.setattr(losses, "_LOSSES", dict(losses._LOSSES))  # the plugin's loss must not leak into later tests
     (tmp_path / "plugins").mkdir()
     _write(tmp_path / "plugins", "contract.py", CONTRACT)
     reg = Registry().discover(tmp_path / "plugins", use_entry_points=False)
