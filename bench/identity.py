@@ -36,7 +36,8 @@ from core.projection import ProjectionConfig, run_projection
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 DESCRIBE_SIDE = 256  # the photo side of every identity distance
-SETTINGS = ("encoder", "default", "masked", "masked+colour", "masked+prior", "masked+anchor")
+SETTINGS = ("encoder", "default", "masked", "masked+colour", "masked+prior", "masked+anchor")  # the default list
+PARTS = ("masked", "colour", "prior", "anchor")  # any "+" combination of these is a setting too
 _CACHE_VERSION = "1"
 
 
@@ -132,7 +133,7 @@ def fit(model, targets: torch.Tensor, masks: torch.Tensor, setting: str, steps: 
             z = model.encode(targets)
             recon = model.decode(z).cpu()
         return Fit(recon, recon, z.cpu(), None)
-    masked = setting != "default"
+    masked = setting != "default"  # every other setting weighs the face mask
     colour = match_to_model(model, targets, masks) if "colour" in setting else None
     goal = colour.apply(targets) if colour else targets
     overrides = {"prior_weight": prior if "prior" in setting else 0.0, "encoder_anchor": anchor if "anchor" in setting else 0.0}
@@ -296,7 +297,8 @@ def main() -> None:
     p.add_argument("--n", type=int, default=0, help="at most this many 3DSK / London photos (0: all)")
     p.add_argument("--pairs", type=int, default=20, help="Family pairs per set")
     p.add_argument("--steps", type=int, default=200)
-    p.add_argument("--settings", default=",".join(SETTINGS), help=f"comma-separated from {', '.join(SETTINGS)}")
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"comma-separated from {', '.join(SETTINGS)}, or '+' combinations of {', '.join(PARTS)}")
     p.add_argument("--prior", type=float, default=0.02, help="prior_weight of the masked+prior setting")
     p.add_argument("--anchor", type=float, default=0.05, help="encoder_anchor of the masked+anchor setting")
     p.add_argument("--variation", type=float, default=0.25, help="children's variation (the Family tab's default)")
@@ -311,9 +313,9 @@ def main() -> None:
         print(f"The shared face data is not at {FACES}: nothing to measure.")
         return
     settings = [s for s in a.settings.split(",") if s]
-    unknown = set(settings) - set(SETTINGS)
+    unknown = [s for s in settings if s not in SETTINGS and not set(s.split("+")) <= set(PARTS)]
     if unknown:
-        raise SystemExit(f"Unknown settings {sorted(unknown)}; choose from {', '.join(SETTINGS)}.")
+        raise SystemExit(f"Unknown settings {unknown}; use {', '.join(SETTINGS)} or '+' combinations of {', '.join(PARTS)}.")
     for model in face_models(a.model):
         t = time.perf_counter()
         sets = load_sets(model.image_size, a.n or None, [s for s in a.sets.split(",") if s])

@@ -9,6 +9,7 @@ inverse map puts the photo's colours back on the result for display. Measured in
 
 from __future__ import annotations
 
+import weakref
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -52,15 +53,35 @@ class ColourMatch:
                            self.ref_mean, self.ref_std)
 
 
-def model_face_stats(model: LatentModel, weights: torch.Tensor, n: int = 256, seed: int = 0) -> tuple[torch.Tensor, torch.Tensor]:
-    """The mean (over ``n`` samples) face-region mean and std (1, C, 1, 1) of the model's own faces."""
-    images = model.generate(model.sample(n, seed=seed), batch_size=64)
-    w = weights.float().mean(0, keepdim=True)  # one average face region for all samples
+STATS_SIDE = 64  # colour statistics need no detail: the model's faces are kept at most this size
+_SAMPLES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {n: its sample faces at <= STATS_SIDE px}
+
+
+def model_faces(model: LatentModel, n: int = 128, seed: int = 0) -> torch.Tensor:
+    """``n`` of the model's own faces (n, C, h, w) at most STATS_SIDE px, decoded once per model (a GAN is slow)."""
+    cached = _SAMPLES.setdefault(model, {})
+    if (n, seed) not in cached:
+        images = model.generate(model.sample(n, seed=seed), batch_size=16)
+        if images.shape[-1] > STATS_SIDE:
+            images = torch.nn.functional.interpolate(images, size=(STATS_SIDE, STATS_SIDE), mode="area")
+        cached[(n, seed)] = images
+    return cached[(n, seed)]
+
+
+def model_face_stats(model: LatentModel, weights: torch.Tensor, n: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
+    """The model's typical face colours: mean over ``n`` samples of the face-region mean and std (1, C, 1, 1).
+
+    ``weights`` (N or 1, 1, H, W) are the photos' face masks; their average stands for where a face lies.
+    """
+    images = model_faces(model, n)
+    w = weights.float().mean(0, keepdim=True)
+    if w.shape[-2:] != images.shape[-2:]:
+        w = torch.nn.functional.interpolate(w, size=images.shape[-2:], mode="area")
     mean, std = region_stats(images, w)
     return mean.mean(0, keepdim=True), std.mean(0, keepdim=True)
 
 
-def match_to_model(model: LatentModel, target: torch.Tensor, weights: torch.Tensor, n: int = 256) -> ColourMatch:
+def match_to_model(model: LatentModel, target: torch.Tensor, weights: torch.Tensor, n: int = 128) -> ColourMatch:
     """The colour map for targets (N, C, H, W) with face weights (N or 1, 1, H, W) onto ``model``'s face colours."""
     mean, std = region_stats(target.float(), weights)
     ref_mean, ref_std = model_face_stats(model, weights, n)

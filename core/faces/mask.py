@@ -33,13 +33,18 @@ def face_polygon(landmarks: np.ndarray) -> np.ndarray:
 
 
 def face_mask(landmarks: np.ndarray, size: int, feather: float = FEATHER) -> np.ndarray:
-    """(size, size) float32 weights in [0, 1]: 1 on the face, 0 on the background, a soft edge between.
+    """(size, size) float32 weights in [0, 1]: 1 on the face, 0 on the background, a soft edge just outside the outline.
 
     ``landmarks`` are the 68 points in the pixels of the ``size`` x ``size`` aligned crop
     (``core.faces.to_aligned`` maps a photo's landmarks there).
     """
+    outline = face_polygon(landmarks)
+    if feather > 0:  # push the outline out by two sigmas so the soft edge lies beyond the jaw and brows, not on them
+        centre = outline.mean(0)
+        radial = outline - centre
+        outline = outline + 2 * feather * size * radial / np.linalg.norm(radial, axis=1, keepdims=True).clip(1e-6)
     canvas = Image.new("L", (size, size), 0)
-    ImageDraw.Draw(canvas).polygon([tuple(p) for p in face_polygon(landmarks)], fill=255)
+    ImageDraw.Draw(canvas).polygon([tuple(p) for p in outline], fill=255)
     mask = np.asarray(canvas, dtype=np.float32)[..., None] / 255.0
     if feather > 0:
         mask = gaussian_blur(mask, feather * size)
