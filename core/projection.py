@@ -349,14 +349,15 @@ def project(
         recon = model.decode(z, space, **decode_kw)
         per_image = loss_fn(recon, target)
         loss = per_image.sum()
-        if manifold is not None:
-            loss = loss + manifold(latent).sum()
+        penalty = manifold(latent) if manifold is not None else None
+        if penalty is not None:
+            loss = loss + penalty.sum()
         if noises:
             loss = loss + cfg.noise_regularize * noise_regularizer(noises)
         if spread_weight > 0:
             loss = loss + spread_weight * layer_spread(latent).sum()
         values = per_image.detach().cpu()
-        objective = values if manifold is None else values + manifold(latent).detach().cpu()
+        objective = values if penalty is None else values + penalty.detach().cpu()
         if not exploring:  # the loss belongs to the latent before this step's update
             better = objective < best_loss
             if better.any():
