@@ -162,6 +162,7 @@ def reconstruction_table(model, sets: dict[str, list[Face]], settings, steps, pr
     print(f"\n### {model.card.name}: photo -> reconstruction ({steps} steps)\n")
     print("| set | setting | identity median | share < 0.6 | PSNR in face (dB) | s/photo |")
     print("|---|---|---|---|---|---|")
+    pooled: dict[str, list[np.ndarray]] = {}
     for name, faces in sets.items():
         if not faces:
             continue
@@ -182,7 +183,11 @@ def reconstruction_table(model, sets: dict[str, list[Face]], settings, steps, pr
                 d_raw = np.linalg.norm(describe(to_pil(res.recon)) - photo_d, axis=1)
                 extra = f" (raw colours: {np.median(d_raw):.3f}, {np.mean(d_raw < SAME_PERSON) * 100:.0f} %)"
             p = psnr_face(res.shown, targets, masks)
+            pooled.setdefault(setting, []).append(d)
             print(f"| {name} ({len(faces)}) | {setting} | {_fmt_dist(d)}{extra} | {np.median(p):.1f} | {sec:.2f} |", flush=True)
+    for setting, ds in pooled.items():
+        if len(ds) > 1:
+            print(f"| all sets ({sum(map(len, ds))}) | {setting} | {_fmt_dist(np.concatenate(ds))} | - | - |")
 
 
 def pairs_of(sets: dict[str, list[Face]], n_pairs: int) -> dict[str, list[tuple[int, int]]]:
