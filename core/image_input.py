@@ -228,3 +228,20 @@ def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool
     else:
         img = fit_square(img, size)
     return img.convert("RGB" if channels == 3 else "L"), warnings_out
+
+
+def model_input_with_mask(
+    img: Image.Image, size: int, channels: int = 3, align_face: bool = False
+) -> tuple[Image.Image, np.ndarray | None, list[str]]:
+    """:func:`model_input` plus the face-region mask (size, size) of the aligned crop (None without alignment).
+
+    The mask is what projection should weigh (``core.projection.project(weights=...)``) and what
+    ``core.faces.mask.composite`` pastes through; without a face there is nothing to mask.
+    """
+    if not align_face:
+        image, warnings_out = model_input(img, size, channels)
+        return image, None, warnings_out
+    from core.faces import align_face as align
+
+    aligned = align(img, size)
+    return aligned.image.convert("RGB" if channels == 3 else "L"), aligned.mask(size), aligned.warnings

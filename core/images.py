@@ -50,9 +50,17 @@ def to_pil(images: torch.Tensor) -> list[Image.Image]:
     return out
 
 
-def psnr(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak range 2)."""
-    mse = (a.float() - b.float()).pow(2).flatten(1).mean(1)
+def psnr(a: torch.Tensor, b: torch.Tensor, weights: torch.Tensor | None = None) -> torch.Tensor:
+    """Per-image PSNR in dB for images in [-1, 1] (peak-to-peak range 2).
+
+    ``weights`` (N or 1, 1, H, W) make it the PSNR inside a region (e.g. a face mask): a weighted mean of the error.
+    """
+    err = (a.float() - b.float()).pow(2)
+    if weights is None:
+        mse = err.flatten(1).mean(1)
+    else:
+        w = weights.to(err.device, err.dtype).expand(err.shape[0], 1, *err.shape[2:])
+        mse = (err * w).flatten(1).sum(1) / (w.flatten(1).sum(1) * err.shape[1]).clamp_min(1e-12)
     return 10 * torch.log10(4.0 / mse.clamp_min(1e-12))
 
 

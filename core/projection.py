@@ -66,6 +66,9 @@ class ProjectionConfig:
     noise_mode: str | None = None  # decode(noise_mode=...) while noise maps are not optimised; None: the model's own
     bank_chunk: int = 64  # images decoded at once while scoring a bank
     layer_spread_penalty: float = 0.0  # per-layer spaces (W+): weight of the layers' spread around their mean (see below)
+    # On-manifold terms (see on_manifold_penalty): keep the latent where the model has seen data.
+    prior_weight: float = 0.0  # weight of the squared Mahalanobis distance under a Gaussian fitted to the model's samples, per dimension
+    encoder_anchor: float = 0.0  # models with an encoder: weight of ||z - encode(target)||², in units of the latents' spread²
 
     @classmethod
     def for_model(cls, model: LatentModel, space: str | None = None, **overrides) -> ProjectionConfig:
@@ -175,6 +178,7 @@ def layer_spread(latent: torch.Tensor) -> torch.Tensor:
 def initial_latent(
     model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig,
     stats: Callable[[], tuple[torch.Tensor, float]] | None = None,
+    weights: torch.Tensor | None = None,
 ) -> tuple[torch.Tensor, str]:
     """Starting latents (N, *shape) for N targets, and which init was used.
 
@@ -205,12 +209,74 @@ def initial_latent(
         decode_kw = {"noise_mode": cfg.noise_mode} if cfg.noise_mode else {}
         scores = torch.empty(n, len(bank))
         # One target object per image, broadcast by the loss: a perceptual loss computes (and caches) its features once.
-        targets = [target[j : j + 1] for j in range(n)]
+        w = [None if weights is None else weights[min(j, len(weights) - 1)][None] for j in range(n)]
+        targets = [target[j : j + 1] if w[j] is None else w[j] * target[j : j + 1] for j in range(n)]
         for i in range(0, len(bank), cfg.bank_chunk):
             images = model.generate(bank[i : i + cfg.bank_chunk], space, batch_size=cfg.bank_chunk, **decode_kw).to(model.device)
             for j in range(n):
-                scores[j, i : i + len(images)] = loss_fn(images, targets[j]).cpu()
+                scores[j, i : i + len(images)] = loss_fn(images if w[j] is None else w[j] * images, targets[j]).cpu()
         return bank[scores.argmin(1).to(bank.device)].clone(), init
+
+
+def latent_gaussian(model: LatentModel, space: str, n: int, seed: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (1, D) and whitening matrix (D, D) of a Gaussian fitted to ``n`` samples (flattened latents).
+
+    ``||(z - mean) @ whiten||²`` is the squared Mahalanobis distance: about D for a typical sample, large for a
+    latent the model never produces. A small ridge keeps it defined when n is below D.
+    """
+    with torch.no_grad():
+        s = model.sample(max(n, 2), seed=seed, space=space).flatten(1).double().cpu()
+        mean = s.mean(0, keepdim=True)
+        cov = torch.cov(s.T).reshape(s.shape[1], s.shape[1])
+        cov = cov + 1e-4 * cov.diagonal().mean().clamp_min(1e-12) * torch.eye(cov.shape[0], dtype=cov.dtype)
+        whiten = torch.linalg.inv(torch.linalg.cholesky(cov)).T  # (z - m) @ L^-T: whitened coordinates
+    return mean.float().to(model.device), whiten.float().to(model.device)
+
+
+def on_manifold_penalty(
+    model: LatentModel, target: torch.Tensor, space: str, cfg: ProjectionConfig,
+    stats: Callable[[], tuple[torch.Tensor, float]], encoded: torch.Tensor | None = None,
+) -> Callable[[torch.Tensor], torch.Tensor] | None:
+    """Per-image penalty (N,) on latents that leave the model's data, or None when ``cfg`` asks for none.
+
+    A small model fits an unusual photo (studio light, a busy background) with a latent far from its
+    training codes, which decodes to blotches. ``prior_weight`` charges the squared Mahalanobis distance per
+    dimension under a Gaussian fitted to the model's samples (~1 for a typical code); ``encoder_anchor``
+    charges the squared distance from the encoder's answer for the target, in units of the codes' spread².
+    """
+    terms: list[Callable[[torch.Tensor], torch.Tensor]] = []
+    if cfg.prior_weight > 0:
+        mean, whiten = latent_gaussian(model, space, cfg.stats_samples, cfg.seed)
+        per_dim = cfg.prior_weight / mean.shape[1]
+        terms.append(lambda z: per_dim * ((z.flatten(1) - mean) @ whiten).square().sum(1))
+    if cfg.encoder_anchor > 0:
+        if not model.has_encoder:
+            raise ValueError(f"{model.card.title} has no encoder, so the projection cannot be anchored to its answer.")
+        with torch.no_grad():
+            anchor = (encoded if encoded is not None else model.encode(target, space)).detach()
+        _, spread = stats()
+        scale = cfg.encoder_anchor / max(spread**2, 1e-12)
+        terms.append(lambda z: scale * (z - anchor).flatten(1).square().sum(1))
+    if not terms:
+        return None
+    return lambda z: sum(term(z) for term in terms)
+
+
+def _pixel_weights(weights: torch.Tensor | None, target: torch.Tensor) -> torch.Tensor | None:
+    """Check per-target pixel weights (H, W) or (N or 1, 1, H, W) against the target; None means every pixel counts."""
+    if weights is None:
+        return None
+    w = torch.as_tensor(weights).float()
+    w = w[None, None] if w.ndim == 2 else w
+    n = target.shape[0]
+    if w.ndim != 4 or w.shape[1] != 1 or w.shape[0] not in (1, n) or tuple(w.shape[2:]) != tuple(target.shape[2:]):
+        raise ValueError(f"Pixel weights must be (H, W) or (N or 1, 1, H, W) matching the target {tuple(target.shape)}; "
+                         f"got {tuple(w.shape)}.")
+    if not torch.isfinite(w).all() or (w < 0).any() or (w > 1).any():
+        raise ValueError("Pixel weights must be numbers between 0 and 1.")
+    if (w.flatten(1).sum(1) <= 0).any():
+        raise ValueError("The pixel weights are zero everywhere for a target, so there is nothing to fit.")
+    return w.to(target.device)
 
 
 @dataclass
@@ -232,6 +298,8 @@ class _Run:
     spread_weight: float  # W+ layer-spread penalty weight (0: none)
     setup_seconds: float
     decode_kw: dict
+    pixel_w: torch.Tensor | None = None  # (N or 1, 1, H, W) weights of the pixels that count (None: all)
+    manifold: Callable[[torch.Tensor], torch.Tensor] | None = None  # per-image on-manifold penalty (None: off)
     best_loss: torch.Tensor = field(init=False)
     best_latent: torch.Tensor = field(init=False)
     best_noise: list[torch.Tensor] = field(init=False)
@@ -254,19 +322,24 @@ def _checked_target(model: LatentModel, target: torch.Tensor) -> torch.Tensor:
     return target.to(model.device, torch.float32)
 
 
-def _set_up(model: LatentModel, target: torch.Tensor, cfg: ProjectionConfig) -> _Run:
+def _set_up(model: LatentModel, target: torch.Tensor, cfg: ProjectionConfig, weights: torch.Tensor | None = None) -> _Run:
     """Checks, the start latent, the optimiser, noise maps and the scales of noise and penalties."""
     if cfg.steps < 1:
         raise ValueError("Projection needs at least 1 step.")
     space = model.check_space(cfg.space)
     target = _checked_target(model, target)
-    loss_fn = losses.get_loss(cfg.loss, model.device)
+    pixel_w = _pixel_weights(weights, target)
+    raw_loss = losses.get_loss(cfg.loss, model.device)
+    # Both images blended onto one fixed grey (0) where w = 0, not onto the target: a perceptual loss's windows that
+    # straddle the face's edge never see the photo's background, and the decoder's pixels there get no gradient.
+    scored_target = target if pixel_w is None else pixel_w * target
+    loss_fn = raw_loss if pixel_w is None else (lambda x, _t: raw_loss(pixel_w * x, scored_target))
     gen = torch.Generator().manual_seed(cfg.seed)
     t_setup = time.perf_counter()
     # One set of samples gives the start (init="samples"), the latent-noise scale and the W+ penalty scale,
     # as NVIDIA's projector takes w_avg and w_std from the same 10,000 samples; drawn only if something needs it.
     stats = functools.cache(lambda: latent_stats(model, space, cfg.stats_samples, cfg.seed))
-    start, init_used = initial_latent(model, target, space, cfg, stats)
+    start, init_used = initial_latent(model, target, space, cfg, stats, weights=pixel_w)
     latent = start.detach().clone().requires_grad_(True)
     noises: list[torch.Tensor] = []
     if cfg.optimize_noise:
@@ -279,9 +352,10 @@ def _set_up(model: LatentModel, target: torch.Tensor, cfg: ProjectionConfig) -> 
     if cfg.layer_spread_penalty > 0 and layers > 0:
         _, w_spread = stats()
         spread_weight = cfg.layer_spread_penalty / max(w_spread**2 / layers, 1e-12)  # w_spread² / L: one w's spread²
+    manifold = on_manifold_penalty(model, target, space, cfg, stats, start if init_used == "encoder" else None)
     decode_kw: dict = {"noise": noises} if noises else ({"noise_mode": cfg.noise_mode} if cfg.noise_mode else {})
     return _Run(model, target, cfg, space, loss_fn, gen, init_used, start, latent, noises, opt, spread, spread_weight,
-                time.perf_counter() - t_setup, decode_kw)
+                time.perf_counter() - t_setup, decode_kw, pixel_w, manifold)
 
 
 def _step(run: _Run, step: int) -> ProjectionEvent:
@@ -299,15 +373,19 @@ def _step(run: _Run, step: int) -> ProjectionEvent:
     recon = run.model.decode(z, run.space, **run.decode_kw)
     per_image = run.loss_fn(recon, run.target)
     loss = per_image.sum()
+    penalty = run.manifold(latent) if run.manifold is not None else None
+    if penalty is not None:
+        loss = loss + penalty.sum()
     if noises:
         loss = loss + cfg.noise_regularize * noise_regularizer(noises)
     if run.spread_weight > 0:
         loss = loss + run.spread_weight * layer_spread(latent).sum()
     values = per_image.detach().cpu()
+    objective = values if penalty is None else values + penalty.detach().cpu()
     if not exploring:  # the loss belongs to the latent before this step's update
-        better = values < run.best_loss
+        better = objective < run.best_loss
         if better.any():
-            run.best_loss = torch.where(better, values, run.best_loss)
+            run.best_loss = torch.where(better, objective, run.best_loss)
             idx = better.nonzero().flatten().to(latent.device)
             run.best_latent[idx] = latent.detach()[idx]
             for b, n in zip(run.best_noise, noises, strict=True):
@@ -321,7 +399,7 @@ def _step(run: _Run, step: int) -> ProjectionEvent:
                 n -= n.mean(dim=(1, 2, 3), keepdim=True)
                 n *= n.square().mean(dim=(1, 2, 3), keepdim=True).rsqrt()
     value = float(values.mean())
-    quality = float(psnr(recon.detach(), run.target).mean())
+    quality = float(psnr(recon.detach(), run.target, run.pixel_w).mean())
     run.history.append((step + 1, value, quality))
     show = cfg.preview_every > 0 and ((step + 1) % cfg.preview_every == 0 or step == 0)
     return ProjectionEvent(
@@ -338,20 +416,22 @@ def _finish(run: _Run, stopped: bool = False) -> ProjectionEvent:
     model, latent, noises, space = run.model, run.latent, run.noises, run.space
     last = model.decode(latent, space, **run.decode_kw)
     last_loss = run.loss_fn(last, run.target).cpu()
+    last_obj = last_loss if run.manifold is None else last_loss + run.manifold(latent).cpu()
     final_latent, recon, final_loss = latent.detach().clone(), last, last_loss
     final_noise = [n.detach().clone() for n in noises]
     if torch.isfinite(run.best_loss).any():
         best_kw = {"noise": run.best_noise} if noises else run.decode_kw
         best = model.decode(run.best_latent, space, **best_kw)
         best_scored = run.loss_fn(best, run.target).cpu()
-        use_best = best_scored < last_loss
+        best_obj = best_scored if run.manifold is None else best_scored + run.manifold(run.best_latent).cpu()
+        use_best = best_obj < last_obj
         if use_best.any():
             sel = use_best.to(latent.device)
             final_latent = torch.where(sel.reshape(-1, *[1] * (latent.ndim - 1)), run.best_latent, final_latent)
             recon = torch.where(sel.reshape(-1, 1, 1, 1), best, last)
             final_loss = torch.where(use_best, best_scored, last_loss)
             final_noise = [torch.where(sel.reshape(-1, 1, 1, 1), b, n) for b, n in zip(run.best_noise, final_noise, strict=True)]
-    quality = float(psnr(recon, run.target).mean())
+    quality = float(psnr(recon, run.target, run.pixel_w).mean())
     return ProjectionEvent(len(run.history), run.cfg.steps, float(final_loss.mean()), quality, final_latent.cpu(), space, recon.cpu(),
                            done=True, loss_name=run.cfg.loss, init=run.init,
                            setup_seconds=run.setup_seconds if not run.history else 0.0,
@@ -363,6 +443,7 @@ def project(
     target: torch.Tensor,
     config: ProjectionConfig | None = None,
     should_stop: Callable[[], bool] | None = None,
+    weights: torch.Tensor | None = None,
 ) -> Iterator[ProjectionEvent]:
     """Optimise latents so ``model.decode`` matches ``target`` (N, C, H, W) in [-1, 1].
 
@@ -370,8 +451,13 @@ def project(
     and a final event with ``done=True`` holding the best latent found per image;
     when ``should_stop`` says so it ends early, and the final event has ``stopped=True``
     and the best latent found so far.
+
+    ``weights`` (H, W) or (N or 1, 1, H, W) in [0, 1], e.g. ``AlignedFace.mask(size)``, say which pixels
+    count: the loss compares ``w * recon`` with ``w * target`` (both on the same grey where w = 0), so every
+    registered loss (MSE, MS-SSIM + L1, LPIPS) sees only the weighted region, the target's background has no
+    effect on the loss or its gradient, and the PSNR reported is the one inside the region.
     """
-    run = _set_up(model, target, config or ProjectionConfig())
+    run = _set_up(model, target, config or ProjectionConfig(), weights)
     for step in range(run.cfg.steps):
         if should_stop is not None and should_stop():
             yield _finish(run, stopped=True)
@@ -401,11 +487,12 @@ def to_latent(model: LatentModel, target: torch.Tensor, space: str | None = None
 
 
 def run_projection(model: LatentModel, target: torch.Tensor, config: ProjectionConfig | None = None,
-                   callback: Callable[[ProjectionEvent], None] | None = None) -> ProjectionResult:
+                   callback: Callable[[ProjectionEvent], None] | None = None,
+                   weights: torch.Tensor | None = None) -> ProjectionResult:
     """Run :func:`project` to the end (scripts, CLI, tests)."""
     history = []
     last = None
-    for ev in project(model, target, config):
+    for ev in project(model, target, config, weights=weights):
         if callback:
             callback(ev)
         if not ev.done:

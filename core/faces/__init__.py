@@ -40,6 +40,23 @@ class AlignedFace:
     warnings: list[str] = field(default_factory=list)
     quad: np.ndarray | None = None  # (4, 2) corners of the FFHQ crop square in the photo (top-left, bottom-left, ...)
 
+    def landmarks(self, size: int | None = None) -> np.ndarray:
+        """The face's 68 landmarks (68, 2) in the pixels of the aligned crop at ``size`` (default: this crop's side)."""
+        if self.quad is None:
+            raise ValueError("This aligned face has no crop square (quad), so its landmarks cannot be placed in the crop.")
+        return to_aligned(self.face.landmarks, self.quad, int(size or self.image.size[0]))
+
+    def mask(self, size: int | None = None) -> np.ndarray:
+        """Soft face-region weights (size, size) in [0, 1] for this crop at ``size`` (e.g. the model's image size).
+
+        1 on the face (jaw, brows, forehead), 0 on background, hair beyond the face and clothes:
+        pass it to ``core.projection.project(weights=...)`` so only the face drives the fit.
+        """
+        from core.faces.mask import face_mask
+
+        size = int(size or self.image.size[0])
+        return face_mask(self.landmarks(size), size)
+
 
 def several_faces_note(faces: list[Face], which: int) -> str:
     """Which of several faces was used; "the largest" only when it is clearly larger than the next one."""

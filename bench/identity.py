@@ -1,0 +1,341 @@
+"""Does a reconstruction still look like the person? Identity distance and face PSNR per projection setting.
+
+For every ready face model and projection setting: photo -> reconstruction dlib identity distance (median,
+share below 0.6 = "same person"), PSNR inside the face mask, on held-out London people, 3DSK, the selfies
+and the in-the-wild photos; then Family pairs (3DSK male x female, London held-out pairs): how far the
+gene-0.5 children are from each parent against the parents' distance to each other, and the seconds from
+two photos to 4 children. The photo side of every distance is the 256 px aligned crop; the model's side is
+its own output (colour-matched settings: with the photo's colours put back, an affine map per channel),
+never pasted into the photo. Aligned crops are cached in the user cache (these are shared data, not uploads).
+
+    python -m bench.identity                               # everything (several minutes on 2 cores)
+    python -m bench.identity --n 20 --pairs 10 --steps 100 # a quick look
+    python -m bench.identity --sheet sheet.png             # also a contact sheet: photo | reconstruction | composite | child
+"""
+
+from __future__ import annotations
+
+import argparse
+import hashlib
+import time
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+import torch
+from PIL import Image
+
+from core.faces import NoFaceError, align_face, align_ffhq, transform_size_for
+from core.faces.colour import ColourMatch, match_to_model
+from core.faces.identity import SAME_PERSON, default_identity
+from core.faces.mask import as_weights, composite
+from core.family import ChildSettings, make_children
+from core.image_input import load_image, model_input_with_mask
+from core.images import from_pil, psnr, to_pil
+from core.projection import ProjectionConfig, run_projection
+
+FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
+DESCRIBE_SIDE = 256  # the photo side of every identity distance
+SETTINGS = ("encoder", "default", "masked", "masked+colour", "masked+prior", "masked+anchor")  # the default list
+PARTS = ("masked", "colour", "prior", "anchor")  # any "+" combination of these is a setting too
+_CACHE_VERSION = "1"
+
+
+@dataclass
+class Face:
+    name: str
+    photo: Image.Image  # aligned at DESCRIBE_SIDE
+    target: Image.Image  # aligned at the model's size, as the app aligns it
+    mask: np.ndarray  # (size, size) face weights of ``target``
+    big_mask: np.ndarray  # (DESCRIBE_SIDE, DESCRIBE_SIDE), for the composite
+
+
+# ----- data ------------------------------------------------------------------------------
+def _aligned(path: Path, size: int) -> Face | None:
+    """Aligned crops (256 px and model size) and masks of the largest face, cached by file content; None: no face."""
+    from core.paths import cache_dir
+
+    raw = path.read_bytes()
+    import core.faces
+
+    code = b"".join(p.read_bytes() for p in sorted(Path(core.faces.__file__).parent.glob("*.py")))
+    key = hashlib.sha1(raw + code + f"{size}v{_CACHE_VERSION}".encode()).hexdigest()
+    cache = cache_dir("bench", "identity") / key
+    if (cache.with_suffix(".none")).is_file():
+        return None
+    files = [cache.with_suffix(s) for s in (".photo.png", ".target.png", ".npz")]
+    if not all(f.is_file() for f in files):
+        img = load_image(raw)
+        try:
+            aligned = align_face(img, DESCRIBE_SIDE)
+        except NoFaceError:
+            cache.with_suffix(".none").touch()
+            return None
+        target = align_ffhq(img, aligned.face.points, output_size=size, transform_size=transform_size_for(size))
+        aligned.image.save(files[0])
+        target.save(files[1])
+        np.savez(files[2], mask=aligned.mask(size), big=aligned.mask(DESCRIBE_SIDE))
+    z = np.load(files[2])
+    return Face(path.stem, Image.open(files[0]).convert("RGB"), Image.open(files[1]).convert("RGB"), z["mask"], z["big"])
+
+
+def london_heldout() -> list[Path]:
+    """Neutral and smiling photos of the people the small AE training holds out (plugins/small_ae/data.py's split)."""
+    from core.labels import list_images, read_labels, row_key
+    from plugins.small_ae.data import holdout_by_key
+
+    root = FACES / "london"
+    _, rows = read_labels(root / "london_info.csv")
+    files = [(p, row_key(p, rows)) for p in list_images(root)]
+    files = [(p, k) for p, k in files if k]
+    out = holdout_by_key([k for _, k in files], 0.15)
+    return [p for (p, _), o in zip(files, out, strict=True) if o]
+
+
+def load_sets(size: int, n: int | None, wanted: list[str]) -> dict[str, list[Face]]:
+    sources = {
+        "london": lambda: london_heldout(),
+        "3dsk": lambda: sorted((FACES / "3dsk").glob("*/*.jpg")),
+        "selfies": lambda: sorted((FACES / "selfies").glob("*.jpg")),
+        "photos": lambda: sorted(p for p in (FACES / "photos").iterdir() if p.suffix in (".jpg", ".png")),
+    }
+    sets = {}
+    for name in wanted:
+        paths = sources[name]()
+        if name == "3dsk" and n:  # alternate male/female so a subset keeps both
+            by = {g: sorted((FACES / "3dsk" / g).glob("*.jpg")) for g in ("male", "female")}
+            paths = [p for pair in zip(by["male"], by["female"], strict=False) for p in pair][:n]
+        elif n and name == "london":
+            paths = paths[:n]
+        faces = []
+        for path in paths:
+            face = _aligned(path, size)
+            if face is not None:
+                face.name = f"{path.parent.name}/{path.stem}" if name == "3dsk" else path.stem
+                faces.append(face)
+        sets[name] = faces
+    return sets
+
+
+# ----- projection settings -----------------------------------------------------------------
+@dataclass
+class Fit:
+    recon: torch.Tensor  # the model's own output (N, C, H, W)
+    shown: torch.Tensor  # what the user sees (colour-matched settings: photo colours put back)
+    latent: torch.Tensor
+    colour: ColourMatch | None
+
+
+def fit(model, targets: torch.Tensor, masks: torch.Tensor, setting: str, steps: int, prior: float, anchor: float) -> Fit:
+    """Project ``targets`` with one bench setting."""
+    if setting == "encoder":
+        with torch.no_grad():
+            z = model.encode(targets)
+            recon = model.decode(z).cpu()
+        return Fit(recon, recon, z.cpu(), None)
+    masked = setting != "default"  # every other setting weighs the face mask
+    colour = match_to_model(model, targets, masks) if "colour" in setting else None
+    goal = colour.apply(targets) if colour else targets
+    overrides = {"prior_weight": prior if "prior" in setting else 0.0, "encoder_anchor": anchor if "anchor" in setting else 0.0}
+    cfg = ProjectionConfig.for_model(model, steps=steps, preview_every=0)
+    for k, v in overrides.items():
+        setattr(cfg, k, v)
+    res = run_projection(model, goal, cfg, weights=masks if masked else None)
+    recon = res.reconstruction
+    return Fit(recon, colour.undo(recon) if colour else recon, res.latent, colour)
+
+
+def describe(images: list[Image.Image]) -> np.ndarray:
+    return default_identity().describe(images)
+
+
+def psnr_face(shown: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
+    return psnr(shown, targets, masks).numpy()
+
+
+# ----- tables ------------------------------------------------------------------------------
+def _fmt_dist(d: np.ndarray) -> str:
+    return f"{np.median(d):.3f} | {np.mean(d < SAME_PERSON) * 100:.0f} % ({int(np.sum(d < SAME_PERSON))}/{len(d)})"
+
+
+def reconstruction_table(model, sets: dict[str, list[Face]], settings, steps, prior, anchor, cache) -> None:
+    print(f"\n### {model.card.name}: photo -> reconstruction ({steps} steps)\n")
+    print("| set | setting | identity median | share < 0.6 | PSNR in face (dB) | s/photo |")
+    print("|---|---|---|---|---|---|")
+    pooled: dict[str, list[np.ndarray]] = {}
+    for name, faces in sets.items():
+        if not faces:
+            continue
+        photo_d = describe([f.photo for f in faces])
+        targets = torch.cat([from_pil(f.target, model.channels) for f in faces])
+        masks = as_weights(np.stack([f.mask for f in faces]))
+        own = describe(to_pil(targets))  # the 64 px photo itself: the ceiling of any 64 px model
+        d = np.linalg.norm(own - photo_d, axis=1)
+        print(f"| {name} ({len(faces)}) | photo at {model.image_size} px (ceiling) | {_fmt_dist(d)} | - | - |")
+        for setting in settings:
+            t = time.perf_counter()
+            res = fit(model, targets, masks, setting, steps, prior, anchor)
+            sec = (time.perf_counter() - t) / len(faces)
+            cache[(name, setting)] = (res, photo_d)
+            d = np.linalg.norm(describe(to_pil(res.shown)) - photo_d, axis=1)
+            extra = ""
+            if res.colour is not None:  # also the model's raw output, before the photo's colours go back
+                d_raw = np.linalg.norm(describe(to_pil(res.recon)) - photo_d, axis=1)
+                extra = f" (raw colours: {np.median(d_raw):.3f}, {np.mean(d_raw < SAME_PERSON) * 100:.0f} %)"
+            p = psnr_face(res.shown, targets, masks)
+            pooled.setdefault(setting, []).append(d)
+            print(f"| {name} ({len(faces)}) | {setting} | {_fmt_dist(d)}{extra} | {np.median(p):.1f} | {sec:.2f} |", flush=True)
+    for setting, ds in pooled.items():
+        if len(ds) > 1:
+            print(f"| all sets ({sum(map(len, ds))}) | {setting} | {_fmt_dist(np.concatenate(ds))} | - | - |")
+
+
+def pairs_of(sets: dict[str, list[Face]], n_pairs: int) -> dict[str, list[tuple[int, int]]]:
+    """3DSK: i-th male with i-th female; London held-out: one photo per person, consecutive people."""
+    out = {}
+    if sets.get("3dsk"):
+        names = [f.name for f in sets["3dsk"]]
+        males = [i for i, n in enumerate(names) if n.startswith("male/")]
+        females = [i for i, n in enumerate(names) if n.startswith("female/")]
+        out["3dsk"] = list(zip(males, females, strict=False))[:n_pairs]
+    if sets.get("london"):
+        first: dict[str, int] = {}
+        for i, f in enumerate(sets["london"]):
+            first.setdefault(f.name.split("_")[0], i)
+        idx = list(first.values())
+        out["london"] = list(zip(idx[0::2], idx[1::2], strict=False))[:n_pairs]
+    return out
+
+
+def family_table(model, sets, settings, cache, n_pairs: int, variation: float) -> dict:
+    print(f"\n### {model.card.name}: Family, gene 0.5, 4 children (variation {variation})\n")
+    print("| pairs | setting | parents' distance (median) | child -> parent (median) | child closer to each parent than the parents are | child within 0.6 of both |")
+    print("|---|---|---|---|---|---|")
+    children_out = {}
+    for name, pairs in pairs_of(sets, n_pairs).items():
+        for setting in settings:
+            if (name, setting) not in cache:
+                continue
+            res, photo_d = cache[(name, setting)]
+            parent_d, child_d, closer, both = [], [], 0, 0
+            for fi, mi in pairs:
+                kids = make_children(model, res.latent[fi : fi + 1], res.latent[mi : mi + 1], model.default_space,
+                                     ChildSettings(gene_weight=0.5, variation=variation, children=4))
+                imgs = model.generate(kids)
+                if res.colour is not None:
+                    pair = ColourMatch(res.colour.mean[[fi, mi]], res.colour.std[[fi, mi]], res.colour.ref_mean, res.colour.ref_std)
+                    imgs = pair.blend(0.5).undo(imgs)
+                children_out[(name, setting, fi)] = imgs[:1]
+                kd = describe(to_pil(imgs))
+                to_f = np.linalg.norm(kd - photo_d[fi], axis=1).mean()
+                to_m = np.linalg.norm(kd - photo_d[mi], axis=1).mean()
+                pd = float(np.linalg.norm(photo_d[fi] - photo_d[mi]))
+                parent_d.append(pd)
+                child_d += [to_f, to_m]
+                closer += int(to_f < pd and to_m < pd)
+                both += int(to_f < SAME_PERSON and to_m < SAME_PERSON)
+            k = len(pairs)
+            print(f"| {name} ({k}) | {setting} | {np.median(parent_d):.3f} | {np.median(child_d):.3f} | "
+                  f"{closer / k * 100:.0f} % ({closer}/{k}) | {both / k * 100:.0f} % |", flush=True)
+    return children_out
+
+
+def family_seconds(model, paths: list[Path], settings, steps, prior, anchor) -> None:
+    """Two photos (files, uncached) -> aligned + masked -> projected -> 4 children, per setting."""
+    print(f"\n### {model.card.name}: two photos -> 4 children, seconds (torch threads {torch.get_num_threads()})\n")
+    print("| setting | align 2 | project 2 | 4 children | total |\n|---|---|---|---|---|")
+    for setting in settings:
+        t0 = time.perf_counter()
+        inputs = [model_input_with_mask(load_image(p), model.image_size, model.channels, align_face=True) for p in paths]
+        t1 = time.perf_counter()
+        targets = torch.cat([from_pil(img, model.channels) for img, _, _ in inputs])
+        masks = as_weights(np.stack([m for _, m, _ in inputs]))
+        res = fit(model, targets, masks, setting, steps, prior, anchor)
+        t2 = time.perf_counter()
+        model.generate(make_children(model, res.latent[:1], res.latent[1:], model.default_space, ChildSettings(children=4)))
+        t3 = time.perf_counter()
+        print(f"| {setting} | {t1 - t0:.2f} | {t2 - t1:.2f} | {t3 - t2:.3f} | {t3 - t0:.2f} |", flush=True)
+
+
+def contact_sheet(path: Path, model, sets, cache, children, setting: str, rows: int) -> None:
+    """Per face: photo crop | reconstruction | composite into the crop | a child with the next face (256 px each)."""
+    tiles = []
+    side = DESCRIBE_SIDE
+    for name, faces in sets.items():
+        if (name, setting) not in cache:
+            continue
+        res, _ = cache[(name, setting)]
+        for i, f in enumerate(faces[:rows]):
+            crop = from_pil(f.photo)
+            recon = res.shown[i : i + 1]
+            comp = composite(recon, crop, f.big_mask)
+            up = torch.nn.functional.interpolate(recon, size=(side, side), mode="bicubic", align_corners=False).clamp(-1, 1)
+            child = children.get((name, setting, i))
+            if child is None:
+                j = (i + 1) % len(faces)
+                kid = make_children(model, res.latent[i : i + 1], res.latent[j : j + 1], model.default_space, ChildSettings(children=1))
+                child = model.generate(kid)
+                if res.colour is not None:
+                    pair = ColourMatch(res.colour.mean[[i, j]], res.colour.std[[i, j]], res.colour.ref_mean, res.colour.ref_std)
+                    child = pair.blend(0.5).undo(child)
+            child = torch.nn.functional.interpolate(child, size=(side, side), mode="bicubic", align_corners=False).clamp(-1, 1)
+            tiles.append(torch.cat([crop, up, comp, child], dim=3))
+    if not tiles:
+        return
+    sheet = to_pil(torch.cat(tiles, dim=2))[0]
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    print(f"\ncontact sheet ({setting}): {path} — columns: photo crop | reconstruction | composite | child with the next row's face")
+
+
+def face_models(only: str | None) -> list:
+    from plugins.registry import Registry
+
+    reg = Registry().discover()
+    names = [only] if only else [n for n in reg.names("faces") if reg.status(n) == "ready"]
+    return [reg.get(n) for n in names]
+
+
+def main() -> None:
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    p.add_argument("--sets", default="london,3dsk,selfies,photos", help="comma-separated: london, 3dsk, selfies, photos")
+    p.add_argument("--n", type=int, default=0, help="at most this many 3DSK / London photos (0: all)")
+    p.add_argument("--pairs", type=int, default=20, help="Family pairs per set")
+    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--settings", default=",".join(SETTINGS),
+                   help=f"comma-separated from {', '.join(SETTINGS)}, or '+' combinations of {', '.join(PARTS)}")
+    p.add_argument("--prior", type=float, default=0.02, help="prior_weight of the masked+prior setting")
+    p.add_argument("--anchor", type=float, default=0.05, help="encoder_anchor of the masked+anchor setting")
+    p.add_argument("--variation", type=float, default=0.25, help="children's variation (the Family tab's default)")
+    p.add_argument("--model", default=None, help="one model (default: every ready model tagged 'faces')")
+    p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet PNG here")
+    p.add_argument("--sheet-setting", default="masked+colour")
+    p.add_argument("--sheet-rows", type=int, default=3)
+    p.add_argument("--threads", type=int, default=2)
+    a = p.parse_args()
+    torch.set_num_threads(a.threads)
+    if not FACES.is_dir():
+        print(f"The shared face data is not at {FACES}: nothing to measure.")
+        return
+    settings = [s for s in a.settings.split(",") if s]
+    unknown = [s for s in settings if s not in SETTINGS and not set(s.split("+")) <= set(PARTS)]
+    if unknown:
+        raise SystemExit(f"Unknown settings {unknown}; use {', '.join(SETTINGS)} or '+' combinations of {', '.join(PARTS)}.")
+    for model in face_models(a.model):
+        t = time.perf_counter()
+        sets = load_sets(model.image_size, a.n or None, [s for s in a.sets.split(",") if s])
+        if "photos" in sets:  # the no-face photo is skipped by alignment (None), so say what was used
+            print(f"in-the-wild photos used: {', '.join(f.name for f in sets['photos'])}")
+        print(f"aligned {sum(len(v) for v in sets.values())} photos in {time.perf_counter() - t:.1f} s")
+        cache: dict = {}
+        reconstruction_table(model, sets, settings, a.steps, a.prior, a.anchor, cache)
+        children = family_table(model, sets, settings, cache, a.pairs, a.variation)
+        males = sorted((FACES / "3dsk" / "male").glob("*.jpg"))[:1] + sorted((FACES / "3dsk" / "female").glob("*.jpg"))[:1]
+        if len(males) == 2:
+            family_seconds(model, males, settings, a.steps, a.prior, a.anchor)
+        if a.sheet:
+            contact_sheet(a.sheet, model, sets, cache, children, a.sheet_setting, a.sheet_rows)
+
+
+if __name__ == "__main__":
+    main()
