@@ -29,7 +29,7 @@ def stages(model, name: str, steps: int) -> list[str]:
     photos = [SHARED / "001_03.jpg", SHARED / "002_03.jpg"]
     space = model.edit_space()
     t0 = time.perf_counter()
-    crops = [model_input(load_image(p), model.image_size, model.channels, align_face=True)[0] for p in photos]
+    crops = [model_input(load_image(p), model.image_size, model.channels, align_face=True).image for p in photos]
     t1 = time.perf_counter()
     cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     res = run_projection(model, torch.cat([from_pil(c, model.channels) for c in crops]), cfg)

@@ -30,7 +30,7 @@ from core.faces.colour import ColourMatch, match_to_model
 from core.faces.identity import SAME_PERSON, default_identity
 from core.faces.mask import as_weights, composite
 from core.family import ChildSettings, make_children
-from core.image_input import load_image, model_input_with_mask
+from core.image_input import load_image, model_input
 from core.images import from_pil, psnr, to_pil
 from core.projection import ProjectionConfig, run_projection
 
@@ -246,10 +246,10 @@ def family_seconds(model, paths: list[Path], settings, steps, prior, anchor) -> 
     print("| setting | align 2 | project 2 | 4 children | total |\n|---|---|---|---|---|")
     for setting in settings:
         t0 = time.perf_counter()
-        inputs = [model_input_with_mask(load_image(p), model.image_size, model.channels, align_face=True) for p in paths]
+        inputs = [model_input(load_image(p), model.image_size, model.channels, align_face=True) for p in paths]
         t1 = time.perf_counter()
-        targets = torch.cat([from_pil(img, model.channels) for img, _, _ in inputs])
-        masks = as_weights(np.stack([m for _, m, _ in inputs]))
+        targets = torch.cat([from_pil(i.image, model.channels) for i in inputs])
+        masks = as_weights(np.stack([i.mask for i in inputs]))
         res = fit(model, targets, masks, setting, steps, prior, anchor)
         t2 = time.perf_counter()
         model.generate(make_children(model, res.latent[:1], res.latent[1:], model.default_space, ChildSettings(children=4)))

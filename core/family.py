@@ -25,6 +25,8 @@ from dataclasses import dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
+import numpy as np
+
 if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DISCLAIMER
     import torch
     from PIL import Image
@@ -157,6 +159,8 @@ class Parent:
     digest: str = ""
     face: int = 0  # which detected face (0: the largest)
     crop: Image.Image | None = None  # aligned, at the model's size and channels
+    mask: np.ndarray | None = None  # face-region weights at the model's size: only the face drives the projection
+    reference: Image.Image | None = None  # the aligned face, sharp (core.image_input.IDENTITY_SIDE px): identity is measured on it
     faces: list[Image.Image] = field(default_factory=list)  # thumbnails of every detected face, largest first
     warnings: list[str] = field(default_factory=list)
     error: str = ""
@@ -233,8 +237,8 @@ class Family:
 
     def _align(self, who: str, photo: str | Path, digest: str, face: int) -> Parent:
         """Decode, detect (once per digest) and align; errors become ``Parent.error``."""
-        from core.faces import align_face, find_faces
-        from core.image_input import load_image
+        from core.faces import find_faces
+        from core.image_input import load_image, model_input
 
         try:
             img = load_image(photo, channels=3, min_side=16)
@@ -242,11 +246,10 @@ class Family:
                 found = find_faces(img)
                 self._found[digest] = (found, [_thumbnail(img, f.box) for f in found.faces])
             found, thumbs = self._found[digest]
-            aligned = align_face(img, self.model.image_size, which=face, found=found)
+            inp = model_input(img, self.model.image_size, self.model.channels, align_face=True, face=face, found=found)
         except ValueError as e:  # unreadable photo, no face, a face number out of range
             return Parent(who, digest, face, error=str(e), faces=self._found.get(digest, (None, []))[1])
-        crop = aligned.image.convert("RGB" if self.model.channels == 3 else "L")
-        return Parent(who, digest, face, crop, thumbs, aligned.warnings)
+        return Parent(who, digest, face, inp.image, inp.mask, inp.reference, thumbs, inp.warnings)
 
     def _ready(self, who: str) -> Parent:
         p = self.parents[who]
@@ -263,7 +266,8 @@ class Family:
         Afterwards ``parents[who]`` hold latent, reconstruction, PSNR, loss name and identity distance.
         A stopped projection leaves partial results (``stopped=True``) that are not reused.
         """
-        from core.images import from_pil, to_pil
+        from core.faces.mask import as_weights
+        from core.images import from_pil, psnr, to_pil
         from core.projection import ProjectionConfig, project
 
         usable = [w for w in PARENTS if self.parents[w].crop is not None]
@@ -276,15 +280,16 @@ class Family:
             import torch
 
             target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in todo])
+            weights = as_weights(np.stack([self.parents[w].mask for w in todo]))  # the faces only, not their backdrops
             final = None
-            for ev in project(self.model, target, cfg, should_stop):
+            for ev in project(self.model, target, cfg, should_stop, weights=weights):
                 final = ev
                 yield ev
+            face_psnr = psnr(final.preview.to(target.device), target, weights.to(target.device))
             for i, (w, rec) in enumerate(zip(todo, to_pil(final.preview), strict=True)):
                 done = replace(self.parents[w], latent=final.latent[i : i + 1].clone(), reconstruction=rec,
-                               psnr=_psnr(final.preview[i : i + 1], target[i : i + 1]), loss_name=final.loss_name,
-                               steps=final.step, stopped=final.stopped)
-                done.identity = self._distance(done.crop, rec)
+                               psnr=float(face_psnr[i]), loss_name=final.loss_name, steps=final.step, stopped=final.stopped)
+                done.identity = self._distance(done.reference, rec)
                 self.parents[w] = done
                 if not final.stopped:
                     self._projected[keys[w]] = done
@@ -312,13 +317,11 @@ class Family:
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
         images = to_pil(self.model.generate(lat, self.space))
-        import numpy as np
-
         from core.faces.identity import distances
 
         for p in self.parents.values():
             if (p.digest, p.face) not in self._descriptors:
-                self._descriptors[(p.digest, p.face)] = self._describe([p.crop])[0]
+                self._descriptors[(p.digest, p.face)] = self._describe([p.reference])[0]
         parents = np.stack([self._descriptors[(p.digest, p.face)] for p in self.parents.values()])
         kids = self._describe(images)
         identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
@@ -348,12 +351,6 @@ class Family:
         from core.faces.identity import default_identity
 
         return default_identity().distance(a, b)
-
-
-def _psnr(a: torch.Tensor, b: torch.Tensor) -> float:
-    from core.images import psnr
-
-    return float(psnr(a.to(b.device), b).mean())
 
 
 def _thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:

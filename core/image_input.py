@@ -12,6 +12,7 @@ from __future__ import annotations
 import io
 import os
 import warnings
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import BinaryIO
 
@@ -213,35 +214,50 @@ def fit_square(img: Image.Image, size: int) -> Image.Image:
     return img.resize((size, size), Image.LANCZOS, box=box)
 
 
-def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False,
-                face: int = 0) -> tuple[Image.Image, list[str]]:
-    """The image a model sees: the FFHQ-aligned face ``face`` (0: the largest; face models) or a centre square; plus warnings.
+IDENTITY_SIDE = 256  # px: a face is described for identity at least this large (a 64 px crop is ~0.24 from its own photo)
 
-    Raises ``core.faces.NoFaceError`` (a ValueError) when a face was asked for and none is found.
+
+@dataclass
+class ModelInput:
+    """What a model sees of an upload, and for an aligned face what the fit and the identity check need."""
+
+    image: Image.Image  # size x size, in the model's channels
+    warnings: list[str] = field(default_factory=list)
+    mask: np.ndarray | None = None  # aligned faces: face-region weights (size, size) in [0, 1] for project(weights=...)
+    reference: Image.Image | None = None  # aligned faces: the RGB crop at >= IDENTITY_SIDE px that identity is measured on
+
+    @property
+    def weights(self):
+        """``project(weights=...)`` for this input: the face mask as a (1, 1, H, W) tensor, or None (every pixel counts)."""
+        from core.faces.mask import as_weights
+
+        return None if self.mask is None else as_weights(self.mask)
+
+
+def stacked_weights(inputs: list[ModelInput]):
+    """``project(weights=...)`` for a batch of inputs: their face masks (N, 1, H, W), or None unless every one has a mask."""
+    if not inputs or any(i.mask is None for i in inputs):
+        return None
+    import torch
+
+    return torch.cat([i.weights for i in inputs])
+
+
+def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False, face: int = 0,
+                found=None) -> ModelInput:
+    """The image a model sees: the FFHQ-aligned face ``face`` (0: the largest; face models) or a centre square.
+
+    An aligned face also brings its mask (only the face should drive a projection, not the backdrop, hair beyond the
+    crop or clothes) and a sharp reference crop for the identity distance; the face is aligned once, at the larger
+    of the two sizes. ``found`` reuses a detection (``core.faces.find_faces``). Raises ``core.faces.NoFaceError`` (a
+    ValueError) when a face was asked for and none is found.
     """
-    warnings_out: list[str] = []
-    if align_face:
-        from core.faces import align_face as align
-
-        aligned = align(img, size, which=face)
-        img, warnings_out = aligned.image, aligned.warnings
-    else:
-        img = fit_square(img, size)
-    return img.convert("RGB" if channels == 3 else "L"), warnings_out
-
-
-def model_input_with_mask(
-    img: Image.Image, size: int, channels: int = 3, align_face: bool = False
-) -> tuple[Image.Image, np.ndarray | None, list[str]]:
-    """:func:`model_input` plus the face-region mask (size, size) of the aligned crop (None without alignment).
-
-    The mask is what projection should weigh (``core.projection.project(weights=...)``) and what
-    ``core.faces.mask.composite`` pastes through; without a face there is nothing to mask.
-    """
+    mode = "RGB" if channels == 3 else "L"
     if not align_face:
-        image, warnings_out = model_input(img, size, channels)
-        return image, None, warnings_out
+        return ModelInput(fit_square(img, size).convert(mode))
     from core.faces import align_face as align
 
-    aligned = align(img, size)
-    return aligned.image.convert("RGB" if channels == 3 else "L"), aligned.mask(size), aligned.warnings
+    aligned = align(img, max(size, IDENTITY_SIDE), which=face, found=found)
+    reference = aligned.image.convert("RGB")
+    image = reference if reference.size[0] == size else reference.resize((size, size), Image.LANCZOS)
+    return ModelInput(image.convert(mode), aligned.warnings, aligned.mask(size), reference)

@@ -94,7 +94,7 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
         if progress:
             progress(i, len(paths), p.name)
         try:
-            img, _ = model_input(load_image(p), model.image_size, model.channels, align_faces)
+            img = model_input(load_image(p), model.image_size, model.channels, align_faces).image
         except ValueError:
             continue  # unreadable image or no face: skipped, and counted in the report
         z = to_latent(model, from_pil(img, model.channels), space, steps=steps)

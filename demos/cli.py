@@ -71,10 +71,10 @@ def _target(registry: Registry, name: str, model, path: str, align: bool, face: 
     from core.images import from_pil
 
     img = load_image(path, min_side=min(16, model.image_size))
-    img, warnings = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags, face)
-    for w in warnings:
+    inp = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags, face)
+    for w in inp.warnings:
         print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
-    return img, from_pil(img, model.channels)
+    return inp, from_pil(inp.image, model.channels)
 
 
 def _progress(events, total: int, label: str):
@@ -93,12 +93,13 @@ def _progress(events, total: int, label: str):
     return final
 
 
-def _project(model, target, label: str, space: str, **overrides):
-    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar."""
+def _project(model, target, label: str, space: str, weights=None, **overrides):
+    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar;
+    ``weights``: the pixels that count (a face mask)."""
     from core.projection import ProjectionConfig, project
 
     cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
-    return _progress(project(model, target, cfg), cfg.steps, label)
+    return _progress(project(model, target, cfg, weights=weights), cfg.steps, label)
 
 
 def project(args: argparse.Namespace, registry: Registry) -> int:
@@ -108,24 +109,28 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     model = _load(registry, args.model)
     space = model.check_space(args.space or model.edit_space())
     aligned = not args.no_align and FACES in registry.entry(args.model).tags
-    img, target = _target(registry, args.model, model, args.image, aligned, args.face)
+    inp, target = _target(registry, args.model, model, args.image, aligned, args.face)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ev = _project(model, target, Path(args.image).name, space, steps=args.steps, init=args.init, loss=args.loss, seed=args.seed,
-                  optimize_noise=True if args.noise_maps else None)
+    ev = _project(model, target, Path(args.image).name, space, inp.weights, steps=args.steps, init=args.init,
+                  loss=args.loss, seed=args.seed, optimize_noise=True if args.noise_maps else None)
     recon = to_pil(ev.preview)[0]
-    info, identity = {}, ""
-    if aligned:
+    info, identity, extra = {}, "", ""
+    if inp.reference is not None:
         from core.faces.identity import default_identity, verdict
+        from core.faces.mask import composite
 
-        d = default_identity().distance(img, recon)
+        d = default_identity().distance(inp.reference, recon)
         info, identity = {"identity_distance": round(d, 4)}, f"; {verdict(d)}"
-    img.save(out / "target.png")
+        to_pil(composite(ev.preview, target, inp.mask))[0].save(out / "composite.png")
+        extra = ", composite.png (the reconstructed face pasted into the photo's crop: for display, never scored)"
+    inp.image.save(out / "target.png")
     recon.save(out / "reconstruction.png")
     save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(ev.psnr, 3), loss=ev.loss,
                 loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence, **info)
-    print(f"PSNR {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){identity}. Wrote {out}/target.png, "
-          f"reconstruction.png, latent.npz")
+    where = " inside the face" if inp.mask is not None else ""
+    print(f"PSNR{where} {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){identity}. Wrote "
+          f"{out}/target.png, reconstruction.png, latent.npz{extra}")
     return 0
 
 
@@ -147,8 +152,11 @@ def interpolate(args: argparse.Namespace, registry: Registry) -> int:
         a, b = seed_endpoints(model, plan, *args.seeds)
     else:
         steps = whole_number(args.steps, "number of projection steps", 1, 100_000)
-        targets = torch.cat([_target(registry, args.model, model, p, not args.no_align)[1] for p in (args.a, args.b)])
-        a, b, _ = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(model, plan, targets, steps, report))
+        from core.image_input import stacked_weights
+
+        pairs = [_target(registry, args.model, model, p, not args.no_align) for p in (args.a, args.b)]
+        targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
+        a, b, _ = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(model, plan, targets, steps, report, weights))
     latents = walk(model, plan, a, b)
     frames = to_pil(model.generate(latents, plan.space))
     out = Path(args.out)

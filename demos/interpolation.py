@@ -44,13 +44,16 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     proj_note = ""
     if from_images:
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
-        targets = torch.cat([from_pil(prepare_target(ctx, m, name, p, bool(align), request), m.channels)
-                             for p in (image_a, image_b)])
+        from core.image_input import stacked_weights
+
+        inputs = [prepare_target(ctx, m, name, p, bool(align), request) for p in (image_a, image_b)]
+        targets = torch.cat([from_pil(i.image, m.channels) for i in inputs])
         for note in plan.notes:
             gr.Warning(note)
         yield None, None, None, None, "Projecting both images…"
         a, b, psnr = image_endpoints(m, plan, targets, n_steps,
-                                     lambda i, n, p: progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB"))
+                                     lambda i, n, p: progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB"),
+                                     stacked_weights(inputs))
         proj_note = f" Endpoints projected ({n_steps} steps, PSNR {psnr:.1f} dB)."
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),

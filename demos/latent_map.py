@@ -164,7 +164,7 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
     data = ctx.dataset(name, ds)
     compute(ctx, name, ds, how, n_dims, by)  # refuse bad settings before the projection
     k = whole_number(n, "number of neighbours", 1, len(data))
-    target = from_pil(prepare_target(ctx, m, name, path, True, request), m.channels)
+    target = from_pil(prepare_target(ctx, m, name, path, True, request).image, m.channels)
     from core.projection import to_latent
 
     steps = whole_number(n_steps, "number of projection steps", 1, ctx.max_steps)

@@ -15,17 +15,18 @@ PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while not
 
 def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None,
                    face: int = 0):
-    """Upload -> the model-ready PIL image (face-aligned for face models when asked); warnings go to the user."""
+    """Upload -> what the model sees (``core.image_input.ModelInput``: face-aligned, with the face mask and an identity
+    reference, for face models when asked); warnings go to the user."""
     from core.image_input import model_input
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
     try:
-        img, warnings = model_input(img, model.image_size, model.channels, align and is_face_model(ctx, name), face)
+        inp = model_input(img, model.image_size, model.channels, align and is_face_model(ctx, name), face)
     except ValueError as e:  # NoFaceError, a face number out of range
         raise gr.Error(str(e)) from e
-    for w in warnings:
+    for w in inp.warnings:
         gr.Warning(w)
-    return img
+    return inp
 
 
 def is_face_model(ctx: AppContext, name: str | None) -> bool:
@@ -102,13 +103,14 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
-    img = prepare_target(ctx, m, name, path, bool(do_align), request)
+    inp = prepare_target(ctx, m, name, path, bool(do_align), request)
+    img = inp.image
     stop = stop_flag(ctx, request, "projection")
     target_path = ctx.save_image(request, img, "target", min_side=256)
     yield target_path, None, f"Projecting into **{cfg.space}** of {m.card.title}…", None, None
     history = []
     try:
-        for ev in project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set):
+        for ev in project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set, weights=inp.weights):
             if not ev.done:
                 history.append((ev.step, ev.loss, ev.psnr))
                 progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")
@@ -119,31 +121,35 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
             if not ev.done:
                 yield target_path, view, status_line(ev), projection_curve(history, ev.loss_name), None
                 continue
-            yield target_path, view, *finished(ctx, request, name, m, img, recon, ev, do_align, history)
+            yield target_path, view, *finished(ctx, request, name, m, inp, recon, ev, history)
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
 
-def finished(ctx: AppContext, request, name: str, m, img, recon, ev, aligned: bool, history: list) -> tuple:
-    """(status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png."""
+def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: list) -> tuple:
+    """(status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png; for an
+    aligned face also the identity distance and a composite (the model's face pasted into the photo's crop, labelled
+    as such and never scored)."""
     from core.export import save_latent
 
-    info = {}
-    if aligned and is_face_model(ctx, name):
+    info, identity, extra = {}, "", []
+    if inp.reference is not None:
         from core.faces.identity import default_identity, verdict
+        from core.faces.mask import composite
+        from core.images import from_pil, to_pil
 
-        d = default_identity().distance(img, recon)
+        d = default_identity().distance(inp.reference, recon)
         info = {"identity_distance": round(d, 4)}
-        identity = f" · {verdict(d)}"
-    else:
-        identity = ""
+        identity = f" · {verdict(d)} · PSNR measured inside the face"
+        pasted = to_pil(composite(ev.preview, from_pil(inp.image, m.channels), inp.mask))[0]
+        extra = [ctx.save_image(request, pasted, "composite_display_only")]
     npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
                       psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
                       licence=m.card.licence, **info)
     png = ctx.save_image(request, recon, "reconstruction")
     head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
     text = f"{head} {status_line(ev)}{identity}\n\n_{caption(ctx, name)}_"
-    return text, projection_curve(history, ev.loss_name), [str(npz), png]
+    return text, projection_curve(history, ev.loss_name), [str(npz), png, *extra]
 
 
 def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:

@@ -8,7 +8,7 @@ from PIL import Image
 
 from core.faces import align_face
 from core.faces.identity import SAME_PERSON, default_identity, distances
-from core.image_input import load_image, model_input_with_mask
+from core.image_input import IDENTITY_SIDE, load_image, model_input
 from tests.conftest import shared_path
 
 PEOPLE = ("001", "002", "003", "005", "006", "007")
@@ -61,11 +61,15 @@ def test_mask_covers_the_face_and_not_the_background(london):
         assert 0.2 < mask.mean() < 0.7  # a face, not the whole crop or a speck
 
 
-def test_model_input_with_mask_matches_the_aligned_crop():
+def test_model_input_brings_the_mask_and_a_sharp_reference():
     photo = load_image(shared_path("data", "faces", "london", "neutral", "002_03.jpg"))
-    img, mask, warnings = model_input_with_mask(photo, 64, 3, align_face=True)
+    inp = model_input(photo, 64, 3, align_face=True)
     aligned = align_face(photo, 64)
-    assert img.size == (64, 64) and warnings == aligned.warnings
-    np.testing.assert_allclose(mask, aligned.mask(64))
-    img, mask, _ = model_input_with_mask(photo, 32, 3, align_face=False)
-    assert img.size == (32, 32) and mask is None
+    assert inp.image.size == (64, 64) and inp.warnings == aligned.warnings
+    np.testing.assert_allclose(inp.mask, aligned.mask(64), atol=1e-5)
+    assert inp.reference.size == (IDENTITY_SIDE, IDENTITY_SIDE) and tuple(inp.weights.shape) == (1, 1, 64, 64)
+    # aligned once at the reference's size and shrunk: the model's crop is the same picture as aligning at 64 directly
+    diff = np.abs(np.asarray(inp.image, np.float32) - np.asarray(aligned.image, np.float32))
+    assert diff.mean() < 3.0
+    plain = model_input(photo, 32, 3, align_face=False)
+    assert plain.image.size == (32, 32) and plain.mask is None and plain.reference is None and plain.weights is None
