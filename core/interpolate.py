@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from core.executor import Executor
     from core.model import LatentModel
 
 METHODS = ("lerp", "slerp")
@@ -150,7 +151,7 @@ StepReport = Callable[[int, int, float], None]  # (step, steps, psnr)
 
 
 def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
-                  report: StepReport | None = None) -> tuple[torch.Tensor, float]:
+                  report: StepReport | None = None, executor: Executor | None = None) -> tuple[torch.Tensor, float]:
     """Latents of ``images`` (N, C, H, W) in ``space`` and the reconstruction PSNR.
 
     Always a projection with the model's own defaults (which start from the encoder when there
@@ -161,7 +162,7 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
 
     cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     final = None
-    for ev in project(model, images, cfg):
+    for ev in project(model, images, cfg) if executor is None else executor.project(model, images, cfg):
         if report is not None:
             report(ev.step, ev.steps, ev.psnr)
         final = ev
@@ -170,11 +171,11 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
 
 
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
-                    report: StepReport | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A and B from two images (2, C, H, W), projected together as one batch; also the PSNR."""
+                    report: StepReport | None = None, executor: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR."""
     if len(images) != 2:
         raise ValueError(f"Give exactly two images, not {len(images)}.")
-    latents, psnr = image_latents(model, images, plan.space, steps, report)
+    latents, psnr = image_latents(model, images, plan.space, steps, report, executor)
     return latents[:1], latents[1:], psnr
 
 
