@@ -16,8 +16,9 @@ from typing import Protocol, runtime_checkable
 
 import torch
 
+from core import projection
 from core.model import LatentModel
-from core.projection import ProjectionConfig, ProjectionEvent, project
+from core.projection import ProjectionConfig, ProjectionEvent
 
 
 @runtime_checkable
@@ -47,7 +48,7 @@ class LocalExecutor:
 
     def project(self, model: LatentModel, target: torch.Tensor, config: ProjectionConfig,
                 should_stop: Callable[[], bool] | None = None) -> Iterator[ProjectionEvent]:
-        return project(model, target, config, should_stop)
+        return projection.project(model, target, config, should_stop)  # looked up per call (tests patch it)
 
     def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
         return model.generate(latents, space)
