@@ -74,6 +74,12 @@ def _worker_class():
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
             self.registry = Registry().discover(plugins_dir)
             self.board = board
+            self.largest_batch = 0  # decode requests grouped into one call by @serve.batch (bench.ray_executor)
+
+        def stats(self) -> dict:
+            from core.device import get_device
+
+            return {"largest_batch": self.largest_batch, "device": str(get_device())}
 
         def names(self) -> list[str]:
             return [n for n in self.registry.names() if self.registry.status(n) != "not downloaded"]
@@ -99,6 +105,7 @@ def _worker_class():
 
         def _generate_many(self, requests: list[tuple[str, torch.Tensor, str]]) -> list[torch.Tensor]:
             out: list[torch.Tensor | None] = [None] * len(requests)
+            self.largest_batch = max(self.largest_batch, len(requests))
             groups: dict[tuple[str, str], list[int]] = {}
             for i, (name, _, space) in enumerate(requests):
                 groups.setdefault((name, space), []).append(i)
