@@ -166,11 +166,19 @@ class RayExecutor:
         if num_gpus is None:
             num_gpus = 1 if ray.cluster_resources().get("GPU", 0) >= 1 else 0
         serve.start(proxy_location="Disabled")
-        self.board = _stop_board_class().options(name=f"{APP_NAME}_stops", get_if_exists=True).remote()
-        worker = serve.deployment(_worker_class(), name="ModelWorker", num_replicas=replicas, max_ongoing_requests=8,
-                                  ray_actor_options={"num_cpus": 1 if num_cpus is None else num_cpus, "num_gpus": num_gpus})
-        plugins = str(Path(plugins_dir).resolve()) if plugins_dir else None
-        self.handle = serve.run(worker.bind(plugins, self.board), name=APP_NAME, route_prefix=None)
+        # Detached: the workers poll it, and they outlive the front-end that deployed them.
+        self.board = _stop_board_class().options(name=f"{APP_NAME}_stops", get_if_exists=True, lifetime="detached").remote()
+        # Another front-end already deployed the workers: share them (front-ends and workers scale apart).
+        self._owns_deployment = APP_NAME not in serve.status().applications
+        if self._owns_deployment:
+            worker = serve.deployment(_worker_class(), name="ModelWorker", num_replicas=replicas, max_ongoing_requests=8,
+                                      ray_actor_options={"num_cpus": 1 if num_cpus is None else num_cpus, "num_gpus": num_gpus})
+            plugins = str(Path(plugins_dir).resolve()) if plugins_dir else None
+            self.handle = serve.run(worker.bind(plugins, self.board), name=APP_NAME, route_prefix=None)
+        else:
+            print(f"Using the Ray Serve deployment '{APP_NAME}' already running on the cluster (--ray-replicas is its own).",
+                  file=sys.stderr)
+            self.handle = serve.get_app_handle(APP_NAME)
         self._stream = self.handle.options(stream=True)
         self.remote_names = set(self.handle.names.remote().result())
         self.replicas, self.num_gpus = replicas, num_gpus
@@ -215,14 +223,15 @@ class RayExecutor:
         return _result(self.handle.encode.remote(name, images.detach().cpu(), model.check_space(space)))
 
     def close(self) -> None:
-        """Remove the deployment (and stop Ray if this executor started it); safe to call twice."""
+        """Remove the deployment if this executor made it (and stop Ray if it started it); safe to call twice."""
         if self.handle is None:
             return
         ray, serve = _ray()
         self.handle = None
         try:
-            serve.delete(APP_NAME)
-            ray.kill(self.board)
+            if self._owns_deployment:  # a deployment shared with other front-ends stays for them
+                serve.delete(APP_NAME)
+                ray.kill(self.board)
             if self._owns_ray:
                 serve.shutdown()
                 ray.shutdown()

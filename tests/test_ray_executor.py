@@ -96,10 +96,16 @@ def _model(app):
     return app.latent_lab.registry.get(DIGITS)
 
 
-def test_two_replicas_serve(cluster):
+def test_two_replicas_serve_and_a_second_front_end_shares_them(app, cluster):
     status = serve.status().applications[APP_NAME].deployments["ModelWorker"]
     assert status.replica_states.get("RUNNING") == 2
     assert DIGITS in cluster.remote_names
+    second = RayExecutor(replicas=1)  # another front-end: uses the running deployment, does not redeploy it
+    m = _model(app)
+    z = m.sample(2, 0)
+    assert torch.allclose(second.generate(m, z), m.generate(z), atol=1e-5)
+    second.close()
+    assert serve.status().applications[APP_NAME].deployments["ModelWorker"].replica_states.get("RUNNING") == 2
 
 
 def test_projection_through_ray_matches_in_process(app, client, digit_png, remote_only):
