@@ -137,6 +137,10 @@ def _stop_board_class():
         def clear(self, job: str) -> None:
             self.jobs.discard(job)
 
+        def pending(self) -> int:
+            """Jobs asked to stop that have not ended yet."""
+            return len(self.jobs)
+
     return StopBoard
 
 
@@ -204,10 +208,11 @@ class RayExecutor:
                     asked = True
                 done = ev.done
                 yield ev
-        finally:
-            if not done:  # the caller went away (client disconnected): stop the replica's work too
+        except GeneratorExit:  # the caller went away (client disconnected): stop the replica's work too
+            if not done:
                 self.board.set.remote(job)
                 stream.cancel()
+            raise
 
     def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
         name = self._name(model)

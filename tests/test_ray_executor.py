@@ -167,3 +167,22 @@ def test_stop_and_plain_errors_cross_the_wire(app, cluster):
     assert seen[-1].done and seen[-1].stopped and seen[-1].step < 5000
     with pytest.raises(ValueError, match="The target must have shape"):
         list(cluster.project(m, torch.zeros(1, 3, 8, 8), cfg))
+
+
+def test_a_caller_that_goes_away_stops_the_replica(app, cluster):
+    """Closing the stream (a client disconnected) ends the replica's projection, not just the stream."""
+    import time
+
+    from core.projection import ProjectionConfig
+
+    m = _model(app)
+    cfg = ProjectionConfig.for_model(m, None, steps=10**6, preview_every=0, init="mean")
+    before = ray.get(cluster.board.pending.remote())
+    events = cluster.project(m, m.generate(m.sample(1, 8)), cfg)
+    assert next(events).step == 1 and next(events).step == 2
+    events.close()  # what Gradio does to a handler whose client went away
+    assert ray.get(cluster.board.pending.remote()) == before + 1  # asked to stop ...
+    deadline = time.monotonic() + 30
+    while ray.get(cluster.board.pending.remote()) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.get(cluster.board.pending.remote()) == before == 0  # ... the replica's projection ended (it clears its flag)
