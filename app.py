@@ -228,7 +228,7 @@ def main(argv: list[str] | None = None) -> int:
             set_device(args.device)
         from demos import cli
 
-        executor = make_executor(args)
+        executor = make_executor(args) if args.command != "models" else None
         try:
             return cli.run(args, make_registry(args.plugins_dir), executor)
         finally:

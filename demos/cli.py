@@ -35,7 +35,7 @@ def run(args: argparse.Namespace, registry: Registry, executor: Executor | None 
     if args.command == "family":
         return family(args, registry, executor)
     if args.command == "directions":
-        return directions(args, registry)
+        return directions(args, registry, executor)
     raise ValueError(f"Unknown command '{args.command}'.")
 
 
@@ -234,7 +234,7 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     return 0
 
 
-def directions(args: argparse.Namespace, registry: Registry) -> int:
+def directions(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     from tqdm import tqdm
 
     from core.user_directions import fit_from_folder, save_user_directions
@@ -249,7 +249,7 @@ def directions(args: argparse.Namespace, registry: Registry) -> int:
         bar.refresh()
 
     align = not args.no_align and FACES in registry.entry(args.model).tags
-    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report)
+    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report, executor)
     bar.close()
     for n in notes:
         print(n)
