@@ -75,6 +75,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def options(parser: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
         parser.add_argument("--plugins-dir", default=default(None), help="a folder of extra model plugins (*.py files or packages)")
         parser.add_argument("--device", default=default("auto"), help="auto (CUDA when present, else CPU), cpu, cuda, cuda:N")
+        parser.add_argument("--ray", default=default(None), metavar="ADDRESS",
+                            help="run projections and decoding on a Ray Serve deployment: auto (this machine's cluster), "
+                                 "ray://HEAD:10001, or local (start Ray here); needs requirements-ray.txt")
+        parser.add_argument("--ray-replicas", type=int, default=default(1), metavar="N",
+                            help="model worker replicas with --ray (one GPU each when the cluster has GPUs)")
         return parser
 
     # Given before or after the command; the subcommands' copies must not reset what was given before.
@@ -158,6 +163,15 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
+def make_executor(args: argparse.Namespace):
+    """In-process (None) unless ``--ray`` is given: then a Ray Serve deployment of ``--ray-replicas`` model workers."""
+    if not getattr(args, "ray", None):
+        return None
+    from demos.ray_executor import RayExecutor
+
+    return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir)
+
+
 def make_registry(plugins_dir: str | None):
     from plugins.registry import Registry
 
@@ -171,8 +185,9 @@ def serve(args: argparse.Namespace) -> None:
     for err in registry.errors:
         print(f"warning: plugin {err.plugin} failed to load: {err.message}", file=sys.stderr)
     idle = {} if args.idle_timeout is None else {"idle_s": args.idle_timeout}
+    executor = make_executor(args)
     demo = build_app(registry, max_steps=args.max_steps, concurrency=args.concurrency, models_dir=args.models_dir,
-                     allow_shared_uploads=args.allow_shared_uploads, keep_files=args.keep_files, **idle)
+                     allow_shared_uploads=args.allow_shared_uploads, keep_files=args.keep_files, executor=executor, **idle)
     launch(demo, host=args.host, port=args.port, share=args.share, auth=args.auth, max_file_size=args.max_file_size)
 
 
@@ -213,7 +228,12 @@ def main(argv: list[str] | None = None) -> int:
             set_device(args.device)
         from demos import cli
 
-        return cli.run(args, make_registry(args.plugins_dir))
+        executor = make_executor(args) if args.command != "models" else None
+        try:
+            return cli.run(args, make_registry(args.plugins_dir), executor)
+        finally:
+            if executor is not None:
+                executor.close()
     except KeyboardInterrupt:
         return 130
     except (ValueError, RuntimeError, OSError, KeyError) as e:

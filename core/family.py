@@ -31,6 +31,7 @@ if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DIS
     import torch
     from PIL import Image
 
+    from core.executor import Executor
     from core.model import LatentModel
 
 DOMINANCE = ("blend", "father", "mother")
@@ -192,7 +193,11 @@ class Family:
     a failed photo sets that parent's ``error`` and leaves the other usable.
     """
 
-    def __init__(self, model: LatentModel, name: str, tags: Sequence[str] = ()) -> None:
+    def __init__(self, model: LatentModel, name: str, tags: Sequence[str] = (), executor: Executor | None = None) -> None:
+        """``executor`` runs the projections and decoding (``core.executor``; default: in this process)."""
+        from core.executor import LOCAL
+
+        self.executor: Executor = executor or LOCAL
         if "faces" not in tags:
             raise ValueError(f"{model.card.title} is not a face model; Family needs one (e.g. small_ae/faces or a StyleGAN "
                              "FFHQ model).")
@@ -268,7 +273,7 @@ class Family:
         """
         from core.faces.mask import as_weights
         from core.images import from_pil, psnr, to_pil
-        from core.projection import ProjectionConfig, project
+        from core.projection import ProjectionConfig
 
         usable = [w for w in PARENTS if self.parents[w].crop is not None]
         if not usable:
@@ -282,7 +287,7 @@ class Family:
             target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in todo])
             weights = as_weights(np.stack([self.parents[w].mask for w in todo]))  # the faces only, not their backdrops
             final = None
-            for ev in project(self.model, target, cfg, should_stop, weights=weights):
+            for ev in self.executor.project(self.model, target, cfg, should_stop, weights):
                 final = ev
                 yield ev
             face_psnr = psnr(final.preview.to(target.device), target, weights.to(target.device))
@@ -316,7 +321,7 @@ class Family:
         warnings = self.check(settings)
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
-        images = to_pil(self.model.generate(lat, self.space))
+        images = to_pil(self.executor.generate(self.model, lat, self.space))
         from core.faces.identity import distances
 
         for p in self.parents.values():
@@ -338,7 +343,7 @@ class Family:
             raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
         f, m = self._projected_latents()
         kids = make_children(self.model, f, m, self.space, settings, self.directions)
-        return to_pil(self.model.generate(morph(f, kids[int(index)], m, frames), self.space))
+        return to_pil(self.executor.generate(self.model, morph(f, kids[int(index)], m, frames), self.space))
 
     # ----- identity -----------------------------------------------------------------------
     def _describe(self, images: list[Image.Image]):

@@ -16,6 +16,7 @@ from typing import TYPE_CHECKING
 import torch
 
 if TYPE_CHECKING:
+    from core.executor import Executor
     from core.model import LatentModel
 
 METHODS = ("lerp", "slerp")
@@ -150,7 +151,8 @@ StepReport = Callable[[int, int, float], None]  # (step, steps, psnr)
 
 
 def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
-                  report: StepReport | None = None, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, float]:
+                  report: StepReport | None = None, weights: torch.Tensor | None = None,
+                  executor: Executor | None = None) -> tuple[torch.Tensor, float]:
     """Latents of ``images`` (N, C, H, W) in ``space`` and the reconstruction PSNR.
 
     Always a projection with the model's own defaults (which start from the encoder when there
@@ -158,11 +160,12 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
     answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder. ``weights``:
     the pixels that count (N or 1, 1, H, W), e.g. face masks.
     """
-    from core.projection import ProjectionConfig, project
+    from core.executor import LOCAL
+    from core.projection import ProjectionConfig
 
     cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     final = None
-    for ev in project(model, images, cfg, weights=weights):
+    for ev in (executor or LOCAL).project(model, images, cfg, weights=weights):
         if report is not None:
             report(ev.step, ev.steps, ev.psnr)
         final = ev
@@ -171,12 +174,13 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
 
 
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
-                    report: StepReport | None = None, weights: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A and B from two images (2, C, H, W), projected together as one batch; also the PSNR. ``weights``: see
-    :func:`image_latents` (aligned faces: their masks, so only the faces drive the fit)."""
+                    report: StepReport | None = None, weights: torch.Tensor | None = None,
+                    executor: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
+    """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR.
+    ``weights``: see :func:`image_latents` (aligned faces: their masks, so only the faces drive the fit)."""
     if len(images) != 2:
         raise ValueError(f"Give exactly two images, not {len(images)}.")
-    latents, psnr = image_latents(model, images, plan.space, steps, report, weights)
+    latents, psnr = image_latents(model, images, plan.space, steps, report, weights, executor)
     return latents[:1], latents[1:], psnr
 
 

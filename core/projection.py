@@ -34,12 +34,16 @@ import numbers
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field, fields
+from typing import TYPE_CHECKING
 
 import torch
 
 from core import losses
 from core.images import psnr
 from core.model import LatentModel
+
+if TYPE_CHECKING:
+    from core.executor import Executor
 
 INITS = ("auto", "encoder", "mean", "samples", "bank")
 
@@ -467,19 +471,23 @@ def project(
 
 
 def to_latent(model: LatentModel, target: torch.Tensor, space: str | None = None,
-              on_event: Callable[[ProjectionEvent], None] | None = None, **overrides) -> torch.Tensor:
+              on_event: Callable[[ProjectionEvent], None] | None = None, executor: Executor | None = None,
+              **overrides) -> torch.Tensor:
     """Latents (N, *shape) of target images: the encoder's answer when the model has one, else a projection.
 
     ``overrides`` are ProjectionConfig fields (steps, loss...) for models without an encoder; ``on_event``
-    sees every projection step (progress bars).
+    sees every projection step (progress bars); ``executor`` runs the work (``core.executor``; default: here).
     """
     space = model.check_space(space)
     if model.has_encoder:
+        if executor is not None:
+            return executor.encode(model, target, space)
         with torch.no_grad():
             return model.encode(target.to(model.device), space).detach().cpu()
     cfg = ProjectionConfig.for_model(model, space, **{"preview_every": 0, **overrides})
     final = None
-    for ev in project(model, target, cfg):
+    events = project(model, target, cfg) if executor is None else executor.project(model, target, cfg)
+    for ev in events:
         if on_event is not None:
             on_event(ev)
         final = ev

@@ -13,6 +13,7 @@ import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -21,6 +22,9 @@ from core.direction import Direction, load_directions, save_directions
 from core.direction_fit import fit_binary_direction, fit_numeric_direction
 from core.labels import MISSING, list_images, read_labels, row_key
 from core.model import LatentModel
+
+if TYPE_CHECKING:
+    from core.executor import Executor
 
 GROUP_COLUMNS = ("person", "person_id", "group", "subject", "identity", "face_id")
 
@@ -83,8 +87,11 @@ def read_labelled_folder(images_dir: str | Path, labels_csv: str | Path) -> Labe
 
 
 def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces: bool, steps: int = 200,
-                  progress: Callable[[int, int, str], None] | None = None) -> tuple[np.ndarray, list[int]]:
-    """Latents of the images that could be read (and whose face was found); returns them and their indices."""
+                  progress: Callable[[int, int, str], None] | None = None, executor: Executor | None = None
+                  ) -> tuple[np.ndarray, list[int]]:
+    """Latents of the images that could be read (and whose face was found); returns them and their indices.
+
+    ``executor`` encodes or projects them (``core.executor``; default: in this process)."""
     from core.image_input import load_image, model_input
     from core.images import from_pil
     from core.projection import to_latent
@@ -97,7 +104,7 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
             img = model_input(load_image(p), model.image_size, model.channels, align_faces).image
         except ValueError:
             continue  # unreadable image or no face: skipped, and counted in the report
-        z = to_latent(model, from_pil(img, model.channels), space, steps=steps)
+        z = to_latent(model, from_pil(img, model.channels), space, executor=executor, steps=steps)
         latents.append(z.detach().cpu().numpy()[0])
         kept.append(i)
     if not latents:
@@ -107,11 +114,12 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
 
 def fit_from_folder(model: LatentModel, model_name: str, images_dir: str | Path, labels_csv: str | Path,
                     space: str | None = None, align_faces: bool = True, steps: int = 200,
-                    progress: Callable[[int, int, str], None] | None = None) -> tuple[list[Direction], list[str]]:
+                    progress: Callable[[int, int, str], None] | None = None,
+                    executor: Executor | None = None) -> tuple[list[Direction], list[str]]:
     """Fit one direction per label column; returns the directions and notes (skipped columns, images)."""
     space = model.check_space(space or ("w" if "w" in model.spaces else model.default_space))
     data = read_labelled_folder(images_dir, labels_csv)
-    latents, kept = encode_images(model, data.paths, space, align_faces, steps, progress)
+    latents, kept = encode_images(model, data.paths, space, align_faces, steps, progress, executor)
     notes = [f"{len(kept)} of {len(data.paths)} images used" + ("" if len(kept) == len(data.paths) else " (others unreadable or no face)")]
     groups = [data.groups[i] for i in kept]
     source = f"{len(kept)} labelled images from {Path(images_dir).name}"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import sys
 import threading
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import gradio as gr
 from starlette.middleware import Middleware
@@ -17,6 +18,9 @@ from demos.login_guard import LoginGuard
 from demos.sessions import session_key
 from plugins.registry import Registry
 
+if TYPE_CHECKING:
+    from core.executor import Executor
+
 TITLE = "Latent Lab"
 INTRO = (
     "# Latent Lab\nExplore the latent spaces of generative models: **project** an image into a model, **interpolate** "
@@ -26,15 +30,17 @@ INTRO = (
 
 
 def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, models_dir: str | Path | None = None,
-              allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False) -> gr.Blocks:
+              allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False,
+              executor: Executor | None = None) -> gr.Blocks:
     """The app; ``models_dir`` / ``allow_shared_uploads`` / ``idle_s`` / ``keep_files`` are the privacy options of
-    ``app.py`` (see the README's Privacy section)."""
+    ``app.py`` (see the README's Privacy section); ``executor`` runs the heavy model work (``core.executor``:
+    in this process by default, ``demos.ray_executor.RayExecutor`` with ``--ray``); the app closes it when it stops."""
     if idle_s <= 0:
         raise ValueError(f"--idle-timeout must be a positive number of seconds, got {idle_s}.")
     if models_dir is not None and not Path(models_dir).is_dir():
         raise ValueError(f"--models-dir {models_dir} is not a folder.")
     ctx = AppContext(registry, max_steps=max_steps, models_dir=Path(models_dir) if models_dir else None,
-                     allow_shared_uploads=allow_shared_uploads, idle_s=idle_s, keep_files=keep_files)
+                     allow_shared_uploads=allow_shared_uploads, idle_s=idle_s, keep_files=keep_files, executor=executor)
     # Gradio also sweeps its cache (files older than an hour, and at shutdown) unless files are to be kept.
     with gr.Blocks(title=TITLE, delete_cache=None if keep_files else (600, 3600)) as demo:
         gr.Markdown(INTRO)

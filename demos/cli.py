@@ -5,12 +5,20 @@ from __future__ import annotations
 import argparse
 import sys
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from plugins.contract import FACES
 from plugins.registry import Registry
 
+if TYPE_CHECKING:
+    from core.executor import Executor
 
-def run(args: argparse.Namespace, registry: Registry) -> int:
+
+def run(args: argparse.Namespace, registry: Registry, executor: Executor | None = None) -> int:
+    """Run one command; ``executor`` runs the heavy model work (``core.executor``; default: in this process)."""
+    from core.executor import LOCAL
+
+    executor = executor or LOCAL
     if getattr(args, "model", None):
         args.model = resolve_model(registry, args.model)
     if args.command == "models":
@@ -21,13 +29,13 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
             print(f"[plugin failed] {err.plugin}: {err.message}")
         return 0
     if args.command == "project":
-        return project(args, registry)
+        return project(args, registry, executor)
     if args.command == "interpolate":
-        return interpolate(args, registry)
+        return interpolate(args, registry, executor)
     if args.command == "family":
-        return family(args, registry)
+        return family(args, registry, executor)
     if args.command == "directions":
-        return directions(args, registry)
+        return directions(args, registry, executor)
     raise ValueError(f"Unknown command '{args.command}'.")
 
 
@@ -93,16 +101,16 @@ def _progress(events, total: int, label: str):
     return final
 
 
-def _project(model, target, label: str, space: str, weights=None, **overrides):
+def _project(executor: Executor, model, target, label: str, space: str, weights=None, **overrides):
     """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar;
     ``weights``: the pixels that count (a face mask)."""
-    from core.projection import ProjectionConfig, project
+    from core.projection import ProjectionConfig
 
     cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
-    return _progress(project(model, target, cfg, weights=weights), cfg.steps, label)
+    return _progress(executor.project(model, target, cfg, weights=weights), cfg.steps, label)
 
 
-def project(args: argparse.Namespace, registry: Registry) -> int:
+def project(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     from core.export import save_latent
     from core.images import to_pil
 
@@ -112,7 +120,7 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     inp, target = _target(registry, args.model, model, args.image, aligned, args.face)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ev = _project(model, target, Path(args.image).name, space, inp.weights, steps=args.steps, init=args.init,
+    ev = _project(executor, model, target, Path(args.image).name, space, inp.weights, steps=args.steps, init=args.init,
                   loss=args.loss, seed=args.seed, optimize_noise=True if args.noise_maps else None)
     recon = to_pil(ev.preview)[0]
     info, identity, extra = {}, "", ""
@@ -134,7 +142,7 @@ def project(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def interpolate(args: argparse.Namespace, registry: Registry) -> int:
+def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     """The tab's workflow (``core.interpolate``) with flags for widgets and files for the gallery."""
     import torch
 
@@ -156,9 +164,10 @@ def interpolate(args: argparse.Namespace, registry: Registry) -> int:
 
         pairs = [_target(registry, args.model, model, p, not args.no_align) for p in (args.a, args.b)]
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
-        a, b, _ = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(model, plan, targets, steps, report, weights))
+        a, b, _ = _with_bar(steps, "projecting A and B",
+                            lambda report: image_endpoints(model, plan, targets, steps, report, weights, executor))
     latents = walk(model, plan, a, b)
-    frames = to_pil(model.generate(latents, plan.space))
+    frames = to_pil(executor.generate(model, latents, plan.space))
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)
@@ -185,7 +194,7 @@ def _with_bar(total: int, label: str, work):
         bar.close()
 
 
-def family(args: argparse.Namespace, registry: Registry) -> int:
+def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     """The Family tab's workflow (core.family.Family) with flags for widgets and files for views."""
     from core.export import save_latent, save_mp4
     from core.faces.identity import verdict
@@ -197,7 +206,7 @@ def family(args: argparse.Namespace, registry: Registry) -> int:
         raise ValueError(f"{registry.entry(args.model).card.title} is not a face model; family needs one "
                          "(e.g. small_ae/faces or stylegan2/ffhq-256).")
     model = _load(registry, args.model)
-    fam = Family(model, args.model, registry.entry(args.model).tags)
+    fam = Family(model, args.model, registry.entry(args.model).tags, executor=executor)
     settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
                              attributes={k: v for k, v in (("age", args.age), ("gender", args.gender)) if v},
                              variation=args.variation, seed=args.seed, children=args.children)
@@ -234,7 +243,7 @@ def family(args: argparse.Namespace, registry: Registry) -> int:
     return 0
 
 
-def directions(args: argparse.Namespace, registry: Registry) -> int:
+def directions(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     from tqdm import tqdm
 
     from core.user_directions import fit_from_folder, save_user_directions
@@ -249,7 +258,7 @@ def directions(args: argparse.Namespace, registry: Registry) -> int:
         bar.refresh()
 
     align = not args.no_align and FACES in registry.entry(args.model).tags
-    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report)
+    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report, executor)
     bar.close()
     for n in notes:
         print(n)

@@ -96,6 +96,7 @@ class AppContext:
     allow_shared_uploads: bool = False  # an uploaded .pkl is offered to everyone (--allow-shared-uploads)
     idle_s: float = IDLE_S  # a session with no open tab ends after this long without activity
     keep_files: bool = False  # --keep-files: nothing is deleted (debugging)
+    executor: Any = None  # where heavy model work runs (core.executor.Executor; None: in this process, core.executor.LOCAL)
     model_dropdowns: list[gr.Dropdown] = field(default_factory=list)
     files: SessionFiles = field(init=False)
     _private_models: dict[str, str] = field(default_factory=dict)  # model name -> the session that uploaded it
@@ -107,6 +108,10 @@ class AppContext:
     _reaper: threading.Thread | None = None
 
     def __post_init__(self) -> None:
+        if self.executor is None:
+            from core.executor import LOCAL
+
+            self.executor = LOCAL
         self.files = SessionFiles(lambda: Path(gr.utils.get_upload_folder()), idle_s=self.idle_s, keep_files=self.keep_files)
 
     # ----- per-session files ---------------------------------------------------------
@@ -201,6 +206,7 @@ class AppContext:
     def close(self) -> None:
         """The app stops: no job writes anything more, and every session's files are deleted."""
         self._stop.set()
+        self.executor.close()
         self.files.close()
         with self._lock:
             keys = list(self._caches)

@@ -25,7 +25,7 @@ def family_for(ctx: AppContext, name: str | None, request: gr.Request | None):
     cache = ctx.session_cache(request)
     if ("family", name) not in cache:
         try:
-            cache[("family", name)] = Family(m, name, ctx.registry.entry(name).tags)
+            cache[("family", name)] = Family(m, name, ctx.registry.entry(name).tags, executor=ctx.executor)
         except ValueError as e:  # not a face model
             raise gr.Error(str(e)) from e
     return cache[("family", name)]

@@ -53,7 +53,7 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         yield None, None, None, None, "Projecting both images…"
         a, b, psnr = image_endpoints(m, plan, targets, n_steps,
                                      lambda i, n, p: progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB"),
-                                     stacked_weights(inputs))
+                                     stacked_weights(inputs), executor=ctx.executor)
         proj_note = f" Endpoints projected ({n_steps} steps, PSNR {psnr:.1f} dB)."
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
@@ -70,7 +70,7 @@ def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomera
     from core.images import to_pil
     from core.interpolate import describe
 
-    frames = to_pil(model.generate(latents, plan.space))
+    frames = to_pil(ctx.executor.generate(model, latents, plan.space))
     label = caption(ctx, name)
     paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames)]
     views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames)]

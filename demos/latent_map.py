@@ -117,7 +117,7 @@ def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Requ
 
     from core.images import to_pil
 
-    img = to_pil(ctx.model(name).generate(torch.as_tensor(lat), space))[0]
+    img = to_pil(ctx.executor.generate(ctx.model(name), torch.as_tensor(lat), space))[0]
     return ctx.save_image(request, img, "decoded", min_side=256)
 
 
@@ -169,10 +169,10 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
 
     steps = whole_number(n_steps, "number of projection steps", 1, ctx.max_steps)
     lat = to_latent(m, target, data.space, on_event=lambda ev: progress(ev.step / ev.steps, desc=f"projecting: step {ev.step}/{ev.steps}"),
-                    steps=steps).numpy()
+                    executor=ctx.executor, steps=steps).numpy()
     dist, idx = Neighbours(data.latents).query(lat, k)
     idx, dist = idx[0], dist[0]
-    pics = to_pil(data.images(idx)) if data.images is not None else to_pil(m.generate(torch.as_tensor(data.latents[idx]), data.space))
+    pics = to_pil(data.images(idx)) if data.images is not None else to_pil(ctx.executor.generate(m, torch.as_tensor(data.latents[idx]), data.space))
     label_of = data.labels.get(by) if by else None
     gallery = [(ctx.save_image(request, p, "neighbour", min_side=128),
                 f"#{i} · d={d:.2f}" + (f" · {by}: {label_of[i]}" if label_of is not None else ""))

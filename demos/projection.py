@@ -99,7 +99,6 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
                   request: gr.Request = None, progress=gr.Progress()):
     """Stream (target, preview, status, curve, files); Stop ends it with the best latent so far, offered as files."""
     from core.images import from_pil, to_pil
-    from core.projection import project
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
@@ -110,7 +109,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     yield target_path, None, f"Projecting into **{cfg.space}** of {m.card.title}…", None, None
     history = []
     try:
-        for ev in project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set, weights=inp.weights):
+        for ev in ctx.executor.project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set, weights=inp.weights):
             if not ev.done:
                 history.append((ev.step, ev.loss, ev.psnr))
                 progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")

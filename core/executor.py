@@ -1,0 +1,64 @@
+"""Where heavy model work runs: one small interface, in-process by default.
+
+Projection, batched decoding (``generate``) and encoding go through an :class:`Executor`, so the app's
+front-end (Gradio, sessions, files) and the model work can scale apart: :class:`LocalExecutor` runs them in
+this process; ``demos.ray_executor.RayExecutor`` runs them on a Ray Serve deployment of model replicas on
+other machines (GPUs). Models are named by their registry name (``model.card.name``), so only that name,
+latents, target tensors and small settings cross the wire; a replica loads the model through the same plugins.
+
+Kept free of Gradio and Ray: workflows in ``core`` take an executor argument defaulting to :data:`LOCAL`.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from typing import Protocol, runtime_checkable
+
+import torch
+
+from core import projection
+from core.model import LatentModel
+from core.projection import ProjectionConfig, ProjectionEvent
+
+
+@runtime_checkable
+class Executor(Protocol):
+    """Heavy work on a model; the model object is passed for its name (remote) or used directly (local)."""
+
+    def project(self, model: LatentModel, target: torch.Tensor, config: ProjectionConfig,
+                should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None) -> Iterator[ProjectionEvent]:
+        """``core.projection.project``: one event per step, a final ``done`` event (``stopped`` if asked to stop);
+        ``weights``: the pixels that count (face masks)."""
+        ...
+
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """``LatentModel.generate``: images (N, C, H, W) in [-1, 1] on the CPU."""
+        ...
+
+    def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        """``LatentModel.encode_batched``: latents on the CPU (models with an encoder)."""
+        ...
+
+    def close(self) -> None:
+        """Release what the executor holds (connections, deployments)."""
+        ...
+
+
+class LocalExecutor:
+    """Everything in this process, on the model object given: exactly the functions it wraps."""
+
+    def project(self, model: LatentModel, target: torch.Tensor, config: ProjectionConfig,
+                should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None) -> Iterator[ProjectionEvent]:
+        return projection.project(model, target, config, should_stop, weights)  # looked up per call (tests patch it)
+
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        return model.generate(latents, space)
+
+    def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
+        return model.encode_batched(images, space)
+
+    def close(self) -> None:
+        pass
+
+
+LOCAL = LocalExecutor()

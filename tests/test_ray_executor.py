@@ -1,0 +1,188 @@
+"""The app with its heavy work on a local Ray Serve deployment of 2 model workers (``--ray``).
+
+Requests go through gradio_client as a visitor's would; the in-process executor is made to fail for the
+duration, so a result can only have come from the replicas, and each is compared with the same work done
+here without Ray. Skipped when Ray Serve is not installed (requirements-ray.txt).
+"""
+
+from __future__ import annotations
+
+import io
+import os
+import zipfile
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+pytest.importorskip("ray.serve")
+gradio_client = pytest.importorskip("gradio_client")
+import ray  # noqa: E402
+from gradio_client import Client, handle_file  # noqa: E402
+from ray import serve  # noqa: E402
+
+from core.executor import LocalExecutor  # noqa: E402
+from core.export import load_latent  # noqa: E402
+from demos.ray_executor import APP_NAME, ROOT, RayExecutor  # noqa: E402
+
+pytestmark = [pytest.mark.ray, pytest.mark.slow]
+DIGITS = "small_ae/digits"
+
+
+@pytest.fixture(scope="module")
+def cluster(tmp_path_factory):
+    """A local Ray (2 CPUs, no dashboard) with 2 tiny replicas; shut down cleanly afterwards."""
+    tmp = tmp_path_factory.mktemp("ray_app")
+    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
+    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
+             runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "LATENT_LAB_CACHE": str(tmp / "cache")}})
+    try:
+        executor = RayExecutor(replicas=2, num_cpus=0.5)
+        yield executor
+        executor.close()
+        assert APP_NAME not in serve.status().applications
+    finally:
+        serve.shutdown()
+        ray.shutdown()
+        for k, v in old.items():
+            if v is None:
+                os.environ.pop(k, None)
+            else:
+                os.environ[k] = v
+    assert not ray.is_initialized()
+
+
+@pytest.fixture(scope="module")
+def app(cluster):
+    from demos.app import build_app, launch
+    from plugins.registry import Registry
+
+    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300, executor=cluster)
+    launch(demo, block=False)
+    yield demo
+    demo.close()  # closes the executor too; the cluster fixture's second close is a no-op
+
+
+@pytest.fixture
+def remote_only(monkeypatch):
+    """Any heavy work done in-process during a request fails the test."""
+    def refuse(*_a, **_k):
+        raise AssertionError("heavy work ran in-process, not on the Ray replicas")
+
+    for method in ("project", "generate", "encode"):
+        monkeypatch.setattr(LocalExecutor, method, refuse)
+
+
+@pytest.fixture(scope="module")
+def client(app):
+    c = Client(app.local_url, verbose=False)
+    yield c
+    c.close()
+
+
+@pytest.fixture(scope="module")
+def digit_png(tmp_path_factory):
+    from sklearn.datasets import load_digits
+
+    p = tmp_path_factory.mktemp("img") / "digit.png"
+    Image.fromarray(np.uint8(load_digits().images[10] * 255 / 16)).resize((32, 32), Image.NEAREST).save(p)
+    return str(p)
+
+
+def _model(app):
+    return app.latent_lab.registry.get(DIGITS)
+
+
+def test_two_replicas_serve_and_a_second_front_end_shares_them(app, cluster):
+    status = serve.status().applications[APP_NAME].deployments["ModelWorker"]
+    assert status.replica_states.get("RUNNING") == 2
+    assert DIGITS in cluster.remote_names
+    second = RayExecutor(replicas=1)  # another front-end: uses the running deployment, does not redeploy it
+    m = _model(app)
+    z = m.sample(2, 0)
+    assert torch.allclose(second.generate(m, z), m.generate(z), atol=1e-5)
+    second.close()
+    assert serve.status().applications[APP_NAME].deployments["ModelWorker"].replica_states.get("RUNNING") == 2
+
+
+def test_projection_through_ray_matches_in_process(app, client, digit_png, remote_only):
+    _, _, status, _, files = client.predict(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 12, False, 0, api_name="/project")
+    assert "Done" in status
+    remote, info = load_latent(next(f for f in files if f.endswith(".npz")))
+    assert info["steps"] == 12
+
+    from core.image_input import load_image, model_input
+    from core.images import from_pil
+    from core.projection import project
+    from demos.projection import projection_config
+
+    m = _model(app)
+    img, _ = model_input(load_image(digit_png, channels=3, min_side=8), m.image_size, m.channels, False, 0)
+    final = list(project(m, from_pil(img, m.channels), projection_config(m, "latent", "mean", "mse", 12, 0, False)))[-1]
+    assert np.allclose(remote, final.latent.numpy(), atol=1e-4)
+
+
+def test_interpolation_from_seeds_through_ray_matches_in_process(app, client, remote_only):
+    _, _, _, files, status = client.predict(DIGITS, "two seeds", 3, 4, None, None, 5, "", "auto", [], 10, False, 8, False,
+                                            api_name="/interpolate")
+    assert "5 frames" in status
+    latents, _ = load_latent(next(f for f in files if f.endswith(".npz")))
+    with zipfile.ZipFile(next(f for f in files if f.endswith(".zip"))) as z:
+        frames = [np.asarray(Image.open(io.BytesIO(z.read(f"frame_{i:03d}.png"))), dtype=int) for i in range(5)]
+
+    from core.images import to_pil
+
+    m = _model(app)
+    a, b = m.sample(1, 3), m.sample(1, 4)
+    assert np.allclose(latents[0], a.numpy()[0], atol=1e-6) and np.allclose(latents[-1], b.numpy()[0], atol=1e-6)
+    expected = [np.asarray(p, dtype=int) for p in to_pil(m.generate(torch.as_tensor(latents)))]
+    assert all(np.abs(f - e).max() <= 1 for f, e in zip(frames, expected, strict=True))
+
+
+def test_decode_point_through_ray_matches_in_process(app, client, remote_only):
+    from core.images import enlarge, to_pil
+
+    update, _ = client.predict(DIGITS, api_name="/map_datasets")
+    ds = update["value"]
+    colour = client.predict(DIGITS, ds, api_name="/map_labels")["value"]
+    img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, 5, api_name="/map_decode_point")
+    assert idx == 5 and "Point #5" in text
+    data = app.latent_lab.dataset(DIGITS, ds)
+    expected = enlarge(to_pil(_model(app).generate(torch.as_tensor(data.latents[5:6]), data.space))[0], 256)
+    assert np.abs(np.asarray(Image.open(img), dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+
+
+def test_stop_and_plain_errors_cross_the_wire(app, cluster):
+    from core.projection import ProjectionConfig
+
+    m = _model(app)
+    target = m.generate(m.sample(1, 7))
+    cfg = ProjectionConfig.for_model(m, None, steps=5000, preview_every=0, init="mean")
+    seen = []
+    for ev in cluster.project(m, target, cfg, should_stop=lambda: len(seen) >= 3):
+        seen.append(ev)
+    assert seen[-1].done and seen[-1].stopped and seen[-1].step < 5000
+    with pytest.raises(ValueError, match="The target must have shape"):
+        list(cluster.project(m, torch.zeros(1, 3, 8, 8), cfg))
+
+
+def test_a_caller_that_goes_away_stops_the_replica(app, cluster):
+    """Closing the stream (a client disconnected) ends the replica's projection, not just the stream."""
+    import time
+
+    from core.projection import ProjectionConfig
+
+    m = _model(app)
+    cfg = ProjectionConfig.for_model(m, None, steps=10**6, preview_every=0, init="mean")
+    before = ray.get(cluster.board.pending.remote())
+    events = cluster.project(m, m.generate(m.sample(1, 8)), cfg)
+    assert next(events).step == 1 and next(events).step == 2
+    events.close()  # what Gradio does to a handler whose client went away
+    assert ray.get(cluster.board.pending.remote()) == before + 1  # asked to stop ...
+    deadline = time.monotonic() + 30
+    while ray.get(cluster.board.pending.remote()) > before and time.monotonic() < deadline:
+        time.sleep(0.2)
+    assert ray.get(cluster.board.pending.remote()) == before == 0  # ... the replica's projection ended (it clears its flag)
