@@ -120,7 +120,7 @@ def test_projection_through_ray_matches_in_process(app, client, digit_png, remot
     from demos.projection import projection_config
 
     m = _model(app)
-    img, _ = model_input(load_image(digit_png, channels=3, min_side=8), m.image_size, m.channels, False, 0)
+    img = model_input(load_image(digit_png, channels=3, min_side=8), m.image_size, m.channels, False, 0).image
     final = list(project(m, from_pil(img, m.channels), projection_config(m, "latent", "mean", "mse", 12, 0, False)))[-1]
     assert np.allclose(remote, final.latent.numpy(), atol=1e-4)
 
