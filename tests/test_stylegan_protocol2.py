@@ -75,4 +75,3 @@ def test_protocol2_payloads_are_refused_by_name(marker):
             load_network_pickle(io.BytesIO(data))
         assert words in str(info.value) and "refused" in str(info.value)
     assert not [m for m in sys.modules if m.startswith("_imported_module_")]
-
