@@ -15,7 +15,7 @@ from tests.conftest import ROOT
 
 SHIPPED = ROOT / "plugins" / "diffusion" / "weights" / "digits"
 # A little below what the committed weights measured on 64 held-out digits at 50 steps (see training.json).
-ROUNDTRIP_50_FLOOR_DB = 30.0
+ROUNDTRIP_50_FLOOR_DB = 30.0  # measured: 35.3 dB mean (64 digits), 28.3 dB worst
 
 
 def _train(out, seed=0):
@@ -98,3 +98,22 @@ def test_ddim_reports_progress_and_stops(shipped):
     assert seen == [(i, 5) for i in range(1, 6)]
     with pytest.raises(Cancelled, match="stopped at step 2 of 5"):
         ddim_invert(unet, config, x, 5, progress=lambda i, n: seen.append(i), cancel=lambda: len(seen) >= 7)
+
+
+def test_shipped_model_samples_read_as_digits(shipped):
+    """A classifier fitted on the real 8x8 training digits reads the samples about as confidently as real held-out
+    digits (0.88 on average) and finds several different digits among them."""
+    from sklearn.linear_model import LogisticRegression
+
+    from plugins.diffusion.train import sample_grid
+
+    unet, config = shipped
+    ds = load_digits_dataset()
+    x, y = ds.images.flatten(1).numpy(), ds.labels["digit"]
+    clf = LogisticRegression(max_iter=2000).fit(x[~ds.heldout], y[~ds.heldout])
+    samples = sample_grid(unet, config, 32, seed=5, steps=20)
+    assert samples.shape == (32, 1, 16, 16)
+    p = clf.predict_proba(torch.nn.functional.avg_pool2d(samples, 2).flatten(1).numpy())
+    assert p.max(1).mean() >= 0.7 and len(set(p.argmax(1))) >= 6
+    noise = torch.rand(32, 1, 8, 8) * 2 - 1  # the same check on noise fails
+    assert clf.predict_proba(noise.flatten(1).numpy()).max(1).mean() < 0.7

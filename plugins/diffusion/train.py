@@ -50,23 +50,36 @@ class Preset:
     train: TrainConfig
 
 
-_SCHEDULER = dict(num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02,
-                  prediction_type="epsilon", clip_sample=True)
+_SCHEDULER = dict(
+    num_train_timesteps=1000, beta_schedule="linear", beta_start=1e-4, beta_end=0.02, prediction_type="epsilon", clip_sample=True
+)
 
 PRESETS: dict[str, Preset] = {
     # 1.1 M parameters, 4.5 MB: self-attention only at the 4x4 level, where it is cheap.
     "digits": Preset(
-        unet=dict(in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(32, 64, 64),
-                  down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
-                  up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D")),
+        unet=dict(
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(32, 64, 64),
+            down_block_types=("DownBlock2D", "DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D", "UpBlock2D"),
+        ),
         scheduler=_SCHEDULER,
         train=TrainConfig(),
     ),
     # The same recipe at toy size, so the tests run the whole CLI in seconds.
     "digits-tiny": Preset(
-        unet=dict(in_channels=1, out_channels=1, layers_per_block=1, block_out_channels=(8, 16), norm_num_groups=4,
-                  down_block_types=("DownBlock2D", "AttnDownBlock2D"), up_block_types=("AttnUpBlock2D", "UpBlock2D"),
-                  attention_head_dim=8),
+        unet=dict(
+            in_channels=1,
+            out_channels=1,
+            layers_per_block=1,
+            block_out_channels=(8, 16),
+            norm_num_groups=4,
+            down_block_types=("DownBlock2D", "AttnDownBlock2D"),
+            up_block_types=("AttnUpBlock2D", "UpBlock2D"),
+            attention_head_dim=8,
+        ),
         scheduler=_SCHEDULER,
         train=TrainConfig(steps=20, batch_size=16, size=8, warmup=5, ema=0.9),
     ),
@@ -100,7 +113,8 @@ def train_unet(images: torch.Tensor, preset: Preset, tc: TrainConfig, progress: 
     g = torch.Generator().manual_seed(tc.seed)
     opt = torch.optim.AdamW(unet.parameters(), lr=tc.lr, weight_decay=tc.weight_decay)
     lr = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: min(1.0, (s + 1) / tc.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, tc.steps) / tc.steps)))
+        opt, lambda s: min(1.0, (s + 1) / tc.warmup) * 0.5 * (1 + math.cos(math.pi * min(s, tc.steps) / tc.steps))
+    )
     unet.train()
     perm, pos, running = torch.randperm(len(images), generator=g), 0, None
     bar = tqdm(range(tc.steps), desc="training", disable=not progress, file=sys.stderr)
@@ -137,16 +151,22 @@ def roundtrip_psnr(unet, scheduler_config, images: torch.Tensor, steps: int) -> 
 
 @torch.no_grad()
 def sample_grid(unet, scheduler_config, n: int, seed: int, steps: int = 50) -> torch.Tensor:
-    """``n`` DDIM samples from seeded noise, (n, C, H, W) clamped to [-1, 1]."""
+    """``n`` DDIM samples from seeded noise (predicted x0 clipped at each step), (n, C, H, W) clamped to [-1, 1]."""
     from plugins.diffusion.ddim import ddim_sample
 
     c, s = unet.config.in_channels, unet.config.sample_size
     xT = torch.randn((n, c, s, s), generator=torch.Generator().manual_seed(seed))
-    return ddim_sample(unet, scheduler_config, xT, steps).clamp(-1, 1)
+    return ddim_sample(unet, scheduler_config, xT, steps, clip=True).clamp(-1, 1)
 
 
-def run(name: str, tc: TrainConfig, out: str | Path, progress: bool = True, eval_steps: tuple[int, ...] = ROUNDTRIP_STEPS,
-        eval_images: int = 64) -> dict:
+def run(
+    name: str,
+    tc: TrainConfig,
+    out: str | Path,
+    progress: bool = True,
+    eval_steps: tuple[int, ...] = ROUNDTRIP_STEPS,
+    eval_images: int = 64,
+) -> dict:
     """Train preset ``name`` on the digits' training split and write the pipeline folder; returns facts for the log."""
     from diffusers import DDPMPipeline
 
@@ -185,8 +205,13 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--steps", type=int, help="override the preset's number of optimiser steps")
     p.add_argument("--threads", type=int, help="torch threads (part of what makes a run reproducible)")
-    p.add_argument("--eval-steps", type=int, nargs="*", default=list(ROUNDTRIP_STEPS),
-                   help="DDIM step counts at which to measure the held-out round trip (none: skip)")
+    p.add_argument(
+        "--eval-steps",
+        type=int,
+        nargs="*",
+        default=list(ROUNDTRIP_STEPS),
+        help="DDIM step counts at which to measure the held-out round trip (none: skip)",
+    )
     p.add_argument("--quiet", action="store_true")
     a = p.parse_args(argv)
     tc = PRESETS[a.preset].train
