@@ -107,7 +107,7 @@ def ddim_sample(
     """Deterministic DDIM sampling (eta = 0) from the noise ``xT``; the result is not clamped.
 
     Decode an inverted x_T with ``clip=False`` (the default: the exact mirror of :func:`ddim_invert`); sample fresh
-    noise with ``clip=True``: on the built-in digits model the unclipped sampler leaves about one sample in seven as
+    noise with ``clip=True``: on the built-in digits model the unclipped sampler leaves several samples in 64 as
     speckle, the clipped one none."""
     sched = ddim_scheduler(scheduler_config, steps, clip)
     x = xT.to(next(unet.parameters()).dtype)
