@@ -10,6 +10,8 @@ each mapped to an inert stand-in:
 * tensor storages go through ``torch.load(..., weights_only=True)``; tensors are rebuilt
   with bounds checks; numpy scalars/arrays are decoded from their bytes (numeric dtypes only).
 
+Pickles re-saved with protocol 2 name ``__builtin__.set`` and encode bytes as
+``_codecs.encode(text, 'latin1')``: both are allowed, the latter only with exactly that codec.
 Any other global (``os.system``, ``builtins.exec``, ...) raises :class:`UnsafePickleError`.
 The generator ``G_ema`` is then rebuilt as our own module from the stored attributes, and
 every tensor is checked by name and shape.
@@ -143,6 +145,18 @@ def _np_dtype(spec, align=False, copy=False):
     return np.dtype(spec, bool(align), bool(copy))
 
 
+def _latin1_bytes(text, encoding):
+    """``_codecs.encode`` as protocol-2 pickles use it for every ``bytes`` object: ``encode(str, 'latin1')``.
+
+    Any other use (another codec, a non-string argument) is refused: codecs such as zlib or base64 would
+    let a file run more than a byte conversion."""
+    if not isinstance(text, str) or encoding != "latin1":
+        raise UnsafePickleError(
+            f"refused _codecs.encode with encoding {encoding!r} (protocol-2 pickles only encode byte strings as 'latin1')"
+        )
+    return text.encode("latin-1")
+
+
 def _np_reconstruct(cls, shape, typecode):
     if cls is not _NDArrayMarker:
         raise UnsafePickleError("refused numpy _reconstruct of a class other than ndarray")
@@ -154,6 +168,9 @@ ALLOWED_GLOBALS: dict[tuple[str, str], Any] = {
     ("dnnlib.util", "EasyDict"): EasyDict,
     ("collections", "OrderedDict"): collections.OrderedDict,
     ("builtins", "set"): set,
+    # protocol 2 (a network re-saved with pickle.dump(..., protocol=2)): Python 2 names, bytes as latin1 text
+    ("__builtin__", "set"): set,
+    ("_codecs", "encode"): _latin1_bytes,
     ("torch._utils", "_rebuild_tensor_v2"): _rebuild_tensor,
     ("torch._utils", "_rebuild_parameter"): _rebuild_parameter,
     ("torch._utils", "_rebuild_parameter_with_state"): _rebuild_parameter,
