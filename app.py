@@ -148,6 +148,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--variation", type=float, default=0.25)
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
+    fa.add_argument("--tune-steps", type=int, default=None,
+                    help="decoder-tuning steps after projection (pivotal tuning; default: the model's, 100 for small_ae/faces, 0 = off)")
     fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",
                     help="which face of a photo with several (0 = the largest): one number for both photos, or father's mother's")
 

@@ -172,6 +172,7 @@ class Parent:
     identity: float | None = None  # descriptor distance photo -> reconstruction (core.faces.identity)
     steps: int = 0
     stopped: bool = False  # the projection was stopped early: the latent is partial
+    tuned: bool = False  # the reconstruction comes from the decoder tuned to both parents' photos (core.pivotal)
 
 
 @dataclass
@@ -208,6 +209,8 @@ class Family:
         self._projected: dict[tuple, Parent] = {}
         self._descriptors: dict[tuple[str, int], object] = {}  # (digest, face) -> the parent photo's dlib descriptor
         self._directions: list | None = None
+        self.decoder: LatentModel = model  # what draws parents and children: the model, or its copy tuned to the parents
+        self._tuned: tuple[tuple, LatentModel] | None = None  # (parents' keys, tuned copy): only the latest is kept
 
     @property
     def directions(self) -> list:
@@ -265,42 +268,79 @@ class Family:
         return p
 
     # ----- projection ----------------------------------------------------------------------
-    def project(self, steps: int = 200, should_stop: Callable[[], bool] | None = None) -> Iterator:
-        """Project every aligned parent not yet projected with these settings, as ONE batch; yields ProjectionEvents.
+    def project(self, steps: int = 200, should_stop: Callable[[], bool] | None = None,
+                tune_steps: int | None = None) -> Iterator:
+        """Project every aligned parent not yet projected with these settings, as ONE batch, then tune a copy of the
+        decoder to both parents' photos (``tune_steps``, default the model's ``pivotal_tuning_steps``; see
+        core.pivotal); yields ProjectionEvents, then TuningEvents.
 
-        Afterwards ``parents[who]`` hold latent, reconstruction, PSNR, loss name and identity distance.
-        A stopped projection leaves partial results (``stopped=True``) that are not reused.
+        Afterwards ``parents[who]`` hold latent, reconstruction, PSNR (inside the face), loss name and identity
+        distance, measured on what ``self.decoder`` draws. A stopped run leaves partial results that are not reused.
         """
+        import torch
+
         from core.faces.mask import as_weights
-        from core.images import from_pil, psnr, to_pil
+        from core.images import from_pil
         from core.projection import ProjectionConfig
 
         usable = [w for w in PARENTS if self.parents[w].crop is not None]
         if not usable:
             self._ready("father" if self.parents["father"].error or not self.parents["mother"].error else "mother")
         cfg = ProjectionConfig.for_model(self.model, self.space, steps=steps, preview_every=0)
+        tune = self.model.pivotal_tuning_steps if tune_steps is None else int(tune_steps)
+        if tune < 0:
+            raise ValueError("The number of decoder-tuning steps cannot be negative.")
         keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss) for w in usable}
+        target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in usable])
+        weights = as_weights(np.stack([self.parents[w].mask for w in usable]))  # the faces only, not their backdrops
         todo = [w for w in usable if keys[w] not in self._projected]
         if todo:
-            import torch
-
-            target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in todo])
-            weights = as_weights(np.stack([self.parents[w].mask for w in todo]))  # the faces only, not their backdrops
+            rows = [usable.index(w) for w in todo]
             final = None
-            for ev in self.executor.project(self.model, target, cfg, should_stop, weights):
+            for ev in self.executor.project(self.model, target[rows], cfg, should_stop, weights[rows]):
                 final = ev
                 yield ev
-            face_psnr = psnr(final.preview.to(target.device), target, weights.to(target.device))
-            for i, (w, rec) in enumerate(zip(todo, to_pil(final.preview), strict=True)):
-                done = replace(self.parents[w], latent=final.latent[i : i + 1].clone(), reconstruction=rec,
-                               psnr=float(face_psnr[i]), loss_name=final.loss_name, steps=final.step, stopped=final.stopped)
-                done.identity = self._distance(done.reference, rec)
+            for i, w in enumerate(todo):
+                done = replace(self.parents[w], latent=final.latent[i : i + 1].clone(), loss_name=final.loss_name,
+                               steps=final.step, stopped=final.stopped)
                 self.parents[w] = done
                 if not final.stopped:
                     self._projected[keys[w]] = done
         for w in usable:
             if w not in todo:
                 self.parents[w] = replace(self._projected[keys[w]], warnings=self.parents[w].warnings)
+        self.decoder = self.model
+        latents = torch.cat([self.parents[w].latent for w in usable])
+        if tune > 0 and not any(self.parents[w].stopped for w in usable):
+            yield from self._tune(tuple(keys[w] for w in usable) + (tune,), latents, target, weights, tune, cfg.loss, should_stop)
+        self._describe_parents(usable, latents, target, weights)
+
+    def _tune(self, key: tuple, latents, target, weights, steps: int, loss: str, should_stop) -> Iterator:
+        """Tune a copy of the decoder to these parents (once per parents and settings; only the latest copy is kept)."""
+        from core.pivotal import TuningConfig, tune_decoder
+
+        if self._tuned is None or self._tuned[0] != key:
+            final = None
+            for ev in tune_decoder(self.model, latents, target, self.space, weights, TuningConfig(steps=steps, loss=loss),
+                                   should_stop):
+                final = ev
+                if not ev.done:
+                    yield ev
+            self._tuned = (key, final.model) if final.step == steps else None  # a stopped tuning is used, not kept
+            self.decoder = final.model
+            return
+        self.decoder = self._tuned[1]
+
+    def _describe_parents(self, usable: list[str], latents, target, weights) -> None:
+        """Each parent's reconstruction as ``self.decoder`` draws it, its PSNR inside the face and its identity distance."""
+        from core.images import psnr, to_pil
+
+        recon = self.executor.generate(self.decoder, latents, self.space)
+        face_psnr = psnr(recon, target.cpu(), weights)
+        for i, (w, rec) in enumerate(zip(usable, to_pil(recon), strict=True)):
+            self.parents[w] = replace(self.parents[w], reconstruction=rec, psnr=float(face_psnr[i]),
+                                      identity=self._distance(self.parents[w].reference, rec),
+                                      tuned=self.decoder is not self.model)
 
     def _projected_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         ps = [self._ready(w) for w in PARENTS]
@@ -321,7 +361,7 @@ class Family:
         warnings = self.check(settings)
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
-        images = to_pil(self.executor.generate(self.model, lat, self.space))
+        images = to_pil(self.executor.generate(self.decoder, lat, self.space))
         from core.faces.identity import distances
 
         for p in self.parents.values():
@@ -343,7 +383,7 @@ class Family:
             raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
         f, m = self._projected_latents()
         kids = make_children(self.model, f, m, self.space, settings, self.directions)
-        return to_pil(self.executor.generate(self.model, morph(f, kids[int(index)], m, frames), self.space))
+        return to_pil(self.executor.generate(self.decoder, morph(f, kids[int(index)], m, frames), self.space))
 
     # ----- identity -----------------------------------------------------------------------
     def _describe(self, images: list[Image.Image]):

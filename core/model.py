@@ -35,6 +35,9 @@ class LatentModel(ABC):
     spaces: dict[str, LatentSpace]
     default_space: str
     has_encoder: bool = False
+    # Decoder-tuning steps (core.pivotal) that Family runs after projecting the parents by default: a copy of the
+    # decoder tuned to the two photos draws them recognisably. 0 where a copy is too big or too slow to tune interactively.
+    pivotal_tuning_steps: int = 0
     # Losses that need downloaded weights and that this model projects best with (StyleGAN: LPIPS); the UI
     # offers their download only for such models.
     wanted_losses: tuple[str, ...] = ()

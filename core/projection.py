@@ -114,6 +114,7 @@ class ProjectionEvent:
     setup_seconds: float = 0.0  # one-time cost before the first step (statistics, bank), on the first event
     noise: list[torch.Tensor] | None = None  # optimised noise maps (N, 1, H, W), on the CPU, with each preview
     stopped: bool = False  # the final event of a projection stopped before its last step
+    stage: str = "projecting"  # what a progress bar says (core.pivotal's events say "tuning")
 
 
 @dataclass

@@ -86,18 +86,23 @@ def _target(registry: Registry, name: str, model, path: str, align: bool, face: 
 
 
 def _progress(events, total: int, label: str):
-    """Relay projection events behind a progress bar; return the final one."""
+    """Relay projection (then decoder-tuning) events behind a progress bar per stage; return the final projection event."""
     from tqdm import tqdm
 
-    bar = tqdm(total=total, desc=f"projecting {label}", file=sys.stderr)
-    final = None
+    bar, stage, final = None, None, None
     for ev in events:
+        if ev.stage != stage:
+            if bar is not None:
+                bar.close()
+            stage = ev.stage
+            bar = tqdm(total=ev.steps if stage != "projecting" else total, desc=f"{stage} {label}", file=sys.stderr)
         if ev.done:
-            final = ev
+            final = final or ev
         else:
             bar.update(1)
             bar.set_postfix(psnr=f"{ev.psnr:.2f}")
-    bar.close()
+    if bar is not None:
+        bar.close()
     return final
 
 
@@ -223,10 +228,11 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     out.mkdir(parents=True, exist_ok=True)
     for p in fam.parents.values():
         p.crop.save(out / f"{p.who}_aligned.png")
-    _progress(fam.project(args.steps), args.steps, "father and mother")
+    _progress(fam.project(args.steps, tune_steps=args.tune_steps), args.steps, "father and mother")
     for p in fam.parents.values():
         p.reconstruction.save(out / f"{p.who}_projected.png")
-        print(f"{p.who}: PSNR {p.psnr:.2f} dB, {verdict(p.identity)}")
+        tuned = " (decoder tuned to both photos)" if p.tuned else ""
+        print(f"{p.who}: PSNR inside the face {p.psnr:.2f} dB, {verdict(p.identity)}{tuned}")
     kids = fam.children(settings)
     s = kids.settings
     for i, (img, z, (to_f, to_m)) in enumerate(zip(kids.images, kids.latents, kids.identity, strict=True)):
@@ -234,7 +240,8 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
         save_latent(out / f"child_{i}.npz", z[None], model=args.model, space=kids.space, gene_weight=s.gene_weight,
                     dominance=s.dominance, attributes=s.attributes, variation=s.variation, seed=s.seed, index=i,
                     identity_to_father=round(to_f, 4), identity_to_mother=round(to_m, 4),
-                    parents_distance=round(kids.parents_distance, 4), licence=model.card.licence, note=DISCLAIMER)
+                    parents_distance=round(kids.parents_distance, 4), licence=model.card.licence, note=DISCLAIMER,
+                    decoder=fam.decoder.card.title)
         print(f"child {i}: identity distance to father {to_f:.2f}, to mother {to_m:.2f}")
     save_mp4(fam.morph(0, settings, 32), out / "morph_child_0.mp4", fps=12, boomerang=True)
     n = len(kids.images)

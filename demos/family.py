@@ -77,9 +77,10 @@ def projected(ctx: AppContext, name, fpath, mpath, n_steps, fface, mface, reques
     stop = stop_flag(ctx, request, "family")
     try:
         for ev in fam.project(n_steps, should_stop=stop.is_set):
-            progress(ev.step / ev.steps, desc=f"projecting the parents: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
+            what = "projecting the parents" if ev.stage == "projecting" else "tuning the decoder to the parents' photos"
+            progress(ev.step / ev.steps, desc=f"{what}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
             if not ev.done and ev.step % max(1, ev.steps // 10) == 0:
-                yield gr.update(), gr.update(), f"Projecting the parents: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB"
+                yield gr.update(), gr.update(), f"{what.capitalize()}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB"
     except ValueError as e:
         raise gr.Error(str(e)) from e
     return fam
@@ -98,6 +99,9 @@ def projection_status(fam) -> str:
     who = "Both parents" if len(done) == 2 else " and ".join(p.who.capitalize() for p in done) or "Nothing"
     loss = f"; {done[0].loss_name} loss" if done else ""
     text = f"{who} projected into **{fam.space}** of {fam.model.card.title} ({'; '.join(parts)}{loss})."
+    if any(p.tuned for p in done):
+        text += (" The decoder was then tuned to these two photos (pivotal tuning: a private copy, kept only for this "
+                 "session), so parents and children are drawn by it; PSNR is measured inside the face.")
     stopped = [p for p in done if p.stopped]
     if stopped:
         text = (f"**Stopped at step {stopped[0].steps}**: partial projections are shown; press Project parents to finish. "

@@ -176,6 +176,7 @@ class SmallAEModel(LatentModel):
 
     has_encoder = True
     default_space = "latent"
+    pivotal_tuning_steps = 100  # ~5 MB decoder at 64 px: tuning to two photos takes seconds (bench/identity.py)
 
     def __init__(self, net: ConvAutoencoder, card: ModelCard, folder: str | Path | None = None) -> None:
         super().__init__()
