@@ -32,14 +32,18 @@ def run(args: argparse.Namespace, registry: Registry) -> int:
 
 
 def resolve_model(registry: Registry, model: str) -> str:
-    """A registered name as is; a model file (e.g. a StyleGAN ``.pkl``) added through the plugin that reads it.
+    """A registered name as is; a model file (e.g. a StyleGAN ``.pkl``), a model folder or a Hugging Face Hub id
+    (diffusers) added through the plugin that reads it.
 
     A name nobody registered raises the registry's message, which names the closest ones.
     """
     if model in registry.entries:
         return model
     path = Path(model).expanduser()
-    if path.suffix.lower() in registry.file_loaders or path.is_file():
+    ours = {n.split("/")[0] for n in registry.entries}  # "small_ae/facez" is a typo, not a hub id
+    if not path.exists() and model.split("/")[0] in ours:
+        registry.entry(model)  # raises UnknownModelError with the nearest names
+    if registry.loader_key(model) is not None or path.is_file():
         return registry.add_file(path)
     registry.entry(model)  # raises UnknownModelError with the nearest names
     return model

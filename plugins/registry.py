@@ -22,6 +22,7 @@ import difflib
 import importlib
 import importlib.util
 import pkgutil
+import re
 import sys
 import threading
 import traceback
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.losses import register_loss
-from plugins.contract import FileLoader, ModelEntry
+from plugins.contract import FOLDER, FileLoader, ModelEntry
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError"]
 
@@ -120,12 +121,24 @@ class Registry:
         The same file again keeps its entry and adds what is newly said about it (e.g. a FACES tag).
         A suffix no plugin reads, or a file its plugin refuses, is a ValueError with a plain message.
         """
-        suffix = Path(path).suffix.lower()
-        if suffix not in self.file_loaders:
-            known = ", ".join(sorted(self.file_loaders)) or "none"
-            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}).")
-        plugin, loader = self.file_loaders[suffix]
+        key = self.loader_key(path)
+        if key is None:
+            suffix = Path(path).suffix.lower()
+            known = ", ".join(sorted(k for k in self.file_loaders if k != FOLDER)) or "none"
+            folders = " or a model folder / Hugging Face Hub id" if FOLDER in self.file_loaders else ""
+            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}{folders}).")
+        plugin, loader = self.file_loaders[key]
         return self.add_or_update(loader(path, title=title, tags=tuple(tags), copy=copy), plugin)
+
+    def loader_key(self, path: str | Path) -> str | None:
+        """Which file loader takes ``path``: a folder or an ``owner/name`` hub id (not a local path) goes to the
+        ``FOLDER`` loader, a file to its suffix's; None when no plugin reads it."""
+        p = Path(path).expanduser()
+        suffix = p.suffix.lower()
+        if FOLDER in self.file_loaders and (p.is_dir() or (not p.exists() and suffix not in self.file_loaders
+                                                          and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)))):
+            return FOLDER
+        return suffix if suffix in self.file_loaders and suffix != FOLDER else None
 
     def add_or_update(self, entry: ModelEntry, plugin: str = "") -> str:
         """Add ``entry``; if its name is known (the same file added again), keep that entry and add the new tags."""
