@@ -41,6 +41,7 @@ if TYPE_CHECKING:
     from core.model import LatentModel
 
 ENTRY_POINT_GROUP = "latent_lab.plugins"
+BUILTIN_FIRST = ("small_ae", "stylegan")  # listed first (the tabs' defaults); other built-in plugins follow by name
 
 
 @dataclass
@@ -69,7 +70,8 @@ class Registry:
     # ----- discovery ----------------------------------------------------------------
     def discover(self, plugins_dir: str | Path | None = None, use_entry_points: bool = True) -> Registry:
         builtin = Path(__file__).parent
-        for info in sorted(pkgutil.iter_modules([str(builtin)]), key=lambda i: i.name):
+        first = {name: i for i, name in enumerate(BUILTIN_FIRST)}
+        for info in sorted(pkgutil.iter_modules([str(builtin)]), key=lambda i: (first.get(i.name, len(first)), i.name)):
             if info.ispkg:
                 self._add_from(f"plugins.{info.name}", lambda n=info.name: importlib.import_module(f"plugins.{n}"))
         if use_entry_points:
@@ -125,8 +127,8 @@ class Registry:
         if key is None:
             suffix = Path(path).suffix.lower()
             known = ", ".join(sorted(k for k in self.file_loaders if k != FOLDER)) or "none"
-            folders = " or a model folder / Hugging Face Hub id" if FOLDER in self.file_loaders else ""
-            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}{folders}).")
+            folders = "; model folders and Hugging Face Hub ids (owner/name) work too" if FOLDER in self.file_loaders else ""
+            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}){folders}.")
         plugin, loader = self.file_loaders[key]
         return self.add_or_update(loader(path, title=title, tags=tuple(tags), copy=copy), plugin)
 

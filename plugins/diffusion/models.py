@@ -93,7 +93,8 @@ class DiffusionModel(LatentModel):
     iterative_inversion = True
     default_space = "x_T"
 
-    def __init__(self, card: ModelCard, unet: torch.nn.Module, scheduler_config: dict | None, steps: int = DEFAULT_STEPS) -> None:
+    def __init__(self, card: ModelCard, unet: torch.nn.Module, scheduler_config: dict | None, steps: int = DEFAULT_STEPS,
+                 refine: int = 1) -> None:
         super().__init__()
         from diffusers import DDIMInverseScheduler, DDIMScheduler
 
@@ -110,6 +111,7 @@ class DiffusionModel(LatentModel):
         self.sampler_config = DDIMScheduler.from_config(base).config
         self.inverse_config = DDIMInverseScheduler.from_config(base).config
         self.steps = int(steps)
+        self.refine = refine  # fixed-point corrections per inversion step (0: plain DDIMInverseScheduler)
         self.spaces = {
             "x_T": LatentSpace("x_T", (d,), "gaussian", "the noise image DDIM turns into this picture", spatial=spatial),
             "x_T+": LatentSpace("x_T+", (STAGES, d), "gaussian",
@@ -202,7 +204,7 @@ class DiffusionModel(LatentModel):
                 if should_stop is not None and should_stop():
                     yield event(i, None, done=True, stopped=True, show=True)  # the noisier image reached so far
                     return
-                x = inv.step(self._eps(x, t), t, x).prev_sample
+                x = self._invert_step(inv, x, t, steps)
                 yield event(i + 1, None)
             x_t = x
             recon = x
@@ -215,6 +217,25 @@ class DiffusionModel(LatentModel):
         mse = float((recon - images.to(recon.device)).square().mean())
         yield event(total, recon.clamp(-1, 1), latent=x_t, done=True, show=True, loss=mse,
                     psnr=float(psnr(recon.clamp(-1, 1), images.to(recon.device)).mean()))
+
+    def _invert_step(self, inv, x_lo: torch.Tensor, t: torch.Tensor, steps: int) -> torch.Tensor:
+        """One DDIM inversion step to timestep ``t``, then ``refine`` fixed-point corrections.
+
+        DDIMInverseScheduler evaluates the noise at the less noisy x; the sampler will evaluate it at the
+        noisier one. Re-evaluating eps at the current guess of x_t makes the step the exact inverse of the
+        sampler's step when it converges (one UNet call each): what lifts the round trip's PSNR.
+        """
+        x = inv.step(self._eps(x_lo, t), t, x_lo).prev_sample
+        if self.refine <= 0:
+            return x
+        acp = inv.alphas_cumprod.to(x.device)
+        lo = int(t) - inv.config.num_train_timesteps // steps
+        a_hi = acp[int(t)]
+        a_lo = acp[lo] if lo >= 0 else torch.tensor(float(inv.initial_alpha_cumprod), device=x.device)
+        for _ in range(self.refine):
+            eps = self._eps(x, t)
+            x = a_hi.sqrt() * (x_lo - (1 - a_lo).sqrt() * eps) / a_lo.sqrt() + (1 - a_hi).sqrt() * eps
+        return x
 
     def _as_space(self, x: torch.Tensor, space: str) -> torch.Tensor:
         flat = x.reshape(len(x), -1).detach()
