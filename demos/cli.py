@@ -91,6 +91,7 @@ def _progress(events, total: int, label: str):
         if ev.done:
             final = ev
         else:
+            bar.total = ev.steps  # an iterative inversion (DDIM) also counts its reconstruction steps
             bar.update(1)
             bar.set_postfix(psnr=f"{ev.psnr:.2f}")
     bar.close()

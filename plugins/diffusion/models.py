@@ -14,6 +14,7 @@ early, coarse steps can follow one parent and its late, fine steps the other.
 
 from __future__ import annotations
 
+import inspect
 import math
 from collections.abc import Callable, Iterator
 
@@ -109,7 +110,8 @@ class DiffusionModel(LatentModel):
         base = {k: v for k, v in (scheduler_config or {}).items() if not k.startswith("_")}
         base.update(clip_sample=False)
         self.sampler_config = DDIMScheduler.from_config(base).config
-        self.inverse_config = DDIMInverseScheduler.from_config(base).config
+        accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+        self.inverse_config = DDIMInverseScheduler.from_config({k: v for k, v in base.items() if k in accepted}).config
         self.steps = int(steps)
         self.refine = refine  # fixed-point corrections per inversion step (0: plain DDIMInverseScheduler)
         self.spaces = {
