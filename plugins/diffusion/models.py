@@ -18,7 +18,6 @@ import inspect
 import math
 from collections.abc import Callable, Iterator
 
-import numpy as np
 import torch
 
 from core.card import LatentSpace, ModelCard
@@ -256,14 +255,3 @@ def _check_steps(steps: float, limit: int) -> int:
     if isinstance(steps, bool) or float(steps) != int(steps) or not 1 <= int(steps) <= limit:
         raise ValueError(f"The number of DDIM steps must be a whole number from 1 to {limit}; got {steps}.")
     return int(steps)
-
-
-def channel_grid(latent: torch.Tensor | np.ndarray, spatial: tuple[int, ...]) -> np.ndarray:
-    """A latent's channels side by side as one greyscale uint8 image (each channel min-max scaled): what a VAE's
-    4 x H/8 x W/8 latent looks like."""
-    z = np.asarray(latent, dtype=np.float32).reshape(-1, *spatial)[0]
-    lo, hi = z.min(axis=(1, 2), keepdims=True), z.max(axis=(1, 2), keepdims=True)
-    z = (z - lo) / np.maximum(hi - lo, 1e-8)
-    gap = np.ones((z.shape[1], max(1, z.shape[2] // 16)), np.float32)
-    row = np.concatenate([p for c in z for p in (c, gap)][:-1], axis=1)
-    return (row * 255).round().astype(np.uint8)
