@@ -195,3 +195,16 @@ def test_cli_projects_and_interpolates_a_folder(folders, tmp_path, capsys):
     assert lat.shape[-1] == 768
     assert main(["interpolate", "--seeds", "1", "2", "--model", str(folders["pipe"]), "--frames", "3", "--out", str(tmp_path / "i")]) == 0
     assert len(list((tmp_path / "i").glob("frames/*.png"))) == 3
+
+
+def test_no_sampled_directions_for_large_or_priorless_spaces(registry, folders, tmp_path, monkeypatch):
+    from core.user_directions import directions_for
+    from plugins.diffusion import add_path
+
+    monkeypatch.setenv("LATENT_LAB_CACHE", str(tmp_path))
+    vae = registry.get(registry.add_file(folders["kl"]))
+    assert directions_for("kl", vae) == []  # no prior: nothing to sample (and no error)
+    big = add_path(save_pipeline(tmp_path / "big", 96)).load()  # 3 x 96 x 96 = 27,648 numbers: large
+    assert big.spaces["x_T"].large
+    monkeypatch.setattr(big, "sample", lambda *a, **k: pytest.fail("sampled a large space for directions"))
+    assert directions_for("big", big) == []

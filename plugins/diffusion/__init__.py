@@ -68,6 +68,7 @@ def _builtin_entries() -> list[ModelEntry]:
         if not ((folder / "model_index.json").is_file() or (folder / "config.json").is_file()):
             continue
         card, tags = _card_from_folder(folder, f"diffusion/{folder.name}", source="built-in")
+        tags = tags or tuple(tag for word, tag in KNOWN_TAGS.items() if word in folder.name)  # weights/digits: DIGITS
         entries.append(ModelEntry(card=card, load=lambda f=folder, c=card: load_folder(f, c), tags=tags))
     return entries
 
