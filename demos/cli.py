@@ -44,12 +44,18 @@ def resolve_model(registry: Registry, model: str) -> str:
     if not path.exists() and model.split("/")[0] in ours:
         registry.entry(model)  # raises UnknownModelError with the nearest names
     if registry.loader_key(model) is not None or path.is_file():
-        return registry.add_file(path)
+        name = registry.add_file(path)
+        if not path.exists() and registry.status(name) == "not downloaded":  # a hub id: fetch it now, or say plainly why not
+            try:
+                _load(registry, name, announce=False)
+            except (ConnectionError, RuntimeError) as e:
+                raise ValueError(f"Unknown model {model}: not a model name, file or folder here; as a Hugging Face Hub id: {e}") from None
+        return name
     registry.entry(model)  # raises UnknownModelError with the nearest names
     return model
 
 
-def _load(registry: Registry, name: str):
+def _load(registry: Registry, name: str, announce: bool = True):
     if registry.status(name) == "not downloaded":
         entry = registry.entry(name)
         if entry.download is None:
@@ -63,10 +69,13 @@ def _load(registry: Registry, name: str):
             bar.n = done
             bar.refresh()
 
-        entry.download(report)
-        bar.close()
+        try:
+            entry.download(report)
+        finally:
+            bar.close()
     model = registry.get(name)
-    print(model.card.caption(), file=sys.stderr)  # the caption starts with the title
+    if announce:
+        print(model.card.caption(), file=sys.stderr)  # the caption starts with the title
     return model
 
 
