@@ -89,6 +89,8 @@ def projection_config(model, space_name: str | None, init_name, loss_name, n_ste
 
 
 def status_line(ev) -> str:
+    if ev.psnr != ev.psnr:  # NaN: an iterative inversion (DDIM) knows its PSNR only once it has reconstructed the image
+        return f"Step **{ev.step}/{ev.steps}** · {ev.init}: PSNR once reconstructed · space: {ev.space}"
     return (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
             f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
 

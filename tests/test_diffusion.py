@@ -208,3 +208,16 @@ def test_no_sampled_directions_for_large_or_priorless_spaces(registry, folders, 
     assert big.spaces["x_T"].large
     monkeypatch.setattr(big, "sample", lambda *a, **k: pytest.fail("sampled a large space for directions"))
     assert directions_for("big", big) == []
+
+
+def test_builtin_folders_are_discovered_like_any_folder(tmp_path, monkeypatch):
+    import plugins.diffusion as plugin
+
+    save_pipeline(tmp_path / "digits")
+    (tmp_path / "notes").mkdir()  # not a diffusers folder: ignored
+    monkeypatch.setattr(plugin, "WEIGHTS", tmp_path)
+    entries = {e.name: e for e in plugin.get_models()}
+    assert "diffusion/digits" in entries and "diffusion/notes" not in entries
+    entry = entries["diffusion/digits"]
+    assert entry.tags == ("digits",) and entry.card.source == "built-in" and entry.status() == "ready"
+    assert entry.load().spaces["x_T"].spatial == (3, 16, 16)
