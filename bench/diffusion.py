@@ -94,11 +94,12 @@ def round_trips(rows: list, full: bool) -> None:
             rec = model.generate(model.invert(x, "x_T", steps=s), "x_T", steps=s)
             cells[s] = float(psnr(rec, x).mean())
         spent = time.perf_counter() - t0
+        other = "".join(f" ({s} steps: {v:.1f})" for s, v in cells.items() if s not in (10, 20, 50, 100))
         print(f"| {label} | " + " | ".join(f"{cells[s]:.1f}" if s in cells else "not run (CPU cost)" for s in (10, 20, 50, 100))
-              + f" | {spent:.0f} |")
+              + f" | {spent:.0f}{other} |")
 
 
-def step_speed(rows: list, full: bool) -> None:
+def step_speed(rows: list, full: bool, reps: int = 3) -> None:
     from diffusers import DDIMPipeline, DDIMScheduler
 
     print("\n## Seconds per UNet step, batch 1, CPU: ours (DiffusionModel.generate) vs diffusers' DDIMPipeline, same UNet, alternating")
@@ -109,7 +110,7 @@ def step_speed(rows: list, full: bool) -> None:
         pipe = DDIMPipeline(unet=model.unet, scheduler=DDIMScheduler.from_config(model.sampler_config))
         pipe.set_progress_bar_config(disable=True)
         ours, theirs = [], []
-        for rep in range(3 if k > 1 else 2):
+        for rep in range(reps if k > 1 else 2):
             z = model.sample(1, rep)
             ours.append(timed(model.generate, z, "x_T", steps=k) / k)
             g = torch.Generator().manual_seed(rep)
