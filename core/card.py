@@ -48,6 +48,9 @@ class ModelCard:
         return f"{self.title} — {self.licence}{nc}"
 
 
+LARGE_LATENT = 16_384  # numbers per latent above which samples are counted in megabytes, not thousands
+
+
 @dataclass(frozen=True)
 class LatentSpace:
     """One latent space a model offers.
@@ -56,6 +59,11 @@ class LatentSpace:
     N(0, I), so slerp is the natural path; any other prior interpolates with
     lerp. ``num_layers > 0`` marks a per-layer space (StyleGAN's W+), whose
     latents have shape ``(num_layers, dim)`` and can be mixed layer by layer.
+
+    Capabilities, so a backend need not pretend: ``can_sample=False`` for a space
+    without a usable prior (an SD VAE's latents: images only, by encoding);
+    ``spatial`` is the (C, H, W) a flat latent really is (a VAE's 4 x H/8 x W/8,
+    a diffusion model's noise image), shown as images and pooled for maps.
     """
 
     name: str
@@ -63,6 +71,21 @@ class LatentSpace:
     prior: str = "learned"
     description: str = ""
     num_layers: int = 0
+    can_sample: bool = True
+    spatial: tuple[int, ...] = ()
+
+    @property
+    def size(self) -> int:
+        """Numbers in one latent (a 3 x 256 x 256 noise latent: 196,608)."""
+        n = 1
+        for d in self.shape:
+            n *= int(d)
+        return n
+
+    @property
+    def large(self) -> bool:
+        """Too large for dense statistics (thousands of samples, a covariance): bounded code paths apply."""
+        return self.size > LARGE_LATENT
 
     @property
     def interpolation(self) -> str:

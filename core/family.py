@@ -112,8 +112,6 @@ def make_children(
     directions: Sequence = (),
 ) -> torch.Tensor:
     """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape))."""
-    import torch
-
     from core.direction import apply_direction
 
     space = model.check_space(space)
@@ -121,7 +119,7 @@ def make_children(
     m = model.check_latents(mother, space)[:1]
     check_settings(model, space, settings, directions)
     alpha = layer_weights(model, space, settings).to(f.device)
-    child = torch.lerp(f, m, alpha.to(f.dtype))  # exact at alpha 0 and 1
+    child = model.blend(f, m, alpha)  # lerp (exact at alpha 0 and 1); a Gaussian noise space may slerp
     n = int(settings.children)
     children = child.expand(n, *child.shape[1:]).clone()
     if settings.variation > 0:

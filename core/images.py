@@ -71,3 +71,14 @@ def enlarge(image: Image.Image, min_side: int) -> Image.Image:
         return image
     k = -(-min_side // min(image.size))
     return image.resize((image.size[0] * k, image.size[1] * k), Image.NEAREST)
+
+
+def channel_grid(latent, spatial: tuple[int, ...]) -> np.ndarray:
+    """A latent's channels side by side as one greyscale uint8 image (each channel min-max scaled): what a VAE's
+    4 x H/8 x W/8 latent looks like."""
+    z = np.asarray(latent, dtype=np.float32).reshape(-1, *spatial)[0]
+    lo, hi = z.min(axis=(1, 2), keepdims=True), z.max(axis=(1, 2), keepdims=True)
+    z = (z - lo) / np.maximum(hi - lo, 1e-8)
+    gap = np.ones((z.shape[1], max(1, z.shape[2] // 16)), np.float32)
+    row = np.concatenate([p for c in z for p in (c, gap)][:-1], axis=1)
+    return (row * 255).round().astype(np.uint8)

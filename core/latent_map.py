@@ -18,6 +18,25 @@ from pathlib import Path
 import numpy as np
 
 METHODS = ("pca", "umap", "tsne")
+MAP_DIMS = 1024  # latents longer than this are block-averaged to this many numbers before mapping
+
+
+def summarise(latents: np.ndarray) -> np.ndarray:
+    """(N, ...) latents as (N, <= MAP_DIMS): flattened and averaged over contiguous blocks when longer.
+
+    A large latent (a VAE's 4 x 32 x 32, a diffusion model's 3 x 256 x 256 noise) is flattened row by row,
+    so a block is a run of neighbouring positions in one channel: the summary is a low-pass copy of the latent,
+    and PCA / UMAP / t-SNE and neighbours work on N x 1024 numbers, never on a covariance of the full latent.
+    """
+    x = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+    d = x.shape[1]
+    if d <= MAP_DIMS:
+        return x
+    block = -(-d // MAP_DIMS)
+    pad = block * MAP_DIMS - d
+    if pad:
+        x = np.concatenate([x, np.repeat(x[:, -1:], pad, axis=1)], axis=1)
+    return x.reshape(len(x), MAP_DIMS, block).mean(axis=2)
 
 
 @dataclass
@@ -37,21 +56,22 @@ class LatentMap:
         points (nor can a UMAP map read back from disk), so they are placed at
         the distance-weighted mean of their k nearest data points.
         """
-        latents = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+        latents = summarise(latents)
         if self.reducer is not None:
             return np.asarray(self.reducer.transform(latents))
-        return _idw(self.coords, train_latents.reshape(len(train_latents), -1), latents, k)
+        return _idw(self.coords, summarise(train_latents), latents, k)
 
     def latent_at(self, point: np.ndarray, train_latents: np.ndarray, k: int = 5) -> tuple[np.ndarray, str]:
         """A latent for an arbitrary map coordinate, and how it was obtained.
 
         PCA inverts exactly (within the kept components); UMAP and t-SNE have
         no faithful inverse, so the latent is the distance-weighted mean of the
-        k data points nearest to the coordinate on the map.
+        k data points nearest to the coordinate on the map. So is PCA's for a
+        summarised (block-averaged) large latent, whose inverse is only the summary.
         """
         point = np.asarray(point, dtype=np.float64).reshape(1, -1)
         flat = train_latents.reshape(len(train_latents), -1)
-        if self.method == "pca" and self.reducer is not None:
+        if self.method == "pca" and self.reducer is not None and not self.info.get("summarised"):
             lat = self.reducer.inverse_transform(point)
             return lat.reshape(1, *train_latents.shape[1:]).astype(np.float32), "inverse PCA"
         lat = _idw(flat, self.coords, point, k)
@@ -76,11 +96,11 @@ def reduce(latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 
         raise ValueError(f"Unknown map method '{method}'; use one of {', '.join(METHODS)}.")
     if dims not in (2, 3):
         raise ValueError("A latent map has 2 or 3 dimensions.")
-    x = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+    x = summarise(latents)
     if len(x) < dims + 2:
         raise ValueError(f"A map needs at least {dims + 2} points; got {len(x)}.")
     t0 = time.perf_counter()
-    info: dict = {}
+    info: dict = {"summarised": f"block-averaged to {x.shape[1]} numbers"} if np.asarray(latents[0]).size > MAP_DIMS else {}
     reducer = None
     if method == "pca":
         from sklearn.decomposition import PCA
@@ -147,11 +167,11 @@ class Neighbours:
     def __init__(self, latents: np.ndarray, metric: str = "euclidean") -> None:
         from sklearn.neighbors import NearestNeighbors
 
-        self.latents = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+        self.latents = summarise(latents)
         self._nn = NearestNeighbors(metric=metric).fit(self.latents)
 
     def query(self, latents: np.ndarray, k: int = 8) -> tuple[np.ndarray, np.ndarray]:
         """(distances, indices), each (Q, k), nearest first."""
-        q = np.asarray(latents, dtype=np.float32).reshape(len(latents), -1)
+        q = summarise(latents)
         dist, idx = self._nn.kneighbors(q, n_neighbors=min(k, len(self.latents)))
         return dist, idx

@@ -14,18 +14,43 @@ A backend wraps one generative model and exposes:
 
 Backends implement ``_decode`` (and ``_encode``/``_sample``/``_convert``);
 batching, device moves and no-grad inference live here once.
+
+Not every model is a StyleGAN: a space says what it can do (``LatentSpace.can_sample``,
+``spatial``); ``invert`` puts images into a space (by default the encoder and/or Adam of
+``core.projection``; a backend with an iterative inversion such as DDIM sets
+``iterative_inversion`` and streams its own steps through ``inversion_events``); and
+``generate`` reports progress and can be cancelled where decoding is iterative
+(``iterative_decode``: diffusion sampling). Statistics over samples are bounded in
+memory (``sample_budget``), so a 196,608-d noise latent never asks for 1,000 samples.
 """
 
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Iterator, Sequence
+from typing import TYPE_CHECKING
 
 import torch
 
 from core.card import LatentSpace, ModelCard
 from core.datasets import LatentDataset, sample_dataset
 from core.device import get_device
+
+if TYPE_CHECKING:
+    from core.projection import ProjectionConfig, ProjectionEvent
+
+ProgressFn = Callable[[int, int], None]  # (done, total)
+CancelFn = Callable[[], bool]  # True: stop at the next step
+SAMPLE_BUDGET = 1 << 22  # floats of samples held at once for statistics (16 MB of float32)
+
+
+class Cancelled(Exception):
+    """Iterative decoding was stopped by its ``cancel`` callback (a Stop button)."""
+
+
+def sample_budget(space: LatentSpace, wanted: int = 1000) -> int:
+    """How many samples of ``space`` statistics may use: ``wanted``, fewer for large latents (at least 8)."""
+    return int(max(8, min(wanted, SAMPLE_BUDGET // max(1, space.size))))
 
 
 class LatentModel(ABC):
@@ -41,6 +66,10 @@ class LatentModel(ABC):
     # Losses that need downloaded weights and that this model projects best with (StyleGAN: LPIPS); the UI
     # offers their download only for such models.
     wanted_losses: tuple[str, ...] = ()
+    # True when ``_decode`` is a loop (diffusion sampling) that accepts ``progress`` and ``cancel`` keywords.
+    iterative_decode: bool = False
+    # True when photos go into the latent space by the backend's own iterative inversion (DDIM inversion), not Adam.
+    iterative_inversion: bool = False
 
     def __init__(self) -> None:
         self.device = get_device()
@@ -71,12 +100,44 @@ class LatentModel(ABC):
     def mean_latent(self, space: str | None = None) -> torch.Tensor:
         """A central latent (1, *shape) to start projections from.
 
-        The default is the mean of 1000 samples; backends with a better
-        estimate (StyleGAN's tracked ``w_avg``) override it.
+        The default is the mean of up to 1000 samples (fewer for large latents, see
+        ``sample_budget``); zeros for a space without a prior. Backends with a better
+        estimate (StyleGAN's tracked ``w_avg``, zero for a Gaussian) override it.
         """
         space = self.check_space(space)
+        sp = self.spaces[space]
+        if not sp.can_sample:
+            return torch.zeros(1, *sp.shape, device=self.device)
         with torch.no_grad():
-            return self.sample(1000, seed=0, space=space).mean(0, keepdim=True)
+            return self.sample(sample_budget(sp), seed=0, space=space).mean(0, keepdim=True)
+
+    def invert(self, images: torch.Tensor, space: str | None = None, steps: int = 200,
+               progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> torch.Tensor:
+        """Latents (N, *shape) on the CPU whose decoding reproduces ``images`` (N, C, H, W).
+
+        One call for every backend: the encoder and/or Adam of ``core.projection`` with the model's
+        defaults, or the backend's iterative inversion (``inversion_events``). ``progress(step, steps)``
+        sees every step; ``cancel()`` returning True ends it early with the best latent so far.
+        """
+        from core.projection import ProjectionConfig, project
+
+        cfg = ProjectionConfig.for_model(self, self.check_space(space), steps=steps, preview_every=0)
+        final = None
+        for ev in project(self, images, cfg, should_stop=cancel):
+            if progress is not None and not ev.done:
+                progress(ev.step, ev.steps)
+            final = ev
+        assert final is not None
+        return final.latent
+
+    def inversion_events(self, images: torch.Tensor, cfg: ProjectionConfig,
+                         should_stop: CancelFn | None = None) -> Iterator[ProjectionEvent]:
+        """The backend's own inversion as projection events (used when ``iterative_inversion``)."""
+        raise NotImplementedError(f"{self.card.title} has no iterative inversion.")
+
+    def blend(self, a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Mix two latents with weight ``alpha`` on ``b`` (broadcast): linear here; a Gaussian space may slerp."""
+        return torch.lerp(a, b, alpha.to(a.dtype))
 
     def projection_defaults(self, space: str) -> dict:
         """ProjectionConfig fields this model projects best with (learning rate, noise...)."""
@@ -103,7 +164,11 @@ class LatentModel(ABC):
 
         Every model offers fresh samples; backends add their training data.
         """
-        return {"samples (1000)": lambda: sample_dataset(self, 1000)}
+        sp = self.spaces[self.default_space]
+        if not sp.can_sample:
+            return {}
+        n = sample_budget(sp)
+        return {f"samples ({n})": lambda: sample_dataset(self, n)}
 
     # ----- shared behaviour -------------------------------------------------------
     def check_space(self, space: str | None) -> str:
@@ -135,6 +200,8 @@ class LatentModel(ABC):
         Drawn on the CPU so the same seed gives the same latents on any device.
         """
         space = self.check_space(space)
+        if not self.spaces[space].can_sample:
+            raise ValueError(f"{self.card.title} has no prior to sample its space '{space}' from: start from images instead.")
         g = torch.Generator().manual_seed(int(seed) if seed is not None else torch.seed())
         latents, src = self._sample(int(n), g)
         latents = latents.to(self.device)
@@ -163,11 +230,31 @@ class LatentModel(ABC):
         return self._encode(images, space)
 
     @torch.no_grad()
-    def generate(self, latents: torch.Tensor, space: str | None = None, batch_size: int = 16, **kwargs) -> torch.Tensor:
-        """Inference-only decode in batches; returns images on the CPU."""
+    def generate(self, latents: torch.Tensor, space: str | None = None, batch_size: int = 16,
+                 progress: ProgressFn | None = None, cancel: CancelFn | None = None, **kwargs) -> torch.Tensor:
+        """Inference-only decode in batches; returns images on the CPU.
+
+        ``progress(done, total)`` counts images, or sampling steps of all batches for an iterative
+        decoder; ``cancel()`` returning True raises :class:`Cancelled` at the next batch (or step).
+        """
         space = self.check_space(space)
         latents = self.check_latents(latents, space)
-        out = [self._decode(latents[i : i + batch_size], space, **kwargs).cpu() for i in range(0, len(latents), batch_size)]
+        out = []
+        batches = range(0, len(latents), batch_size)
+        for k, i in enumerate(batches):
+            if cancel is not None and cancel():
+                raise Cancelled(f"Stopped after {i} of {len(latents)} images.")
+            chunk = latents[i : i + batch_size]
+            if self.iterative_decode:
+                def report(done: int, total: int, k=k) -> None:
+                    if progress is not None:
+                        progress(k * total + done, total * len(batches))
+
+                out.append(self._decode(chunk, space, progress=report, cancel=cancel, **kwargs).cpu())
+            else:
+                out.append(self._decode(chunk, space, **kwargs).cpu())
+                if progress is not None:
+                    progress(i + len(chunk), len(latents))
         return torch.cat(out) if out else torch.empty(0, self.channels, self.image_size, self.image_size)
 
     @torch.no_grad()

@@ -156,9 +156,19 @@ def noise_regularizer(noises: list[torch.Tensor], per_image: bool = False) -> to
 
 
 def latent_stats(model: LatentModel, space: str, n: int, seed: int, chunk: int = 1000) -> tuple[torch.Tensor, float]:
-    """Mean (1, *shape) and spread sqrt(E||x - mean||²) of ``n`` sampled latents, in chunks (W+ samples are large)."""
+    """Mean (1, *shape) and spread sqrt(E||x - mean||²) of ``n`` sampled latents, in chunks (W+ samples are large).
+
+    Chunks hold at most ``SAMPLE_BUDGET`` numbers, and a large latent (``LatentSpace.large``) uses no more
+    samples than ``sample_budget`` allows: memory stays bounded for a 196,608-d noise latent.
+    """
+    from core.model import sample_budget
+
     if n < 2:
         raise ValueError("Latent statistics need at least 2 samples.")
+    sp = model.spaces[space]
+    if sp.large:
+        n = max(2, min(n, sample_budget(sp)))
+    chunk = max(1, min(chunk, sample_budget(sp, chunk)))
     total = total_sq = 0.0
     with torch.no_grad():
         for i in range(0, n, chunk):
@@ -455,13 +465,20 @@ def project(
     Yields one event per step (with a preview every ``preview_every`` steps)
     and a final event with ``done=True`` holding the best latent found per image;
     when ``should_stop`` says so it ends early, and the final event has ``stopped=True``
-    and the best latent found so far.
+    and the best latent found so far. A model with ``iterative_inversion`` (DDIM) streams
+    its own inversion steps instead, as the same events (pixel weights do not apply there).
 
     ``weights`` (H, W) or (N or 1, 1, H, W) in [0, 1], e.g. ``AlignedFace.mask(size)``, say which pixels
     count: the loss compares ``w * recon`` with ``w * target`` (both on the same grey where w = 0), so every
     registered loss (MSE, MS-SSIM + L1, LPIPS) sees only the weighted region, the target's background has no
     effect on the loss or its gradient, and the PSNR reported is the one inside the region.
     """
+    if model.iterative_inversion:  # e.g. DDIM inversion: the backend's own steps, streamed the same way
+        cfg = config or ProjectionConfig()
+        if cfg.steps < 1:
+            raise ValueError("Inversion needs at least 1 step.")
+        yield from model.inversion_events(_checked_target(model, target), cfg, should_stop)
+        return
     run = _set_up(model, target, config or ProjectionConfig(), weights)
     for step in range(run.cfg.steps):
         if should_stop is not None and should_stop():

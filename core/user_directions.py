@@ -38,13 +38,16 @@ def user_directions_path(model_name: str) -> Path:
 
 def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) -> list[Direction]:
     """The model's shipped directions, the user's own (theirs win on a name clash), then the top
-    ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached."""
+    ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached
+    (none for a space without a prior or a large one)."""
     from core.direction_fit import cached_pca_directions
 
     found = {d.name: d for d in model.directions()}
     found.update(_user_directions(model_name))
-    if unsupervised:
-        space = "w" if "w" in model.spaces else model.default_space
+    space = "w" if "w" in model.spaces else model.default_space
+    # No principal components of a space without a prior (an SD VAE's) or of a large one (a 196,608-d noise latent:
+    # 10,000 samples would be 8 GB, and the components of an isotropic Gaussian are arbitrary anyway).
+    if unsupervised and model.spaces[space].can_sample and not model.spaces[space].large:
         dim = int(np.prod(model.spaces[space].shape))
 
         def sample(n: int) -> np.ndarray:

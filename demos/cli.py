@@ -40,20 +40,30 @@ def run(args: argparse.Namespace, registry: Registry, executor: Executor | None 
 
 
 def resolve_model(registry: Registry, model: str) -> str:
-    """A registered name as is; a model file (e.g. a StyleGAN ``.pkl``) added through the plugin that reads it.
+    """A registered name as is; a model file (e.g. a StyleGAN ``.pkl``), a model folder or a Hugging Face Hub id
+    (diffusers) added through the plugin that reads it.
 
     A name nobody registered raises the registry's message, which names the closest ones.
     """
     if model in registry.entries:
         return model
     path = Path(model).expanduser()
-    if path.suffix.lower() in registry.file_loaders or path.is_file():
-        return registry.add_file(path)
+    ours = {n.split("/")[0] for n in registry.entries}  # "small_ae/facez" is a typo, not a hub id
+    if not path.exists() and model.split("/")[0] in ours:
+        registry.entry(model)  # raises UnknownModelError with the nearest names
+    if registry.loader_key(model) is not None or path.is_file():
+        name = registry.add_file(path)
+        if not path.exists() and registry.status(name) == "not downloaded":  # a hub id: fetch it now, or say plainly why not
+            try:
+                _load(registry, name, announce=False)
+            except (ConnectionError, RuntimeError) as e:
+                raise ValueError(f"Unknown model {model}: not a model name, file or folder here; as a Hugging Face Hub id: {e}") from None
+        return name
     registry.entry(model)  # raises UnknownModelError with the nearest names
     return model
 
 
-def _load(registry: Registry, name: str):
+def _load(registry: Registry, name: str, announce: bool = True):
     if registry.status(name) == "not downloaded":
         entry = registry.entry(name)
         if entry.download is None:
@@ -67,10 +77,13 @@ def _load(registry: Registry, name: str):
             bar.n = done
             bar.refresh()
 
-        entry.download(report)
-        bar.close()
+        try:
+            entry.download(report)
+        finally:
+            bar.close()
     model = registry.get(name)
-    print(model.card.caption(), file=sys.stderr)  # the caption starts with the title
+    if announce:
+        print(model.card.caption(), file=sys.stderr)  # the caption starts with the title
     return model
 
 
@@ -99,6 +112,7 @@ def _progress(events, total: int, label: str):
         if ev.done:
             final = final or ev
         else:
+            bar.total = ev.steps  # an iterative inversion (DDIM) also counts its reconstruction steps
             bar.update(1)
             bar.set_postfix(psnr=f"{ev.psnr:.2f}")
     if bar is not None:

@@ -107,6 +107,8 @@ def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str
     progress(0, desc=f"{how.upper()} of the latents (UMAP and t-SNE can take a minute the first time)")
     data, lmap, fig = compute(ctx, name, ds, how, n_dims, by)
     extra = f" · explained variance {lmap.info['explained_variance']}" if "explained_variance" in lmap.info else ""
+    if "summarised" in lmap.info:  # a large latent (a VAE's 4 x 32 x 32, a noise image): mapped by a low-pass summary
+        extra += f" · latents {lmap.info['summarised']} before mapping; decoded points are nearest-neighbour blends"
     note = "cached" if lmap.cached else f"computed in {lmap.seconds:.1f} s"
     imgs = "real images" if data.images is not None else "decoded latents (the source images are not shipped)"
     return fig, f"{len(data)} points, space **{data.space}**, {note}{extra}. Neighbours show {imgs}.\n\n{data.description}"

@@ -72,9 +72,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     errors = gr.Markdown(errors_markdown(ctx), elem_id="models_errors")
     refresh = gr.Button("Refresh", size="sm", elem_id="models_refresh")
     suffixes = sorted(ctx.registry.file_loaders)
-    with gr.Accordion("Add your own StyleGAN2 / StyleGAN3 network pickle (.pkl)", open=False):
+    with gr.Accordion("Add your own model: a StyleGAN .pkl, a diffusers folder or a Hugging Face Hub id", open=False):
         gr.Markdown("NVIDIA-format pickles are read by a restricted loader: no code stored in the file ever runs. "
-                    "Tampered or unknown files are refused. The checkpoint's own licence applies to its outputs.")
+                    "Tampered or unknown files are refused. Diffusers models (UNet2DModel, AutoencoderKL, AutoencoderTiny, "
+                    "VQModel): type a folder on the server or a hub id such as `google/ddpm-cifar10-32`, then press "
+                    "Download in a model panel; folders or repositories with their own code are refused. "
+                    "The checkpoint's own licence applies to its outputs.")
         with gr.Row():
             upload = gr.File(label=f"Upload a model file ({', '.join(suffixes) or 'none readable'})", file_types=suffixes or None,
                              elem_id="models_pkl_upload")

@@ -90,6 +90,8 @@ def projection_config(model, space_name: str | None, init_name, loss_name, n_ste
 
 
 def status_line(ev) -> str:
+    if ev.psnr != ev.psnr:  # NaN: an iterative inversion (DDIM) knows its PSNR only once it has reconstructed the image
+        return f"Step **{ev.step}/{ev.steps}** · {ev.init}: PSNR once reconstructed · space: {ev.space}"
     return (f"Step **{ev.step}/{ev.steps}** · loss ({ev.loss_name}) {ev.loss:.5f} · PSNR **{ev.psnr:.2f} dB** · "
             f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
 
@@ -146,9 +148,22 @@ def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: li
                       psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
                       licence=m.card.licence, **info)
     png = ctx.save_image(request, recon, "reconstruction")
+    extra = [latent_channels(ctx, request, m, ev)] if m.spaces[ev.space].spatial else []
     head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
     text = f"{head} {status_line(ev)}{identity}\n\n_{caption(ctx, name)}_"
     return text, projection_curve(history, ev.loss_name), [str(npz), png, *extra]
+
+
+def latent_channels(ctx: AppContext, request, m, ev) -> str:
+    """A spatial latent's channels side by side (a VAE's 4 x H/8 x W/8; a diffusion model's noise), as a PNG."""
+    from PIL import Image
+
+    from core.images import channel_grid
+
+    first = ev.latent[0]
+    first = first[0] if m.spaces[ev.space].per_layer else first  # x_T+: the first stage's noise
+    grid = channel_grid(first.numpy(), m.spaces[ev.space].spatial)
+    return ctx.save_image(request, Image.fromarray(grid), "latent_channels", min_side=256)
 
 
 def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
@@ -186,7 +201,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 preview = gr.Image(label="Reconstruction", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="proj_preview")
             status = gr.Markdown("Upload an image and press **Project**.", elem_id="proj_status")
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
-            files = gr.File(label="Downloads (latent .npz, reconstruction .png)", file_count="multiple", interactive=False, elem_id="proj_files")
+            files = gr.File(label="Downloads (latent .npz, reconstruction .png; a spatial latent's channels as .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
     run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps],
               [target, preview, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)

@@ -9,7 +9,8 @@ A plugin is a module (a file, a package, or an installed entry point) with:
 - ``get_file_loaders() -> dict[str, FileLoader]`` (optional): the file suffixes it
   can turn into a model (StyleGAN: ``".pkl"``), so "add a local model file" works
   in the Models tab and ``--model FILE`` in the CLI without either knowing which
-  plugin reads which file.
+  plugin reads which file. The key ``FOLDER`` claims model folders and Hugging Face
+  Hub ids (``owner/name``): diffusers models.
 
 Tags say what a model is good for; use the constants below, not string literals.
 """
@@ -27,11 +28,12 @@ from core.losses import Loss, LossFn
 if TYPE_CHECKING:
     from core.model import LatentModel
 
-__all__ = ["DIGITS", "FACES", "LOCAL_FILE", "FileLoader", "Loss", "LossFn", "ModelEntry"]
+__all__ = ["DIGITS", "FACES", "FOLDER", "LOCAL_FILE", "FileLoader", "Loss", "LossFn", "ModelEntry"]
 
 FACES = "faces"  # photos of faces: the Family tab offers it, uploads are face-aligned
 DIGITS = "digits"  # handwritten digits
 LOCAL_FILE = "stylegan-local"  # added from a file the user supplied (not from a catalog)
+FOLDER = "/"  # get_file_loaders() key of the loader for model folders and Hugging Face Hub ids
 
 
 @dataclass

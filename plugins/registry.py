@@ -22,6 +22,7 @@ import difflib
 import importlib
 import importlib.util
 import pkgutil
+import re
 import sys
 import threading
 import traceback
@@ -32,7 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.losses import register_loss
-from plugins.contract import FileLoader, ModelEntry
+from plugins.contract import FOLDER, FileLoader, ModelEntry
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError"]
 
@@ -40,6 +41,7 @@ if TYPE_CHECKING:
     from core.model import LatentModel
 
 ENTRY_POINT_GROUP = "latent_lab.plugins"
+BUILTIN_FIRST = ("small_ae", "stylegan")  # listed first (the tabs' defaults); other built-in plugins follow by name
 
 
 @dataclass
@@ -68,7 +70,8 @@ class Registry:
     # ----- discovery ----------------------------------------------------------------
     def discover(self, plugins_dir: str | Path | None = None, use_entry_points: bool = True) -> Registry:
         builtin = Path(__file__).parent
-        for info in sorted(pkgutil.iter_modules([str(builtin)]), key=lambda i: i.name):
+        first = {name: i for i, name in enumerate(BUILTIN_FIRST)}
+        for info in sorted(pkgutil.iter_modules([str(builtin)]), key=lambda i: (first.get(i.name, len(first)), i.name)):
             if info.ispkg:
                 self._add_from(f"plugins.{info.name}", lambda n=info.name: importlib.import_module(f"plugins.{n}"))
         if use_entry_points:
@@ -125,12 +128,14 @@ class Registry:
 
     def file_entry(self, path: str | Path, *, title: str | None = None, tags: tuple[str, ...] = (), copy: bool = False,
                    cache_root: Path | None = None) -> tuple[ModelEntry, str]:
-        """The checked entry (and the plugin reading it) for a user's model file, not yet registered."""
-        suffix = Path(path).suffix.lower()
-        if suffix not in self.file_loaders:
-            known = ", ".join(sorted(self.file_loaders)) or "none"
-            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}).")
-        plugin, loader = self.file_loaders[suffix]
+        """The checked entry (and the plugin reading it) for a user's model file, folder or hub id, not yet registered."""
+        key = self.loader_key(path)
+        if key is None:
+            suffix = Path(path).suffix.lower()
+            known = ", ".join(sorted(k for k in self.file_loaders if k != FOLDER)) or "none"
+            folders = "; model folders and Hugging Face Hub ids (owner/name) work too" if FOLDER in self.file_loaders else ""
+            raise ValueError(f"No plugin reads '{suffix or Path(path).name}' files (model files it can add: {known}){folders}.")
+        plugin, loader = self.file_loaders[key]
         extra = {} if cache_root is None else {"cache_root": cache_root}  # plugins written before cache_root still work
         return loader(path, title=title, tags=tuple(tags), copy=copy, **extra), plugin
 
@@ -139,6 +144,16 @@ class Registry:
         with self._lock:
             self._models.pop(name, None)
             self.entries.pop(name, None)
+
+    def loader_key(self, path: str | Path) -> str | None:
+        """Which file loader takes ``path``: a folder or an ``owner/name`` hub id (not a local path) goes to the
+        ``FOLDER`` loader, a file to its suffix's; None when no plugin reads it."""
+        p = Path(path).expanduser()
+        suffix = p.suffix.lower()
+        if FOLDER in self.file_loaders and (p.is_dir() or (not p.exists() and suffix not in self.file_loaders
+                                                          and re.fullmatch(r"[\w.-]+/[\w.-]+", str(path)))):
+            return FOLDER
+        return suffix if suffix in self.file_loaders and suffix != FOLDER else None
 
     def add_or_update(self, entry: ModelEntry, plugin: str = "") -> str:
         """Add ``entry``; if its name is known (the same file added again), keep that entry and add the new tags."""

@@ -1,0 +1,257 @@
+"""Latent Lab models over diffusers modules: VAEs (a spatial latent) and unconditional DDPM/DDIM UNets (x_T).
+
+VAE (``AutoencoderKL``, ``AutoencoderTiny``, ``VQModel``): one space ``latent`` of C x H/f x W/f numbers
+(stored flat, ``LatentSpace.spatial`` says the shape), no usable prior (``can_sample=False``: an SD VAE's
+latents are only ever made by encoding), projection = the encoder (posterior mode) refined by Adam.
+
+Diffusion (``UNet2DModel`` + a scheduler config): the latent is the noise x_T the deterministic DDIM
+sampler turns into the image (3 x H x W numbers, Gaussian: slerp between them). Inversion runs the
+sampler backwards (``DDIMInverseScheduler``); decoding runs it forwards, streaming progress and stopping
+when cancelled. ``x_T+`` holds three noises, one per stage of sampling (coarse = the first third of the
+steps, middle, fine = the last third): the timestep analogue of StyleGAN's per-layer W+, so a child's
+early, coarse steps can follow one parent and its late, fine steps the other.
+"""
+
+from __future__ import annotations
+
+import inspect
+import math
+from collections.abc import Callable, Iterator
+
+import torch
+
+from core.card import LatentSpace, ModelCard
+from core.datasets import LatentDataset
+from core.images import psnr
+from core.model import CancelFn, Cancelled, LatentModel, ProgressFn
+from core.projection import ProjectionConfig, ProjectionEvent
+
+STAGES = 3  # x_T+: coarse / middle / fine thirds of the sampling steps
+DEFAULT_STEPS = 50
+
+
+class VAEModel(LatentModel):
+    has_encoder = True
+    default_space = "latent"
+
+    def __init__(self, card: ModelCard, module: torch.nn.Module, kind: str, image_size: int | None = None) -> None:
+        super().__init__()
+        self.card, self.vae, self.kind = card, module, kind
+        cfg = module.config
+        blocks = cfg.encoder_block_out_channels if kind == "AutoencoderTiny" else cfg.block_out_channels
+        self.factor = 2 ** (len(blocks) - 1)
+        self.channels = int(cfg.in_channels)
+        size = int(image_size or card.resolution or getattr(cfg, "sample_size", 0) or 256)
+        if size % self.factor:
+            raise ValueError(f"{card.title} needs images whose side is a multiple of {self.factor}; got {size}.")
+        self.image_size = size
+        c = int(getattr(cfg, "vq_embed_dim", None) or cfg.latent_channels)
+        h = size // self.factor
+        self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0) if kind == "AutoencoderKL" else 1.0
+        self.spaces = {"latent": LatentSpace(
+            "latent", (c * h * h,), "learned", f"{c} x {h} x {h} latent of the {kind} (no prior: made by encoding)",
+            can_sample=False, spatial=(c, h, h))}
+        self.to(self.device)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.vae]
+
+    def _sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        raise ValueError(f"{self.card.title} has no prior to sample from.")
+
+    def _encode(self, images: torch.Tensor, space: str) -> torch.Tensor:
+        if self.kind == "AutoencoderKL":
+            z = self.vae.encode(images).latent_dist.mode() * self.scale  # posterior mode, unit-variance scale
+        else:
+            z = self.vae.encode(images).latents
+        return z.reshape(len(z), -1)
+
+    def _decode(self, latents: torch.Tensor, space: str, **kwargs) -> torch.Tensor:
+        z = latents.reshape(len(latents), *self.spaces[space].spatial)
+        return self.vae.decode(z / self.scale).sample.clamp(-1, 1)
+
+    def projection_defaults(self, space: str) -> dict:
+        return {"lr": 0.02, "lr_rampdown": 0.5}
+
+    def datasets(self) -> dict[str, Callable[[], LatentDataset]]:
+        return {"encoded digits (32)": self._digits}
+
+    def _digits(self, n: int = 32) -> LatentDataset:
+        """scikit-learn's digits, enlarged to the model's size and encoded: a labelled map that needs no download."""
+        from sklearn.datasets import load_digits
+
+        d = load_digits()
+        x = torch.tensor(d.images[:n] / 8.0 - 1.0, dtype=torch.float32)[:, None]
+        x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear").repeat(1, self.channels, 1, 1)
+        lat = self.encode_batched(x, "latent", batch_size=4).numpy()
+        return LatentDataset(f"encoded digits ({n})", lat, "latent", {"digit": d.target[:n]},
+                             f"The first {n} scikit-learn digits, enlarged to {self.image_size} px and encoded.")
+
+
+class DiffusionModel(LatentModel):
+    iterative_decode = True
+    iterative_inversion = True
+    default_space = "x_T"
+
+    def __init__(self, card: ModelCard, unet: torch.nn.Module, scheduler_config: dict | None, steps: int = DEFAULT_STEPS,
+                 refine: int = 1) -> None:
+        super().__init__()
+        from diffusers import DDIMInverseScheduler, DDIMScheduler
+
+        self.card, self.unet = card, unet
+        cfg = unet.config
+        size = cfg.sample_size
+        self.image_size = int(size[0] if isinstance(size, list | tuple) else size)
+        self.channels = int(cfg.in_channels)
+        spatial = (self.channels, self.image_size, self.image_size)
+        d = math.prod(spatial)
+        # Deterministic DDIM both ways; clipping x0 would break the inversion, so it is off.
+        base = {k: v for k, v in (scheduler_config or {}).items() if not k.startswith("_")}
+        base.update(clip_sample=False)
+        self.sampler_config = DDIMScheduler.from_config(base).config
+        accepted = inspect.signature(DDIMInverseScheduler.__init__).parameters
+        self.inverse_config = DDIMInverseScheduler.from_config({k: v for k, v in base.items() if k in accepted}).config
+        self.steps = int(steps)
+        self.refine = refine  # fixed-point corrections per inversion step (0: plain DDIMInverseScheduler)
+        self.spaces = {
+            "x_T": LatentSpace("x_T", (d,), "gaussian", "the noise image DDIM turns into this picture", spatial=spatial),
+            "x_T+": LatentSpace("x_T+", (STAGES, d), "gaussian",
+                                "one noise per stage of sampling (coarse, middle, fine thirds of the steps)",
+                                num_layers=STAGES, spatial=spatial),
+        }
+        self.to(self.device)
+
+    def modules(self) -> list[torch.nn.Module]:
+        return [self.unet]
+
+    def _sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, str]:
+        return torch.randn(n, self.spaces["x_T"].shape[0], generator=generator), "x_T"
+
+    def mean_latent(self, space: str | None = None) -> torch.Tensor:
+        space = self.check_space(space)
+        return torch.zeros(1, *self.spaces[space].shape, device=self.device)  # a Gaussian's centre, exactly
+
+    def blend(self, a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
+        """Slerp per noise (row): a lerp of two Gaussian noises has too small a norm and samples to a blur."""
+        from core.interpolate import slerp
+
+        d = a.shape[-1]
+        a2, b2 = a.reshape(-1, d), b.expand_as(a).reshape(-1, d)
+        t = alpha.to(a.device, a.dtype).reshape(-1)
+        t = t.repeat(len(a2) // len(t)) if len(t) != len(a2) else t
+        return slerp(a2, b2, t).reshape(a.shape)
+
+    def _eps(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
+        out = self.unet(x, t).sample
+        return out[:, : self.channels]  # a learned-variance UNet predicts (eps, variance)
+
+    def _decode(self, latents: torch.Tensor, space: str, steps: int | None = None, progress: ProgressFn | None = None,
+                cancel: CancelFn | None = None, **kwargs) -> torch.Tensor:
+        """DDIM sampling from x_T (per stage for x_T+: at each stage's first step the noise part is swapped)."""
+        return self.sample_from(latents, space, steps, progress, cancel).clamp(-1, 1)
+
+    def sample_from(self, latents: torch.Tensor, space: str, steps: int | None = None, progress: ProgressFn | None = None,
+                    cancel: CancelFn | None = None) -> torch.Tensor:
+        x = latents
+        for i, n, x_i in self.sampling(latents, space, steps):
+            x = x_i
+            if progress is not None:
+                progress(i, n)
+            if cancel is not None and cancel() and i < n:
+                raise Cancelled(f"Stopped at sampling step {i} of {n}.")
+        return x
+
+    def sampling(self, latents: torch.Tensor, space: str, steps: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
+        """DDIM sampling as a stream of (step, steps, x_t); the last x is the image."""
+        from diffusers import DDIMScheduler
+
+        spatial = self.spaces[space].spatial
+        z = latents.reshape(len(latents), -1, *spatial)  # (N, stages, C, H, W)
+        sched = DDIMScheduler.from_config(self.sampler_config)
+        steps = _check_steps(steps or self.steps, sched.config.num_train_timesteps)
+        sched.set_timesteps(steps, device=latents.device)
+        bounds = [round(steps * k / STAGES) for k in range(1, STAGES)] if z.shape[1] > 1 else []
+        x, stage = z[:, 0], 0
+        acp = sched.alphas_cumprod.to(latents.device)
+        for i, t in enumerate(sched.timesteps):
+            if i in bounds:  # a new stage: its own noise replaces the previous one's in x_t's noise part
+                stage += 1
+                x = x + (1 - acp[t]).sqrt() * (z[:, stage] - z[:, stage - 1])
+            x = sched.step(self._eps(x, t), t, x, eta=0.0).prev_sample
+            yield i + 1, steps, x
+
+    def inversion_events(self, images: torch.Tensor, cfg: ProjectionConfig,
+                         should_stop: CancelFn | None = None) -> Iterator[ProjectionEvent]:
+        """DDIM inversion to x_T, then DDIM sampling back to measure it: 2 x steps events, previews of x_t."""
+        from diffusers import DDIMInverseScheduler
+
+        space = self.check_space(cfg.space)
+        inv = DDIMInverseScheduler.from_config(self.inverse_config)
+        steps = _check_steps(cfg.steps, inv.config.num_train_timesteps)
+        inv.set_timesteps(steps, device=self.device)
+        total = 2 * steps
+        x = images.to(self.device, torch.float32)
+        every = cfg.preview_every
+
+        def event(i: int, img: torch.Tensor | None, **kw) -> ProjectionEvent:
+            show = kw.pop("show", every > 0 and (i % every == 0 or i == 1))
+            lat = self._as_space(x if img is None else kw.pop("latent"), space)
+            preview = (img if img is not None else x).clamp(-1, 1).detach().cpu() if show else None
+            return ProjectionEvent(i, total, kw.pop("loss", math.nan), kw.pop("psnr", math.nan), lat, space, preview,
+                                   loss_name="mse", init="DDIM inversion", **kw)
+
+        with torch.no_grad():
+            for i, t in enumerate(inv.timesteps):
+                if should_stop is not None and should_stop():
+                    yield event(i, None, done=True, stopped=True, show=True)  # the noisier image reached so far
+                    return
+                x = self._invert_step(inv, x, t, steps)
+                yield event(i + 1, None)
+            x_t = x
+            recon = x
+            for i, _, recon in self.sampling(self._as_space(x_t, space).to(self.device), space, steps):
+                if should_stop is not None and should_stop() and i < steps:
+                    yield event(steps + i, recon, latent=x_t, done=True, stopped=True, show=True)
+                    return
+                if i < steps:
+                    yield event(steps + i, recon, latent=x_t)
+        mse = float((recon - images.to(recon.device)).square().mean())
+        yield event(total, recon.clamp(-1, 1), latent=x_t, done=True, show=True, loss=mse,
+                    psnr=float(psnr(recon.clamp(-1, 1), images.to(recon.device)).mean()))
+
+    def _invert_step(self, inv, x_lo: torch.Tensor, t: torch.Tensor, steps: int) -> torch.Tensor:
+        """One DDIM inversion step to timestep ``t``, then ``refine`` fixed-point corrections.
+
+        DDIMInverseScheduler evaluates the noise at the less noisy x; the sampler will evaluate it at the
+        noisier one. Re-evaluating eps at the current guess of x_t makes the step the exact inverse of the
+        sampler's step when it converges (one UNet call each): what lifts the round trip's PSNR.
+        """
+        x = inv.step(self._eps(x_lo, t), t, x_lo).prev_sample
+        if self.refine <= 0:
+            return x
+        acp = inv.alphas_cumprod.to(x.device)
+        lo = int(t) - inv.config.num_train_timesteps // steps
+        a_hi = acp[int(t)]
+        a_lo = acp[lo] if lo >= 0 else torch.tensor(float(inv.initial_alpha_cumprod), device=x.device)
+        for _ in range(self.refine):
+            eps = self._eps(x, t)
+            x = a_hi.sqrt() * (x_lo - (1 - a_lo).sqrt() * eps) / a_lo.sqrt() + (1 - a_hi).sqrt() * eps
+        return x
+
+    def _as_space(self, x: torch.Tensor, space: str) -> torch.Tensor:
+        flat = x.reshape(len(x), -1).detach()
+        return flat.unsqueeze(1).repeat(1, STAGES, 1).cpu() if self.spaces[space].per_layer else flat.cpu()
+
+    def datasets(self) -> dict[str, Callable[[], LatentDataset]]:
+        """Noise samples only (labels would need images inverted at minutes each): the map of a Gaussian."""
+        from core.datasets import sample_dataset
+        from core.model import sample_budget
+
+        n = sample_budget(self.spaces["x_T"], 256)
+        return {f"noise samples ({n})": lambda: sample_dataset(self, n)}
+
+
+def _check_steps(steps: float, limit: int) -> int:
+    if isinstance(steps, bool) or float(steps) != int(steps) or not 1 <= int(steps) <= limit:
+        raise ValueError(f"The number of DDIM steps must be a whole number from 1 to {limit}; got {steps}.")
+    return int(steps)

@@ -1,0 +1,112 @@
+"""Diffusion models in every tab through gradio_client: a user's DDPM pipeline folder (tagged as faces, so Family offers
+it) and a user's AutoencoderKL folder, both tiny random models written with save_pretrained."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from tests.conftest import shared_path
+from tests.diffusion_fixtures import save_bare_unet, save_pipeline, save_vae
+
+pytest.importorskip("diffusers")
+gradio_client = pytest.importorskip("gradio_client")
+from gradio_client import Client, handle_file  # noqa: E402
+from gradio_client.exceptions import AppError  # noqa: E402
+
+
+@pytest.fixture(scope="module")
+def served(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("dapp")
+    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
+    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    from demos.app import build_app, launch
+    from plugins.registry import Registry
+
+    reg = Registry().discover(None, use_entry_points=False)
+    pipe = reg.add_file(save_pipeline(tmp / "pipe", 32, {"title": "Tiny DDPM", "tags": ["faces"], "licence": "MIT"}))
+    vae = reg.add_file(save_vae(tmp / "kl", "AutoencoderKL", 64))
+    demo = build_app(reg, max_steps=300)
+    launch(demo, block=False)
+    client = Client(demo.local_url, verbose=False)
+    yield client, pipe, vae, tmp
+    client.close()
+    demo.close()
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+@pytest.fixture(scope="module")
+def photo(tmp_path_factory):
+    p = tmp_path_factory.mktemp("img") / "blob.png"
+    rng = np.random.default_rng(0)
+    Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((64, 64), Image.BILINEAR).save(p)
+    return str(p)
+
+
+def _error(call) -> str:
+    with pytest.raises(AppError) as e:
+        call()
+    return str(e.value)
+
+
+def test_projection_tab_inverts_and_shows_channels(served, photo):
+    client, pipe, vae, _ = served
+    *_, status, curve, files = client.predict(pipe, handle_file(photo), "x_T+", "auto", "auto", 4, False, 0, api_name="/project")
+    assert "DDIM inversion" in status and "x_T+" in status and "Done" in status
+    assert {Path(f).suffix for f in files} == {".npz", ".png"} and any("latent_channels" in f for f in files)
+    *_, status, curve, files = client.predict(vae, handle_file(photo), "latent", "auto", "auto", 3, False, 0, api_name="/project")
+    grid = Image.open(next(f for f in files if "latent_channels" in f))
+    assert "encoder" in status and grid.size[0] > 3 * grid.size[1]  # four channels side by side
+
+
+def test_interpolation_tab(served, photo):
+    client, pipe, vae, _ = served
+    gallery, gif, video, files, status = client.predict(pipe, "two seeds", 1, 2, None, None, 4, "", "auto", [], 3, False, 8, False,
+                                                        api_name="/interpolate")
+    assert len(gallery) == 4 and "slerp" in status
+    gallery, *_, status = client.predict(vae, "two images", 0, 0, handle_file(photo), handle_file(photo), 3, "", "auto", [], 2, False,
+                                         8, False, api_name="/interpolate")
+    assert len(gallery) == 3
+    assert "no prior" in _error(lambda: client.predict(vae, "two seeds", 1, 2, None, None, 4, "", "auto", [], 3, False, 8, False,
+                                                       api_name="/interpolate"))
+
+
+def test_latent_map_tab_on_a_large_latent(served):
+    client, _, vae, _ = served
+    datasets, _ = client.predict(vae, api_name="/map_datasets")
+    names = [c[0] if isinstance(c, list | tuple) else c for c in datasets["choices"]]
+    assert names == ["encoded digits (32)"]
+    colour = client.predict(vae, names[0], api_name="/map_labels")["value"]
+    plot, info = client.predict(vae, names[0], "pca", 2, colour, api_name="/map")
+    assert "32 points" in info and "block-averaged to 1024" in info
+    img, text = client.predict(vae, names[0], "pca", 2, colour, 0.5, -0.5, 0, api_name="/map_decode_xy")
+    assert "nearest" in text and Image.open(img).size[0] >= 64
+
+
+def test_models_tab_lists_and_adds_folders(served):
+    client, pipe, _, tmp = served
+    table, _ = client.predict(api_name="/models")
+    rows = {r[0]: r for r in table["data"]}
+    assert pipe in rows and rows["diffusion/ddpm-cifar10-32"][2] == "not downloaded" and "Apache" in rows["diffusion/ddpm-cifar10-32"][4]
+    note = client.predict(None, str(save_bare_unet(tmp / "bare")), "My UNet", False, api_name="/add_pickle")
+    assert "Added **My UNet**" in note
+    (tmp / "bare" / "pipeline.py").write_text("import os")
+    assert "Python code" in _error(lambda: client.predict(None, str(tmp / "bare"), "", False, api_name="/add_pickle"))
+
+
+def test_family_tab_with_stage_dominance(served):
+    client, pipe, _, _ = served
+    dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
+    mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
+    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2]
+    gallery, files, status, fproj, mproj = client.predict(*args, api_name="/family_children")
+    assert len(gallery) == 2 and len([f for f in files if f.endswith(".npz")]) == 2 and "not a prediction" in status
