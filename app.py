@@ -86,7 +86,10 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="require a login (repeatable)")
     p.add_argument("--max-file-size", default="20mb", help="largest upload accepted, e.g. 20mb")
     p.add_argument("--max-steps", type=int, default=1000, help="largest number of projection steps a user may ask for")
-    p.add_argument("--concurrency", type=int, default=1, help="heavy jobs (projection, maps) run at the same time")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="heavy jobs (projection, maps, Family) run at the same time (default: one per GPU, else one per 4 cores)")
+    p.add_argument("--max-models", type=int, default=4,
+                   help="loaded models kept in memory; the least recently used is freed first (default 4)")
     p.add_argument("--models-dir", default=None, metavar="FOLDER",
                    help="the one server folder whose .pkl files visitors may add by name (default: uploads only)")
     p.add_argument("--allow-shared-uploads", action="store_true",
@@ -158,16 +161,16 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     return p.parse_args(argv)
 
 
-def make_registry(plugins_dir: str | None):
+def make_registry(plugins_dir: str | None, max_models: int | None = None):
     from plugins.registry import Registry
 
-    return Registry().discover(plugins_dir)
+    return Registry(max_models=max_models).discover(plugins_dir)
 
 
 def serve(args: argparse.Namespace) -> None:
     from demos.app import build_app, launch
 
-    registry = make_registry(args.plugins_dir)
+    registry = make_registry(args.plugins_dir, args.max_models)
     for err in registry.errors:
         print(f"warning: plugin {err.plugin} failed to load: {err.message}", file=sys.stderr)
     idle = {} if args.idle_timeout is None else {"idle_s": args.idle_timeout}

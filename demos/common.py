@@ -29,6 +29,7 @@ from demos.sessions import SessionError, SessionFiles, owner_of, session_key
 from plugins.registry import Registry
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
+LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -105,6 +106,9 @@ class AppContext:
     _maps: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _reaper: threading.Thread | None = None
+    max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
+    gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
+    heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
 
     def __post_init__(self) -> None:
         self.files = SessionFiles(lambda: Path(gr.utils.get_upload_folder()), idle_s=self.idle_s, keep_files=self.keep_files)
@@ -151,6 +155,10 @@ class AppContext:
                 raise gr.Error(str(e)) from e
         return path
 
+    def client_gone(self, request: gr.Request | None) -> bool:
+        """True once the client of this request has disconnected: its job should stop, nobody will see the result."""
+        return request is not None and self.gone(_session_key(request))
+
     def track_upload(self, request: gr.Request | None, path: str | None) -> None:
         self.own_input(request, path)
 
@@ -169,6 +177,7 @@ class AppContext:
             return  # a request that named someone else's session
         with self._lock:
             self._caches.pop(key, None)
+            self.heavy_running.pop(key, None)
             private = [n for n, k in self._private_models.items() if k == key]
             for name in private:
                 del self._private_models[name]
@@ -227,17 +236,24 @@ class AppContext:
 
     # ----- datasets and maps ----------------------------------------------------------
     def dataset(self, name: str, dataset: str):
-        """A model's labelled latent set (built once, then kept in memory)."""
+        """A model's labelled latent set (built once, then kept in memory: the ``max_datasets`` most recently used)."""
         key = (name, dataset)
-        if key not in self._datasets:
-            makers = self.model(name).datasets()
-            if dataset not in makers:
-                raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
-            try:
-                self._datasets[key] = makers[dataset]()
-            except (OSError, ValueError, RuntimeError) as e:
-                raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
-        return self._datasets[key]
+        with self._lock:
+            if key in self._datasets:
+                self._datasets[key] = self._datasets.pop(key)  # most recently used last
+                return self._datasets[key]
+        makers = self.model(name).datasets()
+        if dataset not in makers:
+            raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
+        try:
+            value = makers[dataset]()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
+        with self._lock:
+            self._datasets[key] = value
+            while len(self._datasets) > max(1, self.max_datasets):
+                self._datasets.pop(next(iter(self._datasets)))
+        return value
 
     @property
     def maps(self):
