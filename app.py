@@ -71,6 +71,11 @@ def _stop_on_signals() -> list[int]:
     return received
 
 
+def _env_port() -> int | None:
+    value = os.environ.get("GRADIO_SERVER_PORT", "")
+    return int(value) if value.isdigit() else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def options(parser: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
         parser.add_argument("--plugins-dir", default=default(None), help="a folder of extra model plugins (*.py files or packages)")
@@ -80,8 +85,11 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Given before or after the command; the subcommands' copies must not reset what was given before.
     common = options(argparse.ArgumentParser(add_help=False), lambda _: argparse.SUPPRESS)
     p = options(argparse.ArgumentParser(prog="app.py", description="Latent Lab: explore generative latent spaces."), lambda d: d)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for the local network)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
+    # $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT are what hosts such as Hugging Face Spaces set.
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="interface to listen on (0.0.0.0 for the local network; default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=_env_port(),
+                   help="port (default $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="require a login (repeatable)")
     p.add_argument("--max-file-size", default="20mb", help="largest upload accepted, e.g. 20mb")

@@ -124,6 +124,7 @@ def _busy_sessions(demo: gr.Blocks) -> set[str]:
 
 
 def _warm_up() -> None:
+    serving.share_cores()
     import core.interpolate  # noqa: F401
     import core.losses  # noqa: F401
     import core.projection  # noqa: F401

@@ -51,6 +51,18 @@ def light_concurrency() -> int:
     return max(4, 2 * cpu_count())
 
 
+def share_cores() -> int:
+    """On CPU, heavy jobs' torch keeps one core free for light events (``cores - 1`` threads, at least 1): else a
+    projection's threads take every core and a 0.1 s model card waits for them. Returns torch's thread count."""
+    import torch
+
+    from core.device import get_device
+
+    if get_device().type == "cpu" and cpu_count() >= 2:
+        torch.set_num_threads(max(1, min(torch.get_num_threads(), cpu_count() - 1)))
+    return torch.get_num_threads()
+
+
 def assign_groups(demo: gr.Blocks, heavy: int, light: int) -> None:
     """Put every event in its group: ``HEAVY`` ones keep theirs with ``heavy`` slots, events with their own limit
     (downloads, Stop buttons) stay as they are, the rest join ``LIGHT``."""
