@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import argparse
 import os
+import resource
 import signal
 import socket
 import subprocess
@@ -241,6 +242,9 @@ def main(argv: list[str] | None = None) -> int:
     print(f"killed client's 1000-step projection: server CPU {stop_cpu[0]:.2f} s in the 5 s after the kill, "
           f"{stop_cpu[1]:.2f} s in the 5 s after that")
     print(f"files left after the sessions closed: {left}; after stop (exit {code}): {after_stop}")
+    me = resource.getrusage(resource.RUSAGE_SELF)
+    print(f"CPU of the clients (this process): {me.ru_utime + me.ru_stime:.0f} s; load average at the end: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
     failures = defaultdict(int)
     for api, ok, _, why in results:
         if not ok:

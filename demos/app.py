@@ -85,13 +85,14 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     if login_guard is None and users:
         login_guard = LoginGuard(users)
     ctx: AppContext = demo.latent_lab
+    serving.limit_malloc_arenas()  # before the server's threads exist
     demo.launch(
         server_name=host, server_port=port, share=share, auth=login_guard.gradio_auth() if login_guard else None,
         max_file_size=max_file_size, prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(FileAccess, files=ctx.files)]},
     )
     ctx.gone = serving.client_gone(demo)
-    ctx.start_reaper(lambda: _busy_sessions(demo))
+    ctx.start_reaper(lambda: _busy_sessions(demo), after=serving.release_memory)
     _close = demo.close
 
     def close(*args, **kwargs):  # stopping the server ends every session: their files go, running jobs write nothing

@@ -109,6 +109,7 @@ class AppContext:
     max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
     gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
     heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
+    _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
 
     def __post_init__(self) -> None:
         self.files = SessionFiles(lambda: Path(gr.utils.get_upload_folder()), idle_s=self.idle_s, keep_files=self.keep_files)
@@ -175,6 +176,7 @@ class AppContext:
     def _end(self, key: str, owner=None) -> None:
         if not self.files.end(key, owner):
             return  # a request that named someone else's session
+        self._ended_count += 1
         with self._lock:
             self._caches.pop(key, None)
             self.heavy_running.pop(key, None)
@@ -191,16 +193,21 @@ class AppContext:
             self._end(key)
         return ended
 
-    def start_reaper(self, busy: Callable[[], set[str]] = set) -> None:
-        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s)."""
+    def start_reaper(self, busy: Callable[[], set[str]] = set, after: Callable[[], None] | None = None) -> None:
+        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s); ``after``
+        runs when sessions have ended (e.g. to hand their memory back)."""
         if self._reaper is not None:
             return
         period = max(0.2, min(self.idle_s / 4, 30.0))
+        seen = [self._ended_count]
 
         def loop() -> None:
             while not self._stop.wait(period):
                 try:
                     self.expire_sessions(busy())
+                    if after is not None and self._ended_count != seen[0]:  # tabs closed or sessions expired
+                        seen[0] = self._ended_count
+                        after()
                 except Exception as e:  # the reaper must outlive anything a request left behind
                     print(f"warning: session clean-up failed: {e}", file=sys.stderr)
 

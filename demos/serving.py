@@ -10,7 +10,10 @@ would hold a slot other visitors wait for). A job whose client has disconnected 
 
 from __future__ import annotations
 
+import ctypes
+import ctypes.util
 import functools
+import gc
 import inspect
 import os
 from collections.abc import Callable
@@ -142,3 +145,27 @@ def plain_queue_full(demo: gr.Blocks) -> None:
         return ok, detail, state
 
     queue.push = polite_push
+
+
+def _libc():
+    name = ctypes.util.find_library("c")
+    try:
+        libc = ctypes.CDLL(name) if name else None
+    except OSError:
+        return None
+    return libc if libc is not None and hasattr(libc, "malloc_trim") else None  # glibc only
+
+
+def limit_malloc_arenas(n: int = 2) -> bool:
+    """glibc gives each worker thread its own malloc arena; with Gradio's 40 workers freed memory stays spread over
+    them and RSS only grows. A few shared arenas keep it reusable (the ``MALLOC_ARENA_MAX`` setting, at run time)."""
+    libc = _libc()
+    return bool(libc is not None and libc.mallopt(-8, n))  # -8: M_ARENA_MAX
+
+
+def release_memory() -> None:
+    """Collect cycles and hand freed heap pages back to the OS (after sessions end: their images, latents)."""
+    gc.collect()
+    libc = _libc()
+    if libc is not None:
+        libc.malloc_trim(0)
