@@ -256,3 +256,26 @@ def test_concurrency_defaults_follow_the_machine(monkeypatch):
     assert serving.default_concurrency() == 1 and serving.light_concurrency() == 4
 
 
+
+
+def test_the_reaper_hands_memory_back_after_sessions_end():
+    from demos.common import AppContext
+    from plugins.registry import Registry
+
+    ctx = AppContext(Registry().discover(None, use_entry_points=False), idle_s=0.4)
+    calls = []
+    ctx.start_reaper(after=lambda: calls.append(1))
+    try:
+        time.sleep(0.5)
+        assert calls == []  # nothing ended: nothing to hand back
+
+        class Req:
+            session_hash = "gone"
+            cookies: dict = {}
+            username = None
+
+        ctx.session_cache(Req())["x"] = np.zeros(1000)
+        assert _wait(lambda: calls, 10)  # the idle session expired, then the hook ran
+        assert "gone" not in ctx._caches
+    finally:
+        ctx.close()
