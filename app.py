@@ -71,6 +71,11 @@ def _stop_on_signals() -> list[int]:
     return received
 
 
+def _env_port() -> int | None:
+    value = os.environ.get("GRADIO_SERVER_PORT", "")
+    return int(value) if value.isdigit() else None
+
+
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     def options(parser: argparse.ArgumentParser, default) -> argparse.ArgumentParser:
         parser.add_argument("--plugins-dir", default=default(None), help="a folder of extra model plugins (*.py files or packages)")
@@ -85,13 +90,19 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     # Given before or after the command; the subcommands' copies must not reset what was given before.
     common = options(argparse.ArgumentParser(add_help=False), lambda _: argparse.SUPPRESS)
     p = options(argparse.ArgumentParser(prog="app.py", description="Latent Lab: explore generative latent spaces."), lambda d: d)
-    p.add_argument("--host", default="127.0.0.1", help="interface to listen on (0.0.0.0 for the local network)")
-    p.add_argument("--port", type=int, default=None, help="port (default 7860, or the next free one)")
+    # $GRADIO_SERVER_NAME / $GRADIO_SERVER_PORT are what hosts such as Hugging Face Spaces set.
+    p.add_argument("--host", default=os.environ.get("GRADIO_SERVER_NAME") or "127.0.0.1",
+                   help="interface to listen on (0.0.0.0 for the local network; default $GRADIO_SERVER_NAME or 127.0.0.1)")
+    p.add_argument("--port", type=int, default=_env_port(),
+                   help="port (default $GRADIO_SERVER_PORT, else 7860 or the next free one)")
     p.add_argument("--share", action="store_true", help="also create a public gradio.live link")
     p.add_argument("--auth", action="append", default=[], metavar="USER:PASSWORD", help="require a login (repeatable)")
     p.add_argument("--max-file-size", default="20mb", help="largest upload accepted, e.g. 20mb")
     p.add_argument("--max-steps", type=int, default=1000, help="largest number of projection steps a user may ask for")
-    p.add_argument("--concurrency", type=int, default=1, help="heavy jobs (projection, maps) run at the same time")
+    p.add_argument("--concurrency", type=int, default=None,
+                   help="heavy jobs (projection, maps, Family) run at the same time (default: one per GPU, else one per 4 cores)")
+    p.add_argument("--max-models", type=int, default=4,
+                   help="loaded models kept in memory; the least recently used is freed first (default 4)")
     p.add_argument("--models-dir", default=None, metavar="FOLDER",
                    help="the one server folder whose .pkl files visitors may add by name (default: uploads only)")
     p.add_argument("--allow-shared-uploads", action="store_true",
@@ -174,16 +185,16 @@ def make_executor(args: argparse.Namespace):
     return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir)
 
 
-def make_registry(plugins_dir: str | None):
+def make_registry(plugins_dir: str | None, max_models: int | None = None):
     from plugins.registry import Registry
 
-    return Registry().discover(plugins_dir)
+    return Registry(max_models=max_models).discover(plugins_dir)
 
 
 def serve(args: argparse.Namespace) -> None:
     from demos.app import build_app, launch
 
-    registry = make_registry(args.plugins_dir)
+    registry = make_registry(args.plugins_dir, args.max_models)
     for err in registry.errors:
         print(f"warning: plugin {err.plugin} failed to load: {err.message}", file=sys.stderr)
     idle = {} if args.idle_timeout is None else {"idle_s": args.idle_timeout}

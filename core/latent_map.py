@@ -124,10 +124,12 @@ def reduce(latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 
 
 
 class MapCache:
-    """(model, dataset, method, dims) -> LatentMap, in memory and (coordinates only) on disk."""
+    """(model, dataset, method, dims) -> LatentMap, in memory (the ``max_items`` most recently used: a fitted
+    reducer can hold a copy of the data) and (coordinates only) on disk."""
 
-    def __init__(self, folder: str | Path | None = None) -> None:
+    def __init__(self, folder: str | Path | None = None, max_items: int = 8) -> None:
         self.folder = Path(folder) if folder else None
+        self.max_items = max(1, int(max_items))
         self._mem: dict[tuple, LatentMap] = {}
         self._lock = threading.Lock()
 
@@ -136,7 +138,7 @@ class MapCache:
         key = (model, dataset, method, dims, seed, digest)
         with self._lock:
             if key in self._mem:
-                m = self._mem[key]
+                m = self._mem[key] = self._mem.pop(key)  # most recently used last
                 return LatentMap(m.coords, m.method, m.dims, m.seconds, m.info, m.reducer, cached=True)
         disk = self._disk_path(key)
         slow = method != "pca"  # PCA refits in milliseconds; only slow maps go to disk
@@ -152,6 +154,8 @@ class MapCache:
                 tmp.replace(disk)
         with self._lock:
             self._mem[key] = m
+            while len(self._mem) > self.max_items:
+                self._mem.pop(next(iter(self._mem)))
         return m
 
     def _disk_path(self, key: tuple) -> Path | None:

@@ -11,8 +11,8 @@ import gradio as gr
 from starlette.middleware import Middleware
 
 from core.private_dir import IDLE_S
-from demos import family, interpolation, latent_map, models_tab, projection
-from demos.common import AppContext, user_errors
+from demos import family, interpolation, latent_map, models_tab, projection, serving
+from demos.common import HEAVY, AppContext, user_errors
 from demos.file_access import FileAccess
 from demos.login_guard import LoginGuard
 from demos.sessions import session_key
@@ -29,12 +29,13 @@ INTRO = (
 )
 
 
-def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, models_dir: str | Path | None = None,
+def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None = None, models_dir: str | Path | None = None,
               allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False,
               executor: Executor | None = None) -> gr.Blocks:
     """The app; ``models_dir`` / ``allow_shared_uploads`` / ``idle_s`` / ``keep_files`` are the privacy options of
-    ``app.py`` (see the README's Privacy section); ``executor`` runs the heavy model work (``core.executor``:
-    in this process by default, ``demos.ray_executor.RayExecutor`` with ``--ray``); the app closes it when it stops."""
+    ``app.py`` (see the README's Privacy section). ``concurrency``: heavy jobs at once (None: derived from the
+    cores / GPUs, ``demos/serving.py``). ``executor`` runs the heavy model work (``core.executor``: in this process
+    by default, ``demos.ray_executor.RayExecutor`` with ``--ray``); the app closes it when it stops."""
     if idle_s <= 0:
         raise ValueError(f"--idle-timeout must be a positive number of seconds, got {idle_s}.")
     if models_dir is not None and not Path(models_dir).is_dir():
@@ -56,11 +57,20 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int = 1, m
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         demo.unload(ctx.end_session)
+    # Fair serving (demos/serving.py): light events in their own group, one heavy job per session at a time.
+    heavy = concurrency if concurrency is not None else serving.default_concurrency()
+    if heavy < 1:
+        raise ValueError(f"--concurrency must be 1 or more, got {heavy}.")
+    serving.assign_groups(demo, heavy, serving.light_concurrency())
     # Every handler, in every tab: a user's mistake is one log line, a real fault keeps its traceback.
     for block_fn in demo.fns.values():
         if block_fn.fn is not None:
+            if block_fn.concurrency_id == HEAVY and not (block_fn.api_name or "").startswith("family_children_"):
+                # (the children's sliders re-render the same children: a second slider moved meanwhile just queues)
+                block_fn.fn = serving.one_heavy_per_session(block_fn.fn, ctx.heavy_running, lambda key: ctx.gone(key))
             block_fn.fn = user_errors(block_fn.fn)
-    demo.queue(default_concurrency_limit=concurrency, max_size=32)
+    demo.queue(default_concurrency_limit=heavy, max_size=serving.QUEUE_SIZE)
+    serving.plain_queue_full(demo)
     demo.latent_lab = ctx  # tests and the CLI reach the context through the app
     return demo
 
@@ -81,12 +91,14 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     if login_guard is None and users:
         login_guard = LoginGuard(users)
     ctx: AppContext = demo.latent_lab
+    serving.limit_malloc_arenas()  # before the server's threads exist
     demo.launch(
         server_name=host, server_port=port, share=share, auth=login_guard.gradio_auth() if login_guard else None,
         max_file_size=max_file_size, prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(FileAccess, files=ctx.files)]},
     )
-    ctx.start_reaper(lambda: _busy_sessions(demo))
+    ctx.gone = serving.client_gone(demo)
+    ctx.start_reaper(lambda: _busy_sessions(demo), after=serving.release_memory)
     _close = demo.close
 
     def close(*args, **kwargs):  # stopping the server ends every session: their files go, running jobs write nothing
@@ -119,6 +131,7 @@ def _busy_sessions(demo: gr.Blocks) -> set[str]:
 
 
 def _warm_up() -> None:
+    serving.share_cores()
     import core.interpolate  # noqa: F401
     import core.losses  # noqa: F401
     import core.projection  # noqa: F401

@@ -29,6 +29,7 @@ from demos.sessions import SessionError, SessionFiles, owner_of, session_key
 from plugins.registry import Registry
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
+LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -106,6 +107,10 @@ class AppContext:
     _maps: Any = None
     _stop: threading.Event = field(default_factory=threading.Event)
     _reaper: threading.Thread | None = None
+    max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
+    gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
+    heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
+    _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
 
     def __post_init__(self) -> None:
         if self.executor is None:
@@ -156,6 +161,10 @@ class AppContext:
                 raise gr.Error(str(e)) from e
         return path
 
+    def client_gone(self, request: gr.Request | None) -> bool:
+        """True once the client of this request has disconnected: its job should stop, nobody will see the result."""
+        return request is not None and self.gone(_session_key(request))
+
     def track_upload(self, request: gr.Request | None, path: str | None) -> None:
         self.own_input(request, path)
 
@@ -172,8 +181,10 @@ class AppContext:
     def _end(self, key: str, owner=None) -> None:
         if not self.files.end(key, owner):
             return  # a request that named someone else's session
+        self._ended_count += 1
         with self._lock:
             self._caches.pop(key, None)
+            self.heavy_running.pop(key, None)
             private = [n for n, k in self._private_models.items() if k == key]
             for name in private:
                 del self._private_models[name]
@@ -187,16 +198,21 @@ class AppContext:
             self._end(key)
         return ended
 
-    def start_reaper(self, busy: Callable[[], set[str]] = set) -> None:
-        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s)."""
+    def start_reaper(self, busy: Callable[[], set[str]] = set, after: Callable[[], None] | None = None) -> None:
+        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s); ``after``
+        runs when sessions have ended (e.g. to hand their memory back)."""
         if self._reaper is not None:
             return
         period = max(0.2, min(self.idle_s / 4, 30.0))
+        seen = [self._ended_count]
 
         def loop() -> None:
             while not self._stop.wait(period):
                 try:
                     self.expire_sessions(busy())
+                    if after is not None and self._ended_count != seen[0]:  # tabs closed or sessions expired
+                        seen[0] = self._ended_count
+                        after()
                 except Exception as e:  # the reaper must outlive anything a request left behind
                     print(f"warning: session clean-up failed: {e}", file=sys.stderr)
 
@@ -233,17 +249,24 @@ class AppContext:
 
     # ----- datasets and maps ----------------------------------------------------------
     def dataset(self, name: str, dataset: str):
-        """A model's labelled latent set (built once, then kept in memory)."""
+        """A model's labelled latent set (built once, then kept in memory: the ``max_datasets`` most recently used)."""
         key = (name, dataset)
-        if key not in self._datasets:
-            makers = self.model(name).datasets()
-            if dataset not in makers:
-                raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
-            try:
-                self._datasets[key] = makers[dataset]()
-            except (OSError, ValueError, RuntimeError) as e:
-                raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
-        return self._datasets[key]
+        with self._lock:
+            if key in self._datasets:
+                self._datasets[key] = self._datasets.pop(key)  # most recently used last
+                return self._datasets[key]
+        makers = self.model(name).datasets()
+        if dataset not in makers:
+            raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
+        try:
+            value = makers[dataset]()
+        except (OSError, ValueError, RuntimeError) as e:
+            raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
+        with self._lock:
+            self._datasets[key] = value
+            while len(self._datasets) > max(1, self.max_datasets):
+                self._datasets.pop(next(iter(self._datasets)))
+        return value
 
     @property
     def maps(self):

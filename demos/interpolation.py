@@ -51,9 +51,12 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         for note in plan.notes:
             gr.Warning(note)
         yield None, None, None, None, "Projecting both images…"
-        a, b, psnr = image_endpoints(m, plan, targets, n_steps,
-                                     lambda i, n, p: progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB"),
-                                     stacked_weights(inputs), executor=ctx.executor)
+        def report(i: int, n: int, p: float) -> None:
+            if ctx.client_gone(request):  # nobody is waiting for the result: end the projection here
+                raise gr.Error("The client disconnected; the interpolation was stopped.")
+            progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB")
+
+        a, b, psnr = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs), executor=ctx.executor)
         proj_note = f" Endpoints projected ({n_steps} steps, PSNR {psnr:.1f} dB)."
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),

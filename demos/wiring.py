@@ -5,7 +5,7 @@ Handlers take the :class:`~demos.common.AppContext` as their first argument, so 
 Gradio reads to inject ``gr.Request`` and ``gr.Progress`` (``functools.partial`` hides both), and
 keeping generators generators (Gradio streams only generator functions).
 
-Stop: Gradio's ``cancels=`` closes a generator between yields, so the handler never gets to say where
+Stop (and a client that disconnects, see :class:`StopFlag`): Gradio's ``cancels=`` closes a generator between yields, so the handler never gets to say where
 it stopped or hand over what it has. A Stop button sets a per-session flag instead; the projection
 checks it between steps and finishes with the best latent so far.
 """
@@ -42,9 +42,21 @@ def bind(fn: Callable, ctx: AppContext) -> Callable:
     return bound
 
 
-def stop_flag(ctx: AppContext, request: gr.Request | None, job: str) -> threading.Event:
+class StopFlag(threading.Event):
+    """Set by the session's Stop button; also reads as set once the session's client has disconnected, so a
+    closed tab's 1000-step job ends at its next step instead of running for nobody."""
+
+    def __init__(self, gone: Callable[[], bool]) -> None:
+        super().__init__()
+        self._gone = gone
+
+    def is_set(self) -> bool:
+        return super().is_set() or self._gone()
+
+
+def stop_flag(ctx: AppContext, request: gr.Request | None, job: str) -> StopFlag:
     """A fresh (cleared) stop flag for this session's ``job``; a run takes one as it starts."""
-    flag = threading.Event()
+    flag = StopFlag(lambda: ctx.client_gone(request))
     ctx.session_cache(request)[("stop", job)] = flag
     return flag
 

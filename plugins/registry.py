@@ -59,7 +59,13 @@ class UnknownModelError(KeyError):
 
 
 class Registry:
-    def __init__(self) -> None:
+    """``max_models``: loaded models kept in memory at once (least recently used freed first; None: no limit).
+    A job still using a freed model keeps it until it ends; the next use loads it again."""
+
+    def __init__(self, max_models: int | None = None) -> None:
+        if max_models is not None and max_models < 1:
+            raise ValueError(f"--max-models must be 1 or more, got {max_models}.")
+        self.max_models = max_models
         self.entries: dict[str, ModelEntry] = {}
         self.errors: list[PluginError] = []
         self.file_loaders: dict[str, tuple[str, FileLoader]] = {}  # suffix -> (plugin, loader)
@@ -191,12 +197,17 @@ class Registry:
         with self._lock:
             if name not in self._models:
                 try:
-                    self._models[name] = entry.load()
+                    model = entry.load()
                     self._load_errors.pop(name, None)
                 except Exception as e:
                     self._load_errors[name] = str(e) or type(e).__name__
                     raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
-            return self._models[name]
+            else:
+                model = self._models.pop(name)
+            self._models[name] = model  # most recently used last
+            while self.max_models is not None and len(self._models) > self.max_models:
+                self._models.pop(next(iter(self._models)))
+            return model
 
 
 def _import_path(name: str, path: Path) -> Any:

@@ -1,0 +1,275 @@
+"""Many visitors on one app: N gradio_client users x M mixed requests against ``python app.py`` on loopback.
+
+Prints, per endpoint, ok / failed / p50 / p95 seconds (light and heavy events apart, from three rounds), the
+server's RSS after a warm-up and after each round, the files left once the sessions have closed and after the
+server stops, the server's CPU while idle after the clients disconnect, and how fast a killed client's
+1000-step projection stops (server CPU in the seconds after the kill).
+
+    python -m bench.load                       # 20 clients x 10 requests, three rounds
+    python -m bench.load --clients 4 --requests 5 --rounds 1      # a quick look
+
+Bounded: every request has a timeout, each round a deadline (``--round-timeout``), and the server is stopped at the
+end whatever happens. The Family requests need the London photos in ../shared (they are skipped without them).
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import resource
+import signal
+import socket
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+from PIL import Image
+
+ROOT = Path(__file__).resolve().parent.parent
+FACES, DIGITS = "small_ae/faces", "small_ae/digits"
+LIGHT = {"proj_model_card", "family_align", "map_decode_point", "map_datasets"}
+PHOTOS = [ROOT.parent / "shared" / "data" / "faces" / "london" / "neutral" / f"{n}_03.jpg" for n in ("001", "002")]
+OWNER_FILE = ".latent_lab_owner"
+
+
+# ----- the server ------------------------------------------------------------------------------------------------
+class Server:
+    def __init__(self, tmp: Path, idle_s: float, concurrency: int | None) -> None:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            self.port = s.getsockname()[1]
+        self.url = f"http://127.0.0.1:{self.port}/"
+        self.tmp = tmp
+        env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_TEMP_DIR", "GRADIO_SHARE")}
+        env.update(TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        args = ["--idle-timeout", str(idle_s)] + (["--concurrency", str(concurrency)] if concurrency else [])
+        self.log = tmp.parent / "server.log"
+        self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port), *args], cwd=ROOT,
+                                     env=env, stdout=self.log.open("w"), stderr=subprocess.STDOUT, start_new_session=True)
+        deadline = time.time() + 120
+        while "is running at" not in self.log.read_text(errors="replace"):
+            if self.proc.poll() is not None or time.time() > deadline:
+                self.stop()
+                raise RuntimeError("the app did not start:\n" + self.log.read_text(errors="replace")[-2000:])
+            time.sleep(0.2)
+
+    def rss_mb(self) -> float:
+        for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():
+            if line.startswith("VmRSS:"):
+                return int(line.split()[1]) / 1024
+        return float("nan")
+
+    def cpu_s(self) -> float:
+        fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def files(self) -> list[Path]:
+        return [p for p in self.tmp.rglob("*") if p.is_file() and p.name != OWNER_FILE]
+
+    def stop(self) -> int | None:
+        if self.proc.poll() is None:
+            self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.proc.wait(60)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait(30)
+        return self.proc.returncode
+
+
+# ----- one visitor -----------------------------------------------------------------------------------------------
+def plan(m: int, family: bool) -> list[str]:
+    """The visitor's requests: heavy and light events interleaved (the same mix for everyone)."""
+    mix = ["project", "proj_model_card", "interpolate", "family_align", "family_project", "map_datasets",
+           "family_children", "map_decode_point", "map", "proj_model_card"]
+    if not family:
+        mix = [e for e in mix if not e.startswith("family")] + ["project", "map_decode_point"]
+    return [mix[i % len(mix)] for i in range(m)]
+
+
+def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout: float, out: list) -> None:
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    dataset = None
+    try:
+        for i, api in enumerate(requests):
+            if time.time() > deadline:
+                out.append((api, False, 0.0, "round deadline"))
+                continue
+            if api in ("map", "map_decode_point") and dataset is None:
+                dataset = client.predict(DIGITS, api_name="/map_datasets")[0]["value"]
+            args = {
+                "project": (FACES, handle_file(photo), None, "auto", "mse", 10, False, i, False),
+                "proj_model_card": (FACES,),
+                "interpolate": (DIGITS, "two seeds", i, i + 1, None, None, 8, None, "auto", [], 10, False, 12, False),
+                "family_align": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 0, 0),
+                "family_project": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 5, 0, 0),
+                "family_children": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 5, 0.5, "blend",
+                                    "blend", "blend", 0, 0, None, 0, 0.25, i, 2, 0, 0),
+                "map_datasets": (DIGITS,),
+                "map": (DIGITS, dataset, "pca", 2, None),
+                "map_decode_point": (DIGITS, dataset, "pca", 2, None, i),
+            }[api]
+            t0 = time.perf_counter()
+            try:
+                client.submit(*args, api_name=f"/{api}").result(timeout=timeout)
+                out.append((api, True, time.perf_counter() - t0, ""))
+            except Exception as e:  # noqa: BLE001 - a failed request is a figure, not a crash
+                out.append((api, False, time.perf_counter() - t0, f"{type(e).__name__}: {str(e)[:120]}"))
+    finally:
+        client.close()
+
+
+def _group(url: str, plans: list[list[str]], photo: str, deadline: float, timeout: float) -> list:
+    """Some visitors, one thread each, in one process (the results come back to the parent)."""
+    out: list = []
+    threads = [threading.Thread(target=visitor, args=(url, p, photo, deadline, timeout, out), daemon=True) for p in plans]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(max(1.0, deadline - time.time() + timeout))
+    return list(out)
+
+
+def run_round(url: str, n: int, m: int, photo: str, family: bool, round_timeout: float, timeout: float,
+              processes: int = 4) -> list:
+    """n visitors spread over ``processes`` client processes (one process's GIL would slow the clients, not the
+    server, and the latencies would say so)."""
+    from concurrent.futures import ProcessPoolExecutor
+
+    deadline = time.time() + round_timeout
+    plans = [plan(m, family)[k % 2:] + plan(m, family)[:k % 2] for k in range(n)]
+    groups = [plans[i::processes] for i in range(min(processes, n))]
+    with ProcessPoolExecutor(len(groups)) as pool:
+        futures = [pool.submit(_group, url, g, photo, deadline, timeout) for g in groups]
+        return [r for f in futures for r in f.result()]
+
+
+KILLED = r"""
+import os, signal, sys
+from gradio_client import Client, handle_file
+job = Client(sys.argv[1], verbose=False).submit("small_ae/faces", handle_file(sys.argv[2]), None, "auto", "mse", 1000,
+                                                 False, 0, False, api_name="/project")
+for _ in job:
+    print("started", flush=True)
+    os.kill(os.getpid(), signal.SIGKILL)
+"""
+
+
+def killed_client(server: Server, photo: str) -> tuple[float, float]:
+    """Server CPU seconds in the 0-5 s and 5-10 s after a client is killed mid-way through a 1000-step projection."""
+    subprocess.run([sys.executable, "-c", KILLED, server.url, photo], timeout=300, capture_output=True)
+    c0 = server.cpu_s()
+    time.sleep(5)
+    c5 = server.cpu_s()
+    time.sleep(5)
+    return c5 - c0, server.cpu_s() - c5
+
+
+def _pct(values: list[float], q: float) -> float:
+    return float(np.percentile(values, q)) if values else float("nan")
+
+
+def main(argv: list[str] | None = None) -> int:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    ap.add_argument("--clients", type=int, default=20)
+    ap.add_argument("--requests", type=int, default=10)
+    ap.add_argument("--rounds", type=int, default=3)
+    ap.add_argument("--concurrency", type=int, default=None, help="the server's --concurrency (default: its own choice)")
+    ap.add_argument("--idle", type=float, default=5.0, help="the server's --idle-timeout (REST sessions end after it)")
+    ap.add_argument("--round-timeout", type=float, default=600.0, help="no new request after this many seconds")
+    ap.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take")
+    ap.add_argument("--processes", type=int, default=4, help="client processes the visitors are spread over")
+    a = ap.parse_args(argv)
+    if min(a.clients, a.requests, a.rounds) < 1:
+        ap.error("--clients, --requests and --rounds must be 1 or more")
+    family = all(p.is_file() for p in PHOTOS)
+    if not family:
+        print(f"note: {PHOTOS[0].parent} not found: the Family requests are left out", file=sys.stderr)
+
+    with tempfile.TemporaryDirectory(prefix="latent_lab_load_") as tmp:
+        tmp = Path(tmp)
+        photo = tmp / "photo.png"
+        rng = np.random.default_rng(0)
+        Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+        (tmp / "server").mkdir()
+        server = Server(tmp / "server", a.idle, a.concurrency)
+        try:
+            t0 = time.time()
+            warm = run_round(server.url, 2, len(plan(99, family)[:10]), str(photo), family, a.round_timeout, a.timeout)
+            warm_failed = [r for r in warm if not r[1]]
+            time.sleep(a.idle * 3)
+            rss = [("after warm-up", server.rss_mb())]
+            print(f"warm-up: {len(warm) - len(warm_failed)}/{len(warm)} ok in {time.time() - t0:.0f} s"
+                  + "".join(f"\n  failed {api}: {why}" for api, _, _, why in warm_failed))
+            results: list = []
+            rounds = []
+            for r in range(a.rounds):
+                t0 = time.time()
+                c0 = server.cpu_s()
+                out = run_round(server.url, a.clients, a.requests, str(photo), family, a.round_timeout, a.timeout,
+                                a.processes)
+                wall, cpu = time.time() - t0, server.cpu_s() - c0
+                results += out
+                gone = time.time()  # the clients have disconnected: idle CPU, then the sessions' files
+                c1 = server.cpu_s()
+                time.sleep(5)
+                idle_cpu = server.cpu_s() - c1
+                while server.files() and time.time() - gone < a.idle * 6 + 10:
+                    time.sleep(0.5)
+                left = len(server.files())
+                rss.append((f"after round {r + 1}", server.rss_mb()))
+                rounds.append((r + 1, sum(ok for _, ok, _, _ in out), len(out), wall, cpu, idle_cpu, left,
+                               time.time() - gone))
+            stop_cpu = killed_client(server, str(photo))
+            while server.files() and time.time() - gone < 60:
+                time.sleep(0.5)
+        finally:
+            server_cpu = server.cpu_s() if server.proc.poll() is None else 0.0
+            code = server.stop()
+        after_stop = sum(1 for p in (tmp / "server").rglob("*") if p.is_file())
+
+    print(f"\n{a.clients} clients x {a.requests} requests x {a.rounds} rounds, {os.cpu_count()} cores, server "
+          f"--concurrency {a.concurrency or 'default'}\n")
+    print("| round | ok / sent | wall s | server CPU s | CPU s in the 5 s after clients left | files left | s until 0 |")
+    print("|---|---|---|---|---|---|---|")
+    for r, ok, n, wall, cpu, idle_cpu, left, waited in rounds:
+        print(f"| {r} | {ok} / {n} | {wall:.0f} | {cpu:.0f} | {idle_cpu:.2f} | {left} | {waited:.0f} |")
+    print("\n| endpoint | kind | ok | failed | p50 s | p95 s | max s |")
+    print("|---|---|---|---|---|---|---|")
+    by = defaultdict(list)
+    for api, ok, dt, why in results:
+        by[api].append((ok, dt, why))
+    for api in sorted(by, key=lambda k: (k in LIGHT, k)):
+        ok = [dt for good, dt, _ in by[api] if good]
+        print(f"| {api} | {'light' if api in LIGHT else 'heavy'} | {len(ok)} | {len(by[api]) - len(ok)} | "
+              f"{_pct(ok, 50):.2f} | {_pct(ok, 95):.2f} | {max(ok, default=float('nan')):.2f} |")
+    light = [dt for api, ok, dt, _ in results if ok and api in LIGHT]
+    print(f"\nall light events: p50 {_pct(light, 50):.2f} s, p95 {_pct(light, 95):.2f} s (target p95 < 1 s)")
+    base = rss[0][1]
+    print("server RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss)
+          + f"; growth after warm-up {100 * (max(v for _, v in rss) - base) / base:.1f} % (target < 10 %)")
+    print(f"killed client's 1000-step projection: server CPU {stop_cpu[0]:.2f} s in the 5 s after the kill, "
+          f"{stop_cpu[1]:.2f} s in the 5 s after that")
+    print(f"files left after the sessions closed: {left}; after stop (exit {code}): {after_stop}")
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    clients = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - server_cpu
+    print(f"CPU of the client processes: {clients:.0f} s; load average at the end: "
+          + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    failures = defaultdict(int)
+    for api, ok, _, why in results:
+        if not ok:
+            failures[f"{api}: {why}"] += 1
+    for why, count in sorted(failures.items(), key=lambda kv: -kv[1])[:10]:
+        print(f"  failed x{count}: {why}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
