@@ -288,6 +288,66 @@ def contact_sheet(path: Path, model, sets, cache, children, setting: str, rows: 
     print(f"\ncontact sheet ({setting}): {path} — columns: photo crop | reconstruction | composite | child with the next row's face")
 
 
+def flow_pairs(n_pairs: int) -> dict[str, list[tuple[Path, Path]]]:
+    """Photo pairs for the Family flow: 3DSK i-th man x i-th woman; London held-out, one neutral photo per person,
+    consecutive people; in the wild, the shared photos and selfies paired in order (the no-face photo is refused by
+    alignment and reported)."""
+    by = {g: sorted((FACES / "3dsk" / g).glob("*.jpg")) for g in ("male", "female")}
+    london = [p for p in london_heldout() if p.parent.name == "neutral"]
+    wild = [p for p in sorted((FACES / "photos").iterdir()) if p.suffix in (".jpg", ".png") and "zebra" not in p.name]
+    wild += sorted((FACES / "selfies").glob("lisa*.jpg"))[:1]
+    return {"3dsk": list(zip(by["male"], by["female"], strict=False))[:n_pairs],
+            "london": list(zip(london[0::2], london[1::2], strict=False))[:n_pairs],
+            "in the wild": list(zip(wild[0::2], wild[1::2], strict=False))[:n_pairs]}
+
+
+def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int | None]) -> None:
+    """What a user gets: core.family.Family with the tab's defaults (masked projection, then decoder tuning), per pair.
+
+    Identity is photo (256 px aligned crop) -> what the session draws; children at gene 0.5, variation 0.25, 4 each.
+    Seconds are two photos -> 4 children including alignment, after the model and dlib are loaded (first pair excluded).
+    """
+    from core.family import ChildSettings, Family
+    from plugins.registry import Registry
+
+    reg = Registry().discover()
+    model = reg.get(name)
+    for tune in tune_steps:
+        label = f"tune {model.pivotal_tuning_steps if tune is None else tune}"
+        print(f"\n### {name}: the Family flow ({steps} projection steps, {label} decoder steps)\n")
+        print("| pairs | parent identity median | share < 0.6 | PSNR in face (median) | parents' distance | mean child -> each "
+              "parent (median) | child closer to each parent than the parents are | s per family (median) |")
+        print("|---|---|---|---|---|---|---|---|")
+        for set_name, pairs in flow_pairs(n_pairs).items():
+            ident, face_psnr, parents_d, child_d, closer, seconds, used = [], [], [], [], 0, [], 0
+            for k, (fp, mp) in enumerate(pairs):
+                t = time.perf_counter()
+                fam = Family(model, name, reg.entry(name).tags)
+                ps = [fam.set_parent("father", fp), fam.set_parent("mother", mp)]
+                if any(p.error for p in ps):
+                    print(f"(skipped {fp.name} x {mp.name}: {'; '.join(p.error for p in ps if p.error)})")
+                    continue
+                for _ in fam.project(steps, tune_steps=tune):
+                    pass
+                kids = fam.children(ChildSettings(gene_weight=0.5, variation=0.25, children=4))
+                if k:
+                    seconds.append(time.perf_counter() - t)
+                used += 1
+                ident += [p.identity for p in fam.parents.values()]
+                face_psnr += [p.psnr for p in fam.parents.values()]
+                to = np.array(kids.identity).mean(0)
+                parents_d.append(kids.parents_distance)
+                child_d += list(to)
+                closer += int(to[0] < kids.parents_distance and to[1] < kids.parents_distance)
+            if not used:
+                continue
+            ident = np.array(ident)
+            print(f"| {set_name} ({used}) | {np.median(ident):.3f} | {np.mean(ident < SAME_PERSON) * 100:.0f} % | "
+                  f"{np.median(face_psnr):.1f} | {np.median(parents_d):.3f} | {np.median(child_d):.3f} | "
+                  f"{closer / used * 100:.0f} % ({closer}/{used}) | {np.median(seconds) if seconds else float('nan'):.1f} |",
+                  flush=True)
+
+
 def face_models(only: str | None) -> list:
     from plugins.registry import Registry
 
@@ -312,8 +372,16 @@ def main() -> None:
     p.add_argument("--sheet-setting", default="masked+colour")
     p.add_argument("--sheet-rows", type=int, default=3)
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--flow", type=int, default=0, metavar="PAIRS",
+                   help="only the app's Family flow (per pair: masked projection + decoder tuning) on this many pairs per set")
+    p.add_argument("--flow-tune", default="default,0", help="decoder-tuning steps to compare in the flow ('default' = the model's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
+    if a.flow:
+        tunes = [None if t == "default" else int(t) for t in a.flow_tune.split(",") if t]
+        for model in face_models(a.model):
+            family_flow_table(model.card.name, a.flow, a.steps, tunes)
+        return
     if not FACES.is_dir():
         print(f"The shared face data is not at {FACES}: nothing to measure.")
         return
