@@ -15,6 +15,9 @@ these people would look like.
 :class:`Family` is the workflow the Family tab, its API and ``python app.py family`` share: photos ->
 aligned parents -> one batched projection -> children and morphs, with each result as an object
 (:class:`Parent`, :class:`Children`) and every setting judged by :func:`check_settings`.
+
+Why one file of ~410 lines: the child arithmetic (layer weights, blending, morph) and the Family session
+that drives it are read together; splitting them would scatter one workflow.
 """
 
 from __future__ import annotations

@@ -18,8 +18,9 @@ the loss is a sum over images, Adam works per coordinate, every target has
 its own noise maps and regulariser, and the best latent is kept per image.
 Only the random draws differ from running them one by one.
 
-One file (~410 lines) on purpose: the config, the loop's three stages (``_set_up`` / ``_step`` /
-``_finish``, sharing the private ``_Run`` state) and the initialisations belong together.
+One file (~530 lines) on purpose: the config, the loop's three stages (``_set_up`` / ``_step`` /
+``_finish``, sharing the private ``_Run`` state), the initialisations and the loss terms (pixel weights,
+on-manifold penalty) belong together.
 
 Nothing here changes the model: noise maps are our own tensors passed to
 ``decode(..., noise=[...])``, so concurrent projections on one shared model

@@ -11,6 +11,9 @@ checkable (our loader missing, out of memory); anything refused is deleted.
 
 ``requests`` and ``tqdm`` are imported on use, so listing models stays cheap.
 Run ``python -m plugins.stylegan.download --help`` for the command line.
+
+Why one file of ~470 lines, with ``fetch`` and ``_transfer`` over 80 lines: resumable download, retry,
+verification and the offline message are one protocol; its steps are kept in order where they can be read.
 """
 
 from __future__ import annotations

@@ -13,6 +13,9 @@ the literal fused form, kept so benches and tests can compare both in one run).
 
 Precision: float32 everywhere on the CPU; on CUDA the blocks flagged ``use_fp16`` run in half
 precision unless ``force_fp32=True``, as in the official code.
+
+Why one file of ~460 lines: like the paper and the official code, the whole StyleGAN2 generator (mapping,
+modulated convolutions, synthesis blocks) reads best as one model file.
 """
 
 from __future__ import annotations

@@ -9,6 +9,9 @@ attributes, so no default of the official code has to be guessed when loading.
 Filters (``up_filter``/``down_filter``) are buffers; they are designed here (Kaiser-windowed
 sinc, or jinc for R's radial down filters) only when building a new network, and taken from
 the file otherwise.
+
+Why ``synthesis_config`` is ~85 lines: it transcribes the paper's per-layer filter schedule step by step,
+which is easier to check against the paper in one piece.
 """
 
 from __future__ import annotations
