@@ -32,7 +32,7 @@ def browser_app(tmp_path_factory):
     from demos.app import build_app, launch
     from plugins.registry import Registry
 
-    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=300)
+    demo = build_app(Registry().discover(None, use_entry_points=False), max_steps=5000)  # room for a run long enough to stop
     launch(demo, block=False)
     yield demo
     demo.close()
@@ -168,7 +168,7 @@ def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
     page.locator("#proj_image input[type=file]").set_input_files(str(photo))
     page.locator("#proj_settings").get_by_text("Settings").first.click()
     steps = page.locator("#proj_steps input[type=number]")
-    steps.fill("300")
+    steps.fill("5000")  # ~a minute on a fast CPU: Stop always lands mid-run
     steps.press("Enter")
     page.locator("#proj_run").click()
     status = page.locator("#proj_status")
