@@ -96,7 +96,7 @@ def ImageUpload(**kwargs) -> gr.Image:  # noqa: N802 - used like a component cla
 class AppContext:
     registry: Registry
     max_steps: int = 1000
-    models_dir: Path | None = None  # the only server folder visitors may name a .pkl in (--models-dir)
+    models_dir: Path | None = None  # the only server folder visitors may name a model (.pkl, model folder) in (--models-dir)
     allow_shared_uploads: bool = False  # an uploaded .pkl is offered to everyone (--allow-shared-uploads)
     idle_s: float = IDLE_S  # a session with no open tab ends after this long without activity
     keep_files: bool = False  # --keep-files: nothing is deleted (debugging)

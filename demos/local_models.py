@@ -17,16 +17,19 @@ import gradio as gr
 
 from demos.common import AppContext
 
-NO_SERVER_PATHS = "This server takes uploaded .pkl files only: upload the file instead of typing a path."
+NO_SERVER_PATHS = "This server takes uploaded model files only: upload the file instead of typing a path."
 
 
 def models_folder_files(models_dir: Path) -> dict[str, Path]:
-    """The ``.pkl`` files inside ``models_dir`` (by relative name); links leading outside it are left out."""
+    """The models inside ``models_dir`` by relative name: ``.pkl`` files and model folders (a diffusers folder holds a
+    ``model_index.json`` or ``config.json``); links leading outside it are left out."""
     root = os.path.realpath(models_dir)
+    inside = root.rstrip(os.sep) + os.sep
     found = {}
-    for p in sorted(Path(models_dir).rglob("*.pkl")):
-        real = os.path.realpath(p)
-        if real.startswith(root.rstrip(os.sep) + os.sep) and os.path.isfile(real):
+    candidates = [p for p in Path(models_dir).rglob("*.pkl") if os.path.isfile(os.path.realpath(p))]
+    candidates += [p.parent for name in ("model_index.json", "config.json") for p in Path(models_dir).rglob(name)]
+    for p in sorted(set(candidates)):
+        if os.path.realpath(p).startswith(inside):
             found[p.relative_to(models_dir).as_posix()] = p
     return found
 
@@ -34,11 +37,11 @@ def models_folder_files(models_dir: Path) -> dict[str, Path]:
 def not_found_message(models_dir: Path) -> str:
     names = list(models_folder_files(models_dir))
     listed = ", ".join(names[:20]) + (" …" if len(names) > 20 else "") if names else "none"
-    return f"There is no such network pickle in the models folder. Files there: {listed}."
+    return f"There is no such model in the models folder. Models there: {listed}."
 
 
 def server_pickle(models_dir: Path | None, text: str) -> Path:
-    """The models-folder file named by ``text`` (its name inside the folder, or its full path); ValueError if none."""
+    """The models-folder file or folder named by ``text`` (its name inside the folder, or its full path); ValueError if none."""
     if models_dir is None:
         raise ValueError(NO_SERVER_PATHS)
     files = models_folder_files(models_dir)

@@ -31,7 +31,8 @@ def served(tmp_path_factory):
     reg = Registry().discover(None, use_entry_points=False)
     pipe = reg.add_file(save_pipeline(tmp / "pipe", 32, {"title": "Tiny DDPM", "tags": ["faces"], "licence": "MIT"}))
     vae = reg.add_file(save_vae(tmp / "kl", "AutoencoderKL", 64))
-    demo = build_app(reg, max_steps=300)
+    (tmp / "models").mkdir()
+    demo = build_app(reg, max_steps=300, models_dir=tmp / "models")  # the operator's --models-dir
     launch(demo, block=False)
     client = Client(demo.local_url, verbose=False)
     yield client, pipe, vae, tmp
@@ -97,10 +98,13 @@ def test_models_tab_lists_and_adds_folders(served):
     table, _ = client.predict(api_name="/models")
     rows = {r[0]: r for r in table["data"]}
     assert pipe in rows and rows["diffusion/ddpm-cifar10-32"][2] == "not downloaded" and "Apache" in rows["diffusion/ddpm-cifar10-32"][4]
-    note = client.predict(None, str(save_bare_unet(tmp / "bare")), "My UNet", False, api_name="/add_pickle")
+    save_bare_unet(tmp / "models" / "bare")  # a folder the operator put in --models-dir, named by visitors
+    note = client.predict(None, "bare", "My UNet", False, api_name="/add_pickle")
     assert "Added **My UNet**" in note
-    (tmp / "bare" / "pipeline.py").write_text("import os")
-    assert "Python code" in _error(lambda: client.predict(None, str(tmp / "bare"), "", False, api_name="/add_pickle"))
+    (tmp / "models" / "bare" / "pipeline.py").write_text("import os")
+    assert "Python code" in _error(lambda: client.predict(None, "bare", "", False, api_name="/add_pickle"))
+    outside = save_bare_unet(tmp / "elsewhere")  # a folder outside --models-dir is never opened: "no such model"
+    assert "no such model" in _error(lambda: client.predict(None, str(outside), "", False, api_name="/add_pickle"))
 
 
 def test_family_tab_with_stage_dominance(served):

@@ -145,7 +145,7 @@ def test_server_paths_reveal_nothing_and_open_nothing(served):
     finally:
         c.close()
     assert len(set(messages.values())) == 1, messages  # a missing path and an existing one outside: the same words
-    assert "no such network pickle in the models folder" in messages["/etc/shadow"]
+    assert "no such model in the models folder" in messages["/etc/shadow"]
     assert "shadow" not in messages["/etc/shadow"] and "secret" not in messages["/etc/shadow"]
     assert not [p for p in opened if "shadow" in p or "secret.pkl" in p or "id_rsa" in p]
 
