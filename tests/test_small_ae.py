@@ -66,7 +66,10 @@ def test_committed_files_are_small_and_safe():
 
 
 # ----- interface -------------------------------------------------------------------------
-@pytest.mark.parametrize("name,shape,dim", [("digits", (1, 8, 8), 8), ("faces", (3, 64, 64), 256)])
+FACES_DIM = json.loads((weights_dir("faces") / "config.json").read_text())["latent_dim"]
+
+
+@pytest.mark.parametrize("name,shape,dim", [("digits", (1, 8, 8), 8), ("faces", (3, 64, 64), FACES_DIM)])
 def test_encode_decode_shapes_range_device(name, shape, dim, request):
     model = request.getfixturevalue(name)
     assert model.has_encoder and model.default_space == "latent"
@@ -192,7 +195,7 @@ def test_stored_latents_and_labels(digits_data):
     assert np.array_equal(t["digit"].numpy(), digits_data.labels["digit"])
     t, meta = load_latents(weights_dir("faces"))
     n = len(t["latents"])
-    assert n == 204 and t["latents"].shape[1] == 256
+    assert n == 204 and t["latents"].shape[1] == FACES_DIM
     assert set(t) == {"latents", "split", "face_id", "age", "gender", "expression"}
     assert meta["labels"] == {"gender": ["female", "male"], "expression": ["neutral", "smiling"]}
     assert meta["split"] == ["train", "held-out"] and meta["dataset"] == "london"

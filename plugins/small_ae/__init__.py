@@ -48,23 +48,19 @@ CARDS = {
         name="small_ae/faces",
         title="Small AE — London faces (64×64)",
         description=(
-            "A small convolutional autoencoder for FFHQ-aligned 64×64 colour faces with a 256-dimensional latent code, "
-            "trained on 87 people of the Face Research Lab London Set (neutral and smiling) and the same lab's phone "
-            "selfies, with flips, small rotations and zooms, lighting and colour changes and swapped backdrops "
-            "(free-licence landscape and animal photos), and a loss that weighs the face region. Photos are aligned "
-            "the same way before encoding. Expect soft faces: it learned from under 200 photos."
+            "A small convolutional autoencoder for FFHQ-aligned 64×64 colour faces with a 64-dimensional latent code, "
+            "trained on 87 people of the Face Research Lab London Set (neutral and smiling photos, with flips, shifts, "
+            "small rotations and lighting changes). Photos are aligned the same way before encoding. Expect soft, "
+            "blurry faces: it learned from under 200 photos."
         ),
-        trained_on=(
-            "Face Research Lab London Set: 174 photos of 87 adults (30 photos of 15 further people held out); "
-            "8 phone selfies of one person (same lab, CC BY 4.0)"
-        ),
+        trained_on="Face Research Lab London Set: 174 photos of 87 adults; 30 photos of 15 further people held out",
         resolution=64,
         licence="CC BY 4.0 (weights derived from the London Set)",
         licence_url="https://creativecommons.org/licenses/by/4.0/",
         source="built-in",
         attribution=LONDON_ATTRIBUTION,
         extra={
-            "Latent": "256-d, learned prior (Gaussian fitted to the training codes)",
+            "Latent": "64-d, learned prior (Gaussian fitted to the training codes)",
             "Alignment": "dlib 68-point landmarks (that landmark model is for research use only)",
         },
     ),
