@@ -220,3 +220,113 @@ def load_london(size: int = 64, root: str | Path | None = None, progress: bool =
     ds.name = "london"
     return ds
 
+
+
+# ----- the mixed faces preset: London + selfies + Olivetti, with face masks --------------------
+@dataclass
+class FaceMix:
+    """The London set (its split, labels and latents as before) plus training-only extra faces.
+
+    ``masks`` (N, H, W) and ``extra_masks`` are the soft face regions (``core.faces.mask``) of every crop:
+    training weighs the face in its loss and replaces the background outside it.
+    """
+
+    london: Dataset
+    masks: torch.Tensor
+    extra_images: torch.Tensor
+    extra_masks: torch.Tensor
+    extra_sources: dict[str, int]
+    shared: str | Path | None = None
+
+    @property
+    def train_images(self) -> torch.Tensor:
+        return torch.cat([self.london.train_images, self.extra_images])
+
+    @property
+    def train_masks(self) -> torch.Tensor:
+        return torch.cat([self.masks[torch.from_numpy(~self.london.heldout)], self.extra_masks])
+
+
+def _aligned_with_mask(raw: bytes, size: int) -> tuple[np.ndarray, np.ndarray] | None:
+    """FFHQ-aligned crop (uint8 H, W, 3) and its face mask (float32 H, W) of one photo's largest face, or None;
+    cached by content like :func:`_aligned_cached`."""
+    from core.paths import cache_dir
+
+    digest = hashlib.sha1(raw + _aligner_fingerprint().encode()).hexdigest()
+    cache = cache_dir("small_ae", "aligned") / f"{digest}_{size}_masked_v{_ALIGN_CACHE_VERSION}"
+    npz, none = cache.with_suffix(".npz"), cache.with_suffix(".noface")
+    if npz.is_file():
+        with np.load(npz) as f:
+            return f["crop"], f["mask"]
+    if none.is_file():
+        return None
+    from core.faces import NoFaceError, align_face, to_aligned
+    from core.faces.mask import face_mask
+
+    try:
+        aligned = align_face(load_image(raw), size)
+    except NoFaceError:
+        none.touch()
+        return None
+    crop = np.asarray(aligned.image.convert("RGB"))
+    mask = face_mask(to_aligned(aligned.face.landmarks, aligned.quad, size), size).astype(np.float32)
+    np.savez(npz, crop=crop, mask=mask)
+    return crop, mask
+
+
+def _to_tensors(pairs: list[tuple[np.ndarray, np.ndarray]], size: int, channels: int = 3) -> tuple[torch.Tensor, torch.Tensor]:
+    if not pairs:
+        return torch.zeros(0, channels, size, size), torch.zeros(0, size, size)
+    images = torch.from_numpy(np.stack([c for c, _ in pairs])).permute(0, 3, 1, 2).float() / 127.5 - 1.0
+    return images, torch.from_numpy(np.stack([m for _, m in pairs])).float()
+
+
+def load_face_mix(size: int = 64, shared: str | Path | None = None, olivetti: bool = False, progress: bool = True) -> FaceMix:
+    """London (neutral + smiling, the usual 15-person hold-out) for training and latents, plus the selfies
+    and the Olivetti faces that the detector finds on a 4x enlarged copy (greyscale, as RGB) for training only."""
+    import io
+
+    from tqdm import tqdm
+
+    london = load_london(size, london_root(shared), progress=progress)
+    root = london_root(shared).parent
+    pairs = []
+    for name in tqdm(london.files, desc="face masks", disable=not progress):
+        found = _aligned_with_mask((london_root(shared) / name).read_bytes(), size)
+        if found is None:
+            raise ValueError(f"London photo {name} lost its face between two alignments.")
+        pairs.append(found)
+    images, masks = _to_tensors(pairs, size)
+    london.images = images  # the same alignment as load_london's crops, from the masked cache
+    extra: list[tuple[np.ndarray, np.ndarray]] = []
+    sources = {}
+    selfies = list_images(root / "selfies") if (root / "selfies").is_dir() else []
+    found = [_aligned_with_mask(p.read_bytes(), size) for p in selfies]
+    extra += [f for f in found if f is not None]
+    sources["selfies"] = sum(f is not None for f in found)
+    oli = root / "olivetti" / "olivetti_faces.npz"
+    if olivetti and oli.is_file():
+        with np.load(oli) as f:
+            grey = f["images"]
+        n = 0
+        for img in tqdm(grey, desc="olivetti", disable=not progress):
+            buf = io.BytesIO()
+            Image.fromarray(img).resize((4 * img.shape[1], 4 * img.shape[0]), Image.BICUBIC).convert("RGB").save(buf, "PNG")
+            got = _aligned_with_mask(buf.getvalue(), size)
+            if got is not None:
+                extra.append(got)
+                n += 1
+        sources["olivetti"] = n
+    extra_images, extra_masks = _to_tensors(extra, size)
+    return FaceMix(london, masks, extra_images, extra_masks, sources, shared)
+
+
+def load_backgrounds(size: int, shared: str | Path | None = None) -> torch.Tensor:
+    """The free-licence background photos (``../shared/data/backgrounds``), shortest side resized to 2 x ``size``,
+    centre-cropped square: (B, 3, 2 size, 2 size) in [-1, 1]; training cuts random windows from them."""
+    folder = london_root(shared).parents[1] / "backgrounds"
+    files = list_images(folder) if folder.is_dir() else []
+    if not files:
+        raise FileNotFoundError(f"No background photos in '{folder}'.")
+    out = [np.asarray(fit_square(load_image(p), 2 * size)) for p in files]
+    return torch.from_numpy(np.stack(out)).permute(0, 3, 1, 2).float() / 127.5 - 1.0
