@@ -47,3 +47,31 @@ def _seeded_rngs():
 @pytest.fixture
 def shared():
     return shared_path
+
+
+PRIVATE_VARS = ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")
+
+
+def use_private_dirs(tmp: Path) -> dict[str, str | None]:
+    """Point Gradio's files and our cache into ``tmp`` (nothing downloaded there); returns what to restore."""
+    old = {k: os.environ.get(k) for k in PRIVATE_VARS}
+    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
+    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    return old
+
+
+def restore_env(old: dict[str, str | None]) -> None:
+    for k, v in old.items():
+        if v is None:
+            os.environ.pop(k, None)
+        else:
+            os.environ[k] = v
+
+
+def app_error(call) -> str:
+    """The message of the error a gradio_client call raises (the user's plain sentence)."""
+    from gradio_client.exceptions import AppError
+
+    with pytest.raises(AppError) as e:
+        call()
+    return str(e.value)

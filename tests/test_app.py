@@ -13,11 +13,10 @@ import pytest
 from PIL import Image
 
 from core.export import load_latent
-from tests.conftest import SHARED, shared_path
+from tests.conftest import SHARED, app_error, restore_env, shared_path, use_private_dirs
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
 
 DIGITS, FACES = "small_ae/digits", "small_ae/faces"
 
@@ -25,9 +24,7 @@ DIGITS, FACES = "small_ae/digits", "small_ae/faces"
 @pytest.fixture(scope="module")
 def app(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("app")
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    old = use_private_dirs(tmp)  # nothing downloaded there: no StyleGAN, no LPIPS weights
     from demos.app import build_app, launch
     from plugins.registry import Registry
 
@@ -37,11 +34,7 @@ def app(tmp_path_factory):
     launch(demo, block=False)
     yield demo, tmp
     demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(old)
 
 
 @pytest.fixture(scope="module")
@@ -68,12 +61,6 @@ def text_file(tmp_path_factory):
     return str(p)
 
 
-def _error(call) -> str:
-    with pytest.raises(AppError) as e:
-        call()
-    return str(e.value)
-
-
 # ----- projection ------------------------------------------------------------------------
 def test_project_digit(client, digit_png):
     target, recon, status, curve, files = client.predict(
@@ -97,13 +84,13 @@ def test_project_streams_previews(client, digit_png):
 
 
 def test_project_errors(client, text_file):
-    assert "not an image" in _error(lambda: client.predict(DIGITS, handle_file(text_file), "latent", "auto", "mse", 5, False, 0,
+    assert "not an image" in app_error(lambda: client.predict(DIGITS, handle_file(text_file), "latent", "auto", "mse", 5, False, 0,
                                                            api_name="/project"))
-    assert "Upload the image first" in _error(lambda: client.predict(DIGITS, None, "latent", "auto", "mse", 5, False, 0,
+    assert "Upload the image first" in app_error(lambda: client.predict(DIGITS, None, "latent", "auto", "mse", 5, False, 0,
                                                                      api_name="/project"))
-    msg = _error(lambda: client.predict("stylegan2/ffhq-256", None, "w+", "auto", "mse", 5, False, 0, api_name="/project"))
+    msg = app_error(lambda: client.predict("stylegan2/ffhq-256", None, "w+", "auto", "mse", 5, False, 0, api_name="/project"))
     assert "not downloaded yet" in msg
-    assert "Choose a model" in _error(lambda: client.predict(None, None, "latent", "auto", "mse", 5, False, 0, api_name="/project"))
+    assert "Choose a model" in app_error(lambda: client.predict(None, None, "latent", "auto", "mse", 5, False, 0, api_name="/project"))
 
 
 def test_model_card_and_spaces(client):
@@ -129,9 +116,9 @@ def test_interpolate_images_and_errors(client, digit_png, text_file):
     gallery, *_, status = client.predict(DIGITS, "two images", 0, 0, handle_file(digit_png), handle_file(digit_png), 4, "",
                                          "slerp", [], 20, False, 8, False, api_name="/interpolate")
     assert len(gallery) == 4 and "slerp" in status
-    assert "per-layer" in _error(lambda: client.predict(DIGITS, "two seeds", 1, 2, None, None, 4, "", "auto", ["coarse"], 10, False,
+    assert "per-layer" in app_error(lambda: client.predict(DIGITS, "two seeds", 1, 2, None, None, 4, "", "auto", ["coarse"], 10, False,
                                                         8, False, api_name="/interpolate"))
-    assert "not an image" in _error(lambda: client.predict(DIGITS, "two images", 0, 0, handle_file(text_file), handle_file(digit_png),
+    assert "not an image" in app_error(lambda: client.predict(DIGITS, "two images", 0, 0, handle_file(text_file), handle_file(digit_png),
                                                            4, "", "auto", [], 5, False, 8, False, api_name="/interpolate"))
 
 
@@ -143,7 +130,7 @@ def test_interpolate_refuses_bad_settings_with_one_log_line(client, capfd):
         bad[i] = value
         if i == 10:
             bad[1] = "two images"  # steps count for image endpoints, and are checked before the (missing) uploads
-        assert message in _error(lambda b=bad: client.predict(*b, api_name="/interpolate"))
+        assert message in app_error(lambda b=bad: client.predict(*b, api_name="/interpolate"))
     err = capfd.readouterr().err
     assert err.count("user error in interpolate:") == 3 and "Traceback" not in err
 
@@ -159,7 +146,7 @@ def test_latent_map_flow(client, digit_png):
     assert "points" in info
     plot, info = client.predict(DIGITS, ds, "pca", "3", colour, api_name="/map")  # the API documents integers; "3" works too
     assert "points" in info
-    assert "no label 'nope'" in _error(lambda: client.predict(DIGITS, ds, "pca", 2, "nope", api_name="/map"))
+    assert "no label 'nope'" in app_error(lambda: client.predict(DIGITS, ds, "pca", 2, "nope", api_name="/map"))
     img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, 5, api_name="/map_decode_point")
     assert Image.open(img).size[0] >= 8 and "Point #5" in text and idx == 5
     img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, "7:123456", api_name="/map_click")
@@ -168,7 +155,7 @@ def test_latent_map_flow(client, digit_png):
     assert "inverse PCA" in text
     gallery, plot = client.predict(DIGITS, ds, "pca", 2, colour, handle_file(digit_png), 5, 10, api_name="/map_neighbours")
     assert len(gallery) == 5
-    assert "between 0 and" in _error(lambda: client.predict(DIGITS, ds, "pca", 2, colour, 10**6, api_name="/map_decode_point"))
+    assert "between 0 and" in app_error(lambda: client.predict(DIGITS, ds, "pca", 2, colour, 10**6, api_name="/map_decode_point"))
 
 
 # ----- models tab ---------------------------------------------------------------------------------
@@ -195,7 +182,7 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
     assert "noise maps optimised" in status and info["noise_maps"] == 7 == len(info["noise"])  # 4, 8, 8, 16, 16, 32, 32 px
     assert [m.shape[-1] for m in info["noise"]] == sorted(m.shape[-1] for m in info["noise"])
     bad = shared_path("fixtures", "stylegan", "tamper_global_system.pkl")
-    assert "not a usable StyleGAN network pickle" in _error(lambda: client.predict(None, str(bad), "", False, api_name="/add_pickle"))
+    assert "not a usable StyleGAN network pickle" in app_error(lambda: client.predict(None, str(bad), "", False, api_name="/add_pickle"))
 
 
 # ----- family --------------------------------------------------------------------------------------
@@ -219,23 +206,23 @@ def test_family_on_builtin_faces(client):
 
 def test_family_no_face_message(client):
     zebra = shared_path("data", "faces", "photos", "singnet_zebra_stripes.jpg")
-    msg = _error(lambda: client.predict(FACES, handle_file(str(zebra)), None, api_name="/family_align"))
+    msg = app_error(lambda: client.predict(FACES, handle_file(str(zebra)), None, api_name="/family_align"))
     assert "No face was found" in msg and "ather" in msg
 
 
 def test_api_refuses_what_it_used_to_accept_silently(client, digit_png):
     """Fractional steps, an unknown space, an unknown direction, a non-face model on Family: each a plain error."""
-    assert "whole number" in _error(lambda: client.predict(DIGITS, handle_file(digit_png), "latent", "auto", "mse", 5.5, False, 0,
+    assert "whole number" in app_error(lambda: client.predict(DIGITS, handle_file(digit_png), "latent", "auto", "mse", 5.5, False, 0,
                                                            api_name="/project"))
-    assert "no latent space 'w+'" in _error(lambda: client.predict(DIGITS, handle_file(digit_png), "w+", "auto", "mse", 5, False, 0,
+    assert "no latent space 'w+'" in app_error(lambda: client.predict(DIGITS, handle_file(digit_png), "w+", "auto", "mse", 5, False, 0,
                                                                    api_name="/project"))
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
     for api, extra in (("/family_align", []), ("/family_project", [5])):
-        assert "not a face model" in _error(lambda api=api, extra=extra: client.predict(DIGITS, dad, mum, *extra, api_name=api))
+        assert "not a face model" in app_error(lambda api=api, extra=extra: client.predict(DIGITS, dad, mum, *extra, api_name=api))
     args = [dad, mum, 5, 0.5, "blend", "blend", "blend", 0.0, 0.0, "no-such-direction", 1.0, 0.2, 0, 2]
-    assert "not a face model" in _error(lambda: client.predict(DIGITS, *args, api_name="/family_children"))
-    assert "No 'no-such-direction' direction" in _error(lambda: client.predict(FACES, *args, api_name="/family_children"))
+    assert "not a face model" in app_error(lambda: client.predict(DIGITS, *args, api_name="/family_children"))
+    assert "No 'no-such-direction' direction" in app_error(lambda: client.predict(FACES, *args, api_name="/family_children"))
 
 
 def test_family_one_bad_photo_does_not_block_the_other(client):
@@ -369,6 +356,6 @@ def test_lpips_download_is_offered_and_fails_plainly_offline(client, monkeypatch
     choices = [c[0] for c in client.predict(api_name="/proj_losses")["choices"]]  # (the button is not part of the API)
     assert choices == ["auto", "mse", "ms-ssim+l1"]  # vgg16.pt is not in the test cache: no LPIPS yet, a download instead
     monkeypatch.setattr(lpips, "URL", "http://127.0.0.1:9/vgg16.pt")  # a closed port: fails at once, like no internet
-    msg = _error(lambda: client.predict(api_name="/proj_loss_download"))
+    msg = app_error(lambda: client.predict(api_name="/proj_loss_download"))
     assert "127.0.0.1:9/vgg16.pt" in msg and str(lpips.weights_path()) in msg  # where to put the file by hand
     assert not lpips.weights_path().exists()

@@ -3,28 +3,24 @@ it) and a user's AutoencoderKL folder, both tiny random models written with save
 
 from __future__ import annotations
 
-import os
 from pathlib import Path
 
 import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import shared_path
+from tests.conftest import app_error, restore_env, shared_path, use_private_dirs
 from tests.diffusion_fixtures import save_bare_unet, save_pipeline, save_vae
 
 pytest.importorskip("diffusers")
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
 
 
 @pytest.fixture(scope="module")
 def served(tmp_path_factory):
     tmp = tmp_path_factory.mktemp("dapp")
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    old = use_private_dirs(tmp)  # nothing downloaded there: no StyleGAN, no LPIPS weights
     from demos.app import build_app, launch
     from plugins.registry import Registry
 
@@ -38,11 +34,7 @@ def served(tmp_path_factory):
     yield client, pipe, vae, tmp
     client.close()
     demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(old)
 
 
 @pytest.fixture(scope="module")
@@ -51,12 +43,6 @@ def photo(tmp_path_factory):
     rng = np.random.default_rng(0)
     Image.fromarray((rng.random((8, 8, 3)) * 255).astype(np.uint8)).resize((64, 64), Image.BILINEAR).save(p)
     return str(p)
-
-
-def _error(call) -> str:
-    with pytest.raises(AppError) as e:
-        call()
-    return str(e.value)
 
 
 def test_projection_tab_inverts_and_shows_channels(served, photo):
@@ -77,7 +63,7 @@ def test_interpolation_tab(served, photo):
     gallery, *_, status = client.predict(vae, "two images", 0, 0, handle_file(photo), handle_file(photo), 3, "", "auto", [], 2, False,
                                          8, False, api_name="/interpolate")
     assert len(gallery) == 3
-    assert "no prior" in _error(lambda: client.predict(vae, "two seeds", 1, 2, None, None, 4, "", "auto", [], 3, False, 8, False,
+    assert "no prior" in app_error(lambda: client.predict(vae, "two seeds", 1, 2, None, None, 4, "", "auto", [], 3, False, 8, False,
                                                        api_name="/interpolate"))
 
 
@@ -102,9 +88,9 @@ def test_models_tab_lists_and_adds_folders(served):
     note = client.predict(None, "bare", "My UNet", False, api_name="/add_pickle")
     assert "Added **My UNet**" in note
     (tmp / "models" / "bare" / "pipeline.py").write_text("import os")
-    assert "Python code" in _error(lambda: client.predict(None, "bare", "", False, api_name="/add_pickle"))
+    assert "Python code" in app_error(lambda: client.predict(None, "bare", "", False, api_name="/add_pickle"))
     outside = save_bare_unet(tmp / "elsewhere")  # a folder outside --models-dir is never opened: "no such model"
-    assert "no such model" in _error(lambda: client.predict(None, str(outside), "", False, api_name="/add_pickle"))
+    assert "no such model" in app_error(lambda: client.predict(None, str(outside), "", False, api_name="/add_pickle"))
 
 
 def test_family_tab_with_stage_dominance(served):

@@ -15,11 +15,10 @@ from PIL import Image
 
 from core import private_dir
 from demos.login_guard import LoginGuard
-from tests.conftest import ROOT, SHARED
+from tests.conftest import ROOT, SHARED, app_error, restore_env, use_private_dirs
 
 gradio_client = pytest.importorskip("gradio_client")
 from gradio_client import Client, handle_file  # noqa: E402
-from gradio_client.exceptions import AppError  # noqa: E402
 
 DIGITS = "small_ae/digits"
 
@@ -98,9 +97,7 @@ def test_the_server_locks_a_user_out_after_repeated_failures():
 def served(tmp_path_factory):
     """An app with auth (alice, bob) and a models folder holding one pickle; a secret file lies beside that folder."""
     tmp = tmp_path_factory.mktemp("privacy")
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    old = use_private_dirs(tmp)  # nothing downloaded there: no StyleGAN, no LPIPS weights
     models = tmp / "models"
     models.mkdir()
     (tmp / "secret.pkl").write_bytes(b"outside the models folder")
@@ -115,17 +112,7 @@ def served(tmp_path_factory):
     launch(demo, auth=["alice:a-secret", "bob:b-secret"], block=False)
     yield demo, tmp
     demo.close()
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
-
-
-def _error(call) -> str:
-    with pytest.raises(AppError) as e:
-        call()
-    return str(e.value)
+    restore_env(old)
 
 
 def test_server_paths_reveal_nothing_and_open_nothing(served):
@@ -139,7 +126,7 @@ def test_server_paths_reveal_nothing_and_open_nothing(served):
     sys.addaudithook(audit)  # (audit hooks cannot be removed; this one only appends to a list)
     c = Client(demo.local_url, auth=("alice", "a-secret"), verbose=False)
     try:
-        messages = {text: _error(lambda t=text: c.predict(None, t, "", False, api_name="/add_pickle"))
+        messages = {text: app_error(lambda t=text: c.predict(None, t, "", False, api_name="/add_pickle"))
                     for text in ["/etc/shadow", "/no/such/file.pkl", "../secret.pkl", str(tmp / "secret.pkl"),
                                  "/root/.ssh/id_rsa", "link.pkl", "missing.pkl"]}
     finally:
@@ -173,7 +160,7 @@ def test_an_uploaded_pickle_is_private_to_its_session(served):
         assert name not in [r[0] for r in bob.predict(api_name="/models")[0]["data"]]
         digit = Path(demo.latent_lab.files._root()) / "digit.png"
         Image.fromarray(np.zeros((32, 32), np.uint8)).save(digit)
-        assert "Unknown model" in _error(lambda: bob.predict(name, handle_file(str(digit)), "w", "mean", "mse", 2, False, 0,
+        assert "Unknown model" in app_error(lambda: bob.predict(name, handle_file(str(digit)), "w", "mean", "mse", 2, False, 0,
                                                              False, api_name="/project"))
         # A file of the operator's models folder is shared with everyone.
         note = bob.predict(None, "net.pkl", "", False, api_name="/add_pickle")

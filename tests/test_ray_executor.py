@@ -8,13 +8,14 @@ here without Ray. Skipped when Ray Serve is not installed (requirements-ray.txt)
 from __future__ import annotations
 
 import io
-import os
 import zipfile
 
 import numpy as np
 import pytest
 import torch
 from PIL import Image
+
+from tests.conftest import restore_env, use_private_dirs
 
 pytest.importorskip("ray.serve")
 gradio_client = pytest.importorskip("gradio_client")
@@ -34,9 +35,7 @@ DIGITS = "small_ae/digits"
 def cluster(tmp_path_factory):
     """A local Ray (2 CPUs, no dashboard) with 2 tiny replicas; shut down cleanly afterwards."""
     tmp = tmp_path_factory.mktemp("ray_app")
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")
+    old = use_private_dirs(tmp)  # nothing downloaded there: no StyleGAN, no LPIPS weights
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
              runtime_env={"env_vars": {"PYTHONPATH": str(ROOT), "LATENT_LAB_CACHE": str(tmp / "cache")}})
     try:
@@ -47,11 +46,7 @@ def cluster(tmp_path_factory):
     finally:
         serve.shutdown()
         ray.shutdown()
-        for k, v in old.items():
-            if v is None:
-                os.environ.pop(k, None)
-            else:
-                os.environ[k] = v
+        restore_env(old)
     assert not ray.is_initialized()
 
 

@@ -5,8 +5,6 @@ Each test here is a bug found by using the app (issue 9 §2, issue 7 §4) that t
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import pytest
 from PIL import Image
@@ -14,7 +12,7 @@ from PIL import Image
 gr = pytest.importorskip("gradio")
 
 from core.export import load_latent  # noqa: E402
-from tests.conftest import shared_path  # noqa: E402
+from tests.conftest import restore_env, shared_path, use_private_dirs  # noqa: E402
 from tests.toy import ToyLinear  # noqa: E402
 
 FACES, DIGITS = "small_ae/faces", "small_ae/digits"
@@ -31,18 +29,12 @@ def ctx(tmp_path_factory):
     from plugins.registry import ModelEntry, Registry
 
     tmp = tmp_path_factory.mktemp("tabs")
-    old = {k: os.environ.get(k) for k in ("GRADIO_TEMP_DIR", "LATENT_LAB_CACHE")}
-    os.environ["GRADIO_TEMP_DIR"] = str(tmp / "gradio")
-    os.environ["LATENT_LAB_CACHE"] = str(tmp / "cache")  # nothing downloaded: no StyleGAN, no LPIPS weights
+    old = use_private_dirs(tmp)  # nothing downloaded there: no StyleGAN, no LPIPS weights
     reg = Registry().discover(None, use_entry_points=False)
     reg.add(ModelEntry(ModelCard("toy/perceptual", "Toy perceptual", "test", "nothing", 8, "MIT", "tests"),
                        load=ToyPerceptual))
     yield AppContext(reg, max_steps=300)
-    for k, v in old.items():
-        if v is None:
-            os.environ.pop(k, None)
-        else:
-            os.environ[k] = v
+    restore_env(old)
 
 
 @pytest.fixture(scope="module")
