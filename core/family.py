@@ -338,10 +338,12 @@ class Family:
 
         recon = self.executor.generate(self.decoder, latents, self.space)
         face_psnr = psnr(recon, target.cpu(), weights)
-        for i, (w, rec) in enumerate(zip(usable, to_pil(recon), strict=True)):
+        images = to_pil(recon)
+        drawn = self._describe(images)
+        for i, (w, rec) in enumerate(zip(usable, images, strict=True)):
+            photo = self._photo_descriptor(self.parents[w])
             self.parents[w] = replace(self.parents[w], reconstruction=rec, psnr=float(face_psnr[i]),
-                                      identity=self._distance(self.parents[w].reference, rec),
-                                      tuned=self.decoder is not self.model)
+                                      identity=float(np.linalg.norm(drawn[i] - photo)), tuned=self.decoder is not self.model)
 
     def _projected_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         ps = [self._ready(w) for w in PARENTS]
@@ -365,10 +367,7 @@ class Family:
         images = to_pil(self.executor.generate(self.decoder, lat, self.space))
         from core.faces.identity import distances
 
-        for p in self.parents.values():
-            if (p.digest, p.face) not in self._descriptors:
-                self._descriptors[(p.digest, p.face)] = self._describe([p.reference])[0]
-        parents = np.stack([self._descriptors[(p.digest, p.face)] for p in self.parents.values()])
+        parents = np.stack([self._photo_descriptor(p) for p in self.parents.values()])
         kids = self._describe(images)
         identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
         parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
@@ -393,10 +392,12 @@ class Family:
 
         return default_identity().describe(images)
 
-    def _distance(self, a: Image.Image, b: Image.Image) -> float:
-        from core.faces.identity import default_identity
-
-        return default_identity().distance(a, b)
+    def _photo_descriptor(self, parent: Parent):
+        """A parent photo's descriptor, described once per (photo, face) for parents and children alike."""
+        key = (parent.digest, parent.face)
+        if key not in self._descriptors:
+            self._descriptors[key] = self._describe([parent.reference])[0]
+        return self._descriptors[key]
 
 
 def _thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:
