@@ -55,6 +55,7 @@ def tuned_copy(model: LatentModel) -> LatentModel:
     return tuned
 
 
+@torch.enable_grad()  # generator-aware, as core.projection.project
 def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tensor, space: str,
                  weights: torch.Tensor | None = None, config: TuningConfig | None = None,
                  should_stop: Callable[[], bool] | None = None) -> Iterator[TuningEvent]:

@@ -454,6 +454,7 @@ def _finish(run: _Run, stopped: bool = False) -> ProjectionEvent:
                            noise=[n.cpu() for n in final_noise] if noises else None, stopped=stopped)
 
 
+@torch.enable_grad()  # generator-aware: each step runs with grad on, whatever the calling thread last left
 def project(
     model: LatentModel,
     target: torch.Tensor,

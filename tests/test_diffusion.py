@@ -116,6 +116,22 @@ def test_inversion_stops_with_a_partial_latent(registry, folders):
     assert events[-1].done and events[-1].stopped and events[-1].preview is not None and events[-1].step == 4
 
 
+def test_streams_leave_the_threads_grad_mode_alone(registry, folders):
+    """Gradio runs each step of a stream in a pool thread: a paused inversion must not leave grad off there,
+    or the next user's projection in that thread fails (CI saw this), and a projection must not depend on it."""
+    from core.projection import ProjectionConfig, project, run_projection
+
+    pipe = registry.get(registry.add_file(folders["pipe"]))
+    stream = project(pipe, _images(1, pipe.image_size), ProjectionConfig(space="x_T", steps=3))
+    next(stream)
+    assert torch.is_grad_enabled()
+    kl = registry.get(registry.add_file(folders["kl"]))
+    with torch.no_grad():  # as a thread left by some other library would be
+        result = run_projection(kl, _images(1, 64), ProjectionConfig(steps=2))
+    assert math.isfinite(result.psnr)
+    stream.close()
+
+
 @pytest.mark.parametrize("mutate,message", [
     (lambda f: (f / "pipeline.py").write_text("print('hi')"), "contains Python code"),
     (lambda f: _edit(f / "model_index.json", unet=["my_pipelines", "FancyUNet"]), "outside diffusers"),

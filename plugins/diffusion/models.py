@@ -161,6 +161,7 @@ class DiffusionModel(LatentModel):
                 raise Cancelled(f"Stopped at sampling step {i} of {n}.")
         return x
 
+    @torch.no_grad()  # on a generator, torch sets and restores grad mode around each step (a worker thread keeps no state)
     def sampling(self, latents: torch.Tensor, space: str, steps: int | None = None) -> Iterator[tuple[int, int, torch.Tensor]]:
         """DDIM sampling as a stream of (step, steps, x_t); the last x is the image."""
         from diffusers import DDIMScheduler
@@ -180,6 +181,7 @@ class DiffusionModel(LatentModel):
             x = sched.step(self._eps(x, t), t, x, eta=0.0).prev_sample
             yield i + 1, steps, x
 
+    @torch.no_grad()  # not `with no_grad(): ... yield`: that would leave grad off in the thread that ran the step
     def inversion_events(self, images: torch.Tensor, cfg: ProjectionConfig,
                          should_stop: CancelFn | None = None) -> Iterator[ProjectionEvent]:
         """DDIM inversion to x_T, then DDIM sampling back to measure it: 2 x steps events, previews of x_t."""
@@ -200,21 +202,20 @@ class DiffusionModel(LatentModel):
             return ProjectionEvent(i, total, kw.pop("loss", math.nan), kw.pop("psnr", math.nan), lat, space, preview,
                                    loss_name="mse", init="DDIM inversion", **kw)
 
-        with torch.no_grad():
-            for i, t in enumerate(inv.timesteps):
-                if should_stop is not None and should_stop():
-                    yield event(i, None, done=True, stopped=True, show=True)  # the noisier image reached so far
-                    return
-                x = self._invert_step(inv, x, t, steps)
-                yield event(i + 1, None)
-            x_t = x
-            recon = x
-            for i, _, recon in self.sampling(self._as_space(x_t, space).to(self.device), space, steps):
-                if should_stop is not None and should_stop() and i < steps:
-                    yield event(steps + i, recon, latent=x_t, done=True, stopped=True, show=True)
-                    return
-                if i < steps:
-                    yield event(steps + i, recon, latent=x_t)
+        for i, t in enumerate(inv.timesteps):
+            if should_stop is not None and should_stop():
+                yield event(i, None, done=True, stopped=True, show=True)  # the noisier image reached so far
+                return
+            x = self._invert_step(inv, x, t, steps)
+            yield event(i + 1, None)
+        x_t = x
+        recon = x
+        for i, _, recon in self.sampling(self._as_space(x_t, space).to(self.device), space, steps):
+            if should_stop is not None and should_stop() and i < steps:
+                yield event(steps + i, recon, latent=x_t, done=True, stopped=True, show=True)
+                return
+            if i < steps:
+                yield event(steps + i, recon, latent=x_t)
         mse = float((recon - images.to(recon.device)).square().mean())
         yield event(total, recon.clamp(-1, 1), latent=x_t, done=True, show=True, loss=mse,
                     psnr=float(psnr(recon.clamp(-1, 1), images.to(recon.device)).mean()))
