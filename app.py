@@ -18,6 +18,8 @@ import sys
 from pathlib import Path
 
 MODEL_HELP = "a model name (python app.py models lists them) or a model file, e.g. a StyleGAN network-snapshot.pkl"
+TUNE_HELP = ("decoder-tuning steps after projection (pivotal tuning: the decoder learns the photo, so the face stays that "
+             "person; default: the model's, 100 for small_ae/faces, 0 = off)")
 
 
 _RUN_DIR: Path | None = None
@@ -124,6 +126,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pr.add_argument("--noise-maps", action="store_true",
                     help="also optimise StyleGAN2 noise maps (NVIDIA's recipe; saved in latent.npz)")
     pr.add_argument("--no-align", action="store_true", help="do not detect and align faces (face models)")
+    pr.add_argument("--tune-steps", type=int, default=None,
+                    help=TUNE_HELP)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--face", type=int, default=0, metavar="N", help="which face of a photo with several (0 = the largest)")
 
@@ -160,7 +164,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
     fa.add_argument("--tune-steps", type=int, default=None,
-                    help="decoder-tuning steps after projection (pivotal tuning; default: the model's, 100 for small_ae/faces, 0 = off)")
+                    help=TUNE_HELP)
     fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",
                     help="which face of a photo with several (0 = the largest): one number for both photos, or father's mother's")
 

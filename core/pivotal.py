@@ -101,3 +101,27 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
     with torch.no_grad():
         final = tuned.decode(pivots, space)
     yield TuningEvent(cfg.steps, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, done=True)
+
+
+def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | None = None,
+                     should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None,
+                     executor=None) -> Iterator:
+    """Projection, then pivotal tuning at the latents found: the one path for "put these photos in, faithfully".
+
+    Yields ``core.projection.project``'s events (run by ``executor``, default here; its final ``done`` event
+    included), then :func:`tune_decoder`'s, whose final event holds the tuned copy. ``tuning`` defaults to the
+    model's ``pivotal_tuning_steps`` with the projection's loss; nothing is tuned when its steps are 0 or the
+    projection was stopped, so the projection's final event is then the last.
+    """
+    from core.executor import LOCAL
+
+    tuning = tuning or TuningConfig(steps=model.pivotal_tuning_steps, loss=config.loss)
+    if tuning.steps < 0:
+        raise ValueError("The number of decoder-tuning steps cannot be negative.")
+    final = None
+    for ev in (executor or LOCAL).project(model, target, config, should_stop, weights):
+        final = ev
+        yield ev
+    if tuning.steps == 0 or final is None or final.stopped:
+        return
+    yield from tune_decoder(model, final.latent, target, final.space, weights, tuning, should_stop)

@@ -99,10 +99,11 @@ def _target(registry: Registry, name: str, model, path: str, align: bool, face: 
 
 
 def _progress(events, total: int, label: str):
-    """Relay projection (then decoder-tuning) events behind a progress bar per stage; return the final projection event."""
+    """Relay projection (then decoder-tuning) events behind a progress bar per stage; return the final projection event
+    and the last event (the tuning's, holding the tuned decoder, when there was one)."""
     from tqdm import tqdm
 
-    bar, stage, final = None, None, None
+    bar, stage, final, ev = None, None, None, None
     for ev in events:
         if ev.stage != stage:
             if bar is not None:
@@ -117,21 +118,14 @@ def _progress(events, total: int, label: str):
             bar.set_postfix(psnr=f"{ev.psnr:.2f}")
     if bar is not None:
         bar.close()
-    return final
-
-
-def _project(executor: Executor, model, target, label: str, space: str, weights=None, **overrides):
-    """Project with the model's defaults and ``overrides`` (see ``ProjectionConfig.for_model``) behind a progress bar;
-    ``weights``: the pixels that count (a face mask)."""
-    from core.projection import ProjectionConfig
-
-    cfg = ProjectionConfig.for_model(model, space, preview_every=0, **overrides)
-    return _progress(executor.project(model, target, cfg, weights=weights), cfg.steps, label)
+    return final, ev
 
 
 def project(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     from core.export import save_latent
-    from core.images import to_pil
+    from core.images import psnr, to_pil
+    from core.pivotal import TuningConfig, project_and_tune
+    from core.projection import ProjectionConfig
 
     model = _load(registry, args.model)
     space = model.check_space(args.space or model.edit_space())
@@ -139,9 +133,15 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
     inp, target = _target(registry, args.model, model, args.image, aligned, args.face)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
-    ev = _project(executor, model, target, Path(args.image).name, space, inp.weights, steps=args.steps, init=args.init,
-                  loss=args.loss, seed=args.seed, optimize_noise=True if args.noise_maps else None)
-    recon = to_pil(ev.preview)[0]
+    cfg = ProjectionConfig.for_model(model, space, preview_every=0, steps=args.steps, init=args.init, loss=args.loss,
+                                     seed=args.seed, optimize_noise=True if args.noise_maps else None)
+    tuning = None if args.tune_steps is None else TuningConfig(steps=args.tune_steps, loss=cfg.loss)
+    events = project_and_tune(model, target, cfg, tuning, weights=inp.weights, executor=executor)
+    ev, last = _progress(events, cfg.steps, Path(args.image).name)
+    decoder = last.model if last.stage == "tuning" else None
+    shown = ev.preview if decoder is None else decoder.generate(ev.latent, space)
+    quality = ev.psnr if decoder is None else float(psnr(shown, target, inp.weights).mean())
+    recon = to_pil(shown)[0]
     info, identity, extra = {}, "", ""
     if inp.reference is not None:
         from core.faces.identity import default_identity, verdict
@@ -149,14 +149,18 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
 
         d = default_identity().distance(inp.reference, recon)
         info, identity = {"identity_distance": round(d, 4)}, f"; {verdict(d)}"
-        to_pil(composite(ev.preview, target, inp.mask))[0].save(out / "composite.png")
+        to_pil(composite(shown, target, inp.mask))[0].save(out / "composite.png")
         extra = ", composite.png (the reconstructed face pasted into the photo's crop: for display, never scored)"
     inp.image.save(out / "target.png")
     recon.save(out / "reconstruction.png")
-    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(ev.psnr, 3), loss=ev.loss,
+    if decoder is not None:
+        info.update(decoder=decoder.card.name, projection_psnr=round(ev.psnr, 3))
+    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(quality, 3), loss=ev.loss,
                 loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence, **info)
     where = " inside the face" if inp.mask is not None else ""
-    print(f"PSNR{where} {ev.psnr:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){identity}. Wrote "
+    tuned = (f", then the decoder tuned to the photo ({last.steps} steps; projection alone: PSNR {ev.psnr:.2f} dB; the tuned "
+             "decoder is not saved: with the base model, latent.npz draws the projection alone)") if decoder else ""
+    print(f"PSNR{where} {quality:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){tuned}{identity}. Wrote "
           f"{out}/target.png, reconstruction.png, latent.npz{extra}")
     return 0
 

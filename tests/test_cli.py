@@ -36,6 +36,11 @@ def test_project_face_prints_and_saves_identity(tmp_path, capsys):
     assert "identity distance" in capsys.readouterr().out
     _, info = load_latent(out / "latent.npz")
     assert 0 < info["identity_distance"] < 2
+    # By default the decoder is then tuned to the photo (the model's pivotal_tuning_steps): it draws it better.
+    assert info["decoder"] == "small_ae/faces+tuned" and info["psnr"] > info["projection_psnr"] + 1.0
+    assert app.main(["project", str(photo), "--model", "small_ae/faces", "--steps", "5", "--tune-steps", "0",
+                     "--out", str(out)]) == 0
+    assert "decoder" not in load_latent(out / "latent.npz")[1]
 
 
 def test_interpolate_seeds_and_images(tmp_path, digit):

@@ -89,3 +89,23 @@ def test_family_tuned_to_two_strangers_draws_them_recognisably():
     assert max(tuned) < 0.6 and np.mean(tuned) < np.mean(plain) - 0.1
     kids = fam.children(ChildSettings(children=2))
     assert all(d < kids.parents_distance for d in np.mean(kids.identity, axis=0))  # closer to each parent than they are
+
+
+def test_project_and_tune_is_one_stream_and_skips_tuning_when_stopped():
+    from core.pivotal import project_and_tune
+    from core.projection import ProjectionConfig
+
+    model = ToyLinear()
+    targets, _ = _off_manifold_targets(model, 1)
+    cfg = ProjectionConfig(steps=20, init="mean", lr=0.05)
+    tuning = TuningConfig(steps=30, lr=1e-2, locality=0.0)
+    events = list(project_and_tune(model, targets, cfg, tuning))
+    stages = [e.stage for e in events]
+    assert stages == ["projecting"] * 21 + ["tuning"] * 31 and events[20].done and events[-1].done
+    projected = float(psnr(events[20].preview, targets))
+    tuned = float(psnr(events[-1].model.generate(events[20].latent), targets))
+    assert tuned > projected + 1.0  # the tuned copy draws the photo better at the same latent
+    calls = iter(range(100))
+    stopped = list(project_and_tune(model, targets, cfg, tuning, should_stop=lambda: next(calls) >= 5))
+    assert stopped[-1].stopped and all(e.stage == "projecting" for e in stopped)
+    assert [e.stage for e in project_and_tune(model, targets, cfg, TuningConfig(steps=0))][-1] == "projecting"
