@@ -143,6 +143,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("--mix", nargs="+", choices=["coarse", "middle", "fine"], default=None,
                     help="style mixing: take only these layer groups from B (StyleGAN, W+)")
     it.add_argument("--steps", type=int, default=100, help="projection steps for image endpoints")
+    it.add_argument("--tune-steps", type=int, default=None, help=TUNE_HELP)
     it.add_argument("--fps", type=float, default=12)
     it.add_argument("--no-align", action="store_true")
 

@@ -18,6 +18,7 @@ import torch
 if TYPE_CHECKING:
     from core.executor import Executor
     from core.model import LatentModel
+    from core.pivotal import TuningConfig
 
 METHODS = ("lerp", "slerp")
 MAX_FRAMES = 256  # a walk is shown and exported whole: more frames than this is a mistake, not a wish
@@ -147,41 +148,50 @@ def seed_endpoints(model: LatentModel, plan: InterpolationPlan, seed_a: int, see
     return model.sample(1, int(seed_a), plan.space), model.sample(1, int(seed_b), plan.space)
 
 
-StepReport = Callable[[int, int, float], None]  # (step, steps, psnr)
+StepReport = Callable[[int, int, float, str], None]  # (step, steps, psnr, stage: "projecting" or "tuning")
 
 
 def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
                   report: StepReport | None = None, weights: torch.Tensor | None = None,
-                  executor: Executor | None = None) -> tuple[torch.Tensor, float]:
-    """Latents of ``images`` (N, C, H, W) in ``space`` and the reconstruction PSNR.
+                  executor: Executor | None = None, tuning: TuningConfig | None = None) -> tuple[torch.Tensor, float, LatentModel]:
+    """Latents of ``images`` (N, C, H, W) in ``space``, the reconstruction PSNR, and the decoder that draws them.
 
     Always a projection with the model's own defaults (which start from the encoder when there
     is one): an interpolation's endpoints should look like the images, so an encoder's one-shot
-    answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder. ``weights``:
-    the pixels that count (N or 1, 1, H, W), e.g. face masks.
+    answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder. Then, for models
+    with ``pivotal_tuning_steps`` (faces; ``tuning`` overrides), a private copy of the decoder is tuned to the
+    images (``core.pivotal``) and returned: it draws the endpoints as these people, and the frames between them.
+    ``weights``: the pixels that count (N or 1, 1, H, W), e.g. face masks; the PSNR is the decoder's, inside them.
     """
-    from core.executor import LOCAL
+    from core.images import psnr
+    from core.pivotal import project_and_tune
     from core.projection import ProjectionConfig
 
     cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
-    final = None
-    for ev in (executor or LOCAL).project(model, images, cfg, weights=weights):
+    projected, last = None, None
+    for ev in project_and_tune(model, images, cfg, tuning, weights=weights, executor=executor):
         if report is not None:
-            report(ev.step, ev.steps, ev.psnr)
-        final = ev
-    assert final is not None and final.done
-    return final.latent, final.psnr
+            report(ev.step, ev.steps, ev.psnr, ev.stage)
+        projected = ev if ev.stage == "projecting" else projected
+        last = ev
+    assert projected is not None and projected.done
+    if last.stage != "tuning":
+        return projected.latent, projected.psnr, model
+    drawn = last.model.generate(projected.latent, space)
+    return projected.latent, float(psnr(drawn, images.to(drawn.device), weights).mean()), last.model
 
 
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
                     report: StepReport | None = None, weights: torch.Tensor | None = None,
-                    executor: Executor | None = None) -> tuple[torch.Tensor, torch.Tensor, float]:
-    """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR.
-    ``weights``: see :func:`image_latents` (aligned faces: their masks, so only the faces drive the fit)."""
+                    executor: Executor | None = None,
+                    tuning: TuningConfig | None = None) -> tuple[torch.Tensor, torch.Tensor, float, LatentModel]:
+    """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR and the
+    decoder to draw the walk with. ``weights``, ``tuning``: see :func:`image_latents` (aligned faces: their masks, so
+    only the faces drive the fit)."""
     if len(images) != 2:
         raise ValueError(f"Give exactly two images, not {len(images)}.")
-    latents, psnr = image_latents(model, images, plan.space, steps, report, weights, executor)
-    return latents[:1], latents[1:], psnr
+    latents, psnr, decoder = image_latents(model, images, plan.space, steps, report, weights, executor, tuning)
+    return latents[:1], latents[1:], psnr, decoder
 
 
 def walk(model: LatentModel, plan: InterpolationPlan, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -172,6 +172,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     from core.export import save_frames, save_gif, save_latent, save_mp4
     from core.images import to_pil
     from core.interpolate import describe, image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
+    from core.pivotal import TuningConfig
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
@@ -179,6 +180,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     plan = plan_interpolation(model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
+    decoder = model
     if args.seeds is not None:
         a, b = seed_endpoints(model, plan, *args.seeds)
     else:
@@ -187,17 +189,20 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
 
         pairs = [_target(registry, args.model, model, p, not args.no_align) for p in (args.a, args.b)]
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
-        a, b, _ = _with_bar(steps, "projecting A and B",
-                            lambda report: image_endpoints(model, plan, targets, steps, report, weights, executor))
+        tuning = None if args.tune_steps is None else TuningConfig(steps=args.tune_steps)
+        a, b, _, decoder = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
+            model, plan, targets, steps, report, weights, executor, tuning))
     latents = walk(model, plan, a, b)
-    frames = to_pil(executor.generate(model, latents, plan.space))
+    frames = to_pil(executor.generate(decoder, latents, plan.space))
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)
     save_mp4(frames, out / "interpolation.mp4", fps=args.fps)
+    tuned = {"decoder": decoder.card.name} if decoder is not model else {}
     save_latent(out / "latents.npz", latents, model=args.model, space=plan.space, method=plan.method, mixing=list(plan.mixing),
-                licence=model.card.licence)
-    print(f"{describe(plan)}. Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
+                licence=model.card.licence, **tuned)
+    how = " (drawn by the decoder tuned to A and B: the tuned decoder is not saved)" if tuned else ""
+    print(f"{describe(plan)}{how}. Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
     return 0
 
 
@@ -207,7 +212,10 @@ def _with_bar(total: int, label: str, work):
 
     bar = tqdm(total=total, desc=label, file=sys.stderr)
 
-    def report(step: int, steps: int, psnr: float) -> None:
+    def report(step: int, steps: int, psnr: float, stage: str = "projecting") -> None:
+        if stage != "projecting" and bar.desc != stage:  # then the decoder is tuned: a bar of its own steps
+            bar.reset(total=steps)
+            bar.set_description(stage)
         bar.n = step
         bar.set_postfix(psnr=f"{psnr:.2f}")
 

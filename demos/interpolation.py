@@ -41,7 +41,7 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     m = ctx.model(name)
     from_images = source == IMAGES
     plan = plan_interpolation(m, frames, space or None, method, mixing or [], from_images)  # ValueError -> one-line gr.Error
-    proj_note = ""
+    proj_note, decoder = "", m
     if from_images:
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
         from core.image_input import stacked_weights
@@ -51,19 +51,22 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         for note in plan.notes:
             gr.Warning(note)
         yield None, None, None, None, "Projecting both images…"
-        def report(i: int, n: int, p: float) -> None:
+        def report(i: int, n: int, p: float, stage: str = "projecting") -> None:
             if ctx.client_gone(request):  # nobody is waiting for the result: end the projection here
                 raise gr.Error("The client disconnected; the interpolation was stopped.")
-            progress(i / n, desc=f"projecting: step {i}/{n}, PSNR {p:.1f} dB")
+            what = "projecting" if stage == "projecting" else "tuning the decoder to both images"
+            progress(i / n, desc=f"{what}: step {i}/{n}, PSNR {p:.1f} dB")
 
-        a, b, psnr = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs), executor=ctx.executor)
-        proj_note = f" Endpoints projected ({n_steps} steps, PSNR {psnr:.1f} dB)."
+        a, b, psnr, decoder = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs), executor=ctx.executor)
+        tuned = ", then the decoder tuned to both images (pivotal tuning: a private copy draws this walk)" if decoder is not m else ""
+        where = " inside the faces" if inputs[0].mask is not None else ""
+        proj_note = f" Endpoints projected ({n_steps} steps){tuned}; PSNR{where} {psnr:.1f} dB."
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
                               whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
     latents = walk(m, plan, a, b)
     progress(0.9, desc="decoding frames")
-    yield export(ctx, name, m, plan, latents, fps, boomerang, request, proj_note)
+    yield export(ctx, name, decoder, plan, latents, fps, boomerang, request, proj_note)
 
 
 def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomerang: bool, request: gr.Request | None,
@@ -84,8 +87,9 @@ def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomera
         for i, p in enumerate(paths):
             z.write(p, f"frame_{i:03d}.png")
         z.writestr("LICENCE.txt", f"Generated with Latent Lab by {label}\n")
+    tuned = {"decoder": model.card.name} if model.card.name != name else {}  # a decoder tuned to the endpoints' photos
     npz = save_latent(ctx.new_file(request, ".npz", "latents"), latents, model=name, space=plan.space, method=plan.method,
-                      mixing=list(plan.mixing), licence=model.card.licence)
+                      mixing=list(plan.mixing), licence=model.card.licence, **tuned)
     text = f"{describe(plan)}.{note}\n\n_{label}_"
     return [(p, f"{i}") for i, p in enumerate(views)], str(gif), str(mp4), [str(zip_path), str(gif), str(mp4), str(npz)], text
 

@@ -129,3 +129,22 @@ def test_walk_with_mixing_moves_only_the_chosen_layers():
     frames = walk(m, InterpolationPlan("latent", "lerp", 3, ("fine",), (2,)), a, b)
     assert frames.shape == (3, 3, 2)
     assert torch.equal(frames[:, :2], torch.zeros(3, 2, 2)) and torch.equal(frames[:, 2, 0], torch.tensor([0.0, 0.5, 1.0]))
+
+
+def test_image_endpoints_tune_a_decoder_that_draws_both_images():
+    from core.images import psnr
+    from core.interpolate import image_endpoints, plan_interpolation
+    from core.pivotal import TuningConfig
+    from tests.toy import ToyLinear
+
+    model = ToyLinear()
+    images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8  # off the 6-d model's range
+    plan = plan_interpolation(model, 5, None, "auto", [], True)
+    stages = []
+    a, b, plain, same = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]), tuning=TuningConfig(steps=0))
+    assert same is model and set(stages) == {"projecting"}
+    a, b, tuned_psnr, decoder = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]),
+                                                tuning=TuningConfig(steps=40, lr=1e-2, locality=0.0))
+    assert decoder is not model and "tuning" in stages
+    drawn = decoder.generate(torch.cat([a, b]))
+    assert tuned_psnr == pytest.approx(float(psnr(drawn, images).mean()), abs=1e-4) and tuned_psnr > plain + 1.0
