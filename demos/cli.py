@@ -211,9 +211,11 @@ def _with_bar(total: int, label: str, work):
     from tqdm import tqdm
 
     bar = tqdm(total=total, desc=label, file=sys.stderr)
+    stages = ["projecting"]
 
     def report(step: int, steps: int, psnr: float, stage: str = "projecting") -> None:
-        if stage != "projecting" and bar.desc != stage:  # then the decoder is tuned: a bar of its own steps
+        if stage != stages[-1]:  # then the decoder is tuned: a bar of its own steps
+            stages.append(stage)
             bar.reset(total=steps)
             bar.set_description(stage)
         bar.n = step
