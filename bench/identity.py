@@ -36,8 +36,8 @@ from core.projection import ProjectionConfig, run_projection
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
 DESCRIBE_SIDE = 256  # the photo side of every identity distance
-SETTINGS = ("encoder", "default", "masked", "masked+colour", "masked+prior", "masked+anchor")  # the default list
-PARTS = ("masked", "colour", "prior", "anchor")  # any "+" combination of these is a setting too
+SETTINGS = ("encoder", "default", "masked", "masked+colour", "masked+prior", "masked+anchor", "masked+tuned")  # the default list
+PARTS = ("masked", "colour", "prior", "anchor", "tuned")  # any "+" combination of these is a setting too
 _CACHE_VERSION = "1"
 
 
@@ -140,9 +140,26 @@ def fit(model, targets: torch.Tensor, masks: torch.Tensor, setting: str, steps: 
     cfg = ProjectionConfig.for_model(model, steps=steps, preview_every=0)
     for k, v in overrides.items():
         setattr(cfg, k, v)
-    res = run_projection(model, goal, cfg, weights=masks if masked else None)
-    recon = res.reconstruction
-    return Fit(recon, colour.undo(recon) if colour else recon, res.latent, colour)
+    if "tuned" in setting:  # the Projection tab's path: each photo projected, then the decoder tuned to it alone
+        recon, latent = _tuned_fits(model, goal, masks if masked else None, cfg)
+    else:
+        res = run_projection(model, goal, cfg, weights=masks if masked else None)
+        recon, latent = res.reconstruction, res.latent
+    return Fit(recon, colour.undo(recon) if colour else recon, latent, colour)
+
+
+def _tuned_fits(model, goal: torch.Tensor, masks: torch.Tensor | None, cfg) -> tuple[torch.Tensor, torch.Tensor]:
+    """core.pivotal.project_and_tune per photo (the model's pivotal_tuning_steps): each drawn by its own tuned copy."""
+    from core.pivotal import project_and_tune
+
+    recons, latents = [], []
+    for i in range(len(goal)):
+        events = list(project_and_tune(model, goal[i : i + 1], cfg, weights=None if masks is None else masks[i : i + 1]))
+        projected = next(e for e in events if e.stage == "projecting" and e.done)
+        decoder = events[-1].model if events[-1].stage == "tuning" else model
+        recons.append(decoder.generate(projected.latent))
+        latents.append(projected.latent)
+    return torch.cat(recons), torch.cat(latents)
 
 
 def describe(images: list[Image.Image]) -> np.ndarray:
@@ -360,7 +377,7 @@ def main() -> None:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--sets", default="london,3dsk,selfies,photos", help="comma-separated: london, 3dsk, selfies, photos")
     p.add_argument("--n", type=int, default=0, help="at most this many 3DSK / London photos (0: all)")
-    p.add_argument("--pairs", type=int, default=20, help="Family pairs per set")
+    p.add_argument("--pairs", type=int, default=20, help="Family pairs per set (0: no Family table)")
     p.add_argument("--steps", type=int, default=200)
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help=f"comma-separated from {', '.join(SETTINGS)}, or '+' combinations of {', '.join(PARTS)}")
@@ -397,7 +414,7 @@ def main() -> None:
         print(f"aligned {sum(len(v) for v in sets.values())} photos in {time.perf_counter() - t:.1f} s")
         cache: dict = {}
         reconstruction_table(model, sets, settings, a.steps, a.prior, a.anchor, cache)
-        children = family_table(model, sets, settings, cache, a.pairs, a.variation)
+        children = family_table(model, sets, settings, cache, a.pairs, a.variation) if a.pairs > 0 else {}
         males = sorted((FACES / "3dsk" / "male").glob("*.jpg"))[:1] + sorted((FACES / "3dsk" / "female").glob("*.jpg"))[:1]
         if len(males) == 2:
             family_seconds(model, males, settings, a.steps, a.prior, a.anchor)
