@@ -197,7 +197,7 @@ class LatentModel(ABC):
                              f"got {width}×{height}.")
         view = copy.copy(self)  # shares the modules and the device; only the size and the spaces differ
         view._shape = (height, width)
-        view.image_size = max(height, width)
+        view.image_size = max(height, width)  # a view's one number for its size: the longer side (image_shape is exact)
         view.spaces = self._resized(height, width)
         return view
 

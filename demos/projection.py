@@ -19,13 +19,13 @@ def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: b
     reference, for face models when asked; for a model that works at any size (a VAE) the photo at its own aspect,
     longer side at most ``max_side``, or at ``shape``; neither: the model's own size); warnings go to the user. Run the
     model at ``inp.shape`` (``model.at_size``)."""
-    from core.image_input import input_for
+    from core.image_input import MAX_SIDE, input_for
+    from core.interpolate import whole_number
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
-    if max_side is not None and (max_side != max_side or int(max_side) != max_side):
-        raise gr.Error(f"The largest side must be a whole number of pixels; got {max_side}.")
     try:
-        inp = input_for(model, img, align and is_face_model(ctx, name), face, None if max_side is None else int(max_side), shape)
+        side = None if max_side is None else whole_number(max_side, "largest side (pixels)", 1, MAX_SIDE)
+        inp = input_for(model, img, align and is_face_model(ctx, name), face, side, shape)
     except ValueError as e:  # NoFaceError, a face number out of range, a largest side below the model's factor
         raise gr.Error(str(e)) from e
     for w in inp.warnings:
@@ -181,7 +181,7 @@ def latent_channels(ctx: AppContext, request, m, ev) -> tuple[list[tuple[str, st
     first = first[0] if m.spaces[ev.space].per_layer else first  # x_T+: the first stage's noise
     spatial = m.spaces[ev.space].spatial
     panel = [(ctx.save_image(request, Image.fromarray(a), f"channel{k + 1}", min_side=128),
-              f"channel {k + 1}: black −{s:.3g}, grey 0, white +{s:.3g}")
+              f"channel {k + 1}: ±{s:.3g}")
              for k, (a, s) in enumerate(channel_images(first.numpy(), spatial))]
     grid = ctx.save_image(request, Image.fromarray(channel_grid(first.numpy(), spatial)), "latent_channels", min_side=256)
     return panel, grid
@@ -192,7 +192,7 @@ def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
 
 
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
-    from core.image_input import default_max_side
+    from core.image_input import MAX_SIDE, default_max_side
 
     with gr.Row():
         with gr.Column(scale=1):
@@ -214,7 +214,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
-                max_side = gr.Slider(64, 2048, value=default_max_side(), step=8, elem_id="proj_max_side",
+                max_side = gr.Slider(64, MAX_SIDE, value=default_max_side(), step=8, elem_id="proj_max_side",
                                      label="Largest side, for models that work at any size (VAEs)",
                                      info=f"A VAE encodes the photo at its own aspect, each side rounded to a multiple of its "
                                           f"factor (8), the longer side at most this; time grows with the pixels (default "
@@ -227,8 +227,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, height=PANEL_HEIGHT,
                                   elem_id="proj_target")
                 preview = gr.Image(label="Reconstruction", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="proj_preview")
-            channels = gr.Gallery(label="Latent channels (each: black = −scale, grey = 0, white = +scale; scale in the label)",
-                                  visible=False, columns=4, height="auto", object_fit="contain", format="png",
+            channels = gr.Gallery(label="Latent channels: black = −s, grey = 0, white = +s (each channel's ±s under it)",
+                                  visible=False, columns=4, rows=1, height=240, object_fit="contain", format="png",
                                   elem_id="proj_channels")
             status = gr.Markdown("Upload an image and press **Project**.", elem_id="proj_status")
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
