@@ -90,10 +90,10 @@ class VAEModel(LatentModel):
 
         d = load_digits()
         x = torch.tensor(d.images[:n] / 8.0 - 1.0, dtype=torch.float32)[:, None]
-        x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear").repeat(1, self.channels, 1, 1)
+        x = torch.nn.functional.interpolate(x, size=self.image_shape, mode="bilinear").repeat(1, self.channels, 1, 1)
         lat = self.encode_batched(x, "latent", batch_size=4).numpy()
         return LatentDataset(f"encoded digits ({n})", lat, "latent", {"digit": d.target[:n]},
-                             f"The first {n} scikit-learn digits, enlarged to {self.image_size} px and encoded.")
+                             f"The first {n} scikit-learn digits, enlarged to {self.image_shape[1]}×{self.image_shape[0]} px and encoded.")
 
 
 class DiffusionModel(LatentModel):
