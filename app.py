@@ -25,6 +25,9 @@ TUNE_HELP = ("decoder-tuning steps after projection (pivotal tuning: the decoder
 _RUN_DIR: Path | None = None
 
 
+MAX_SIDE_HELP = ("models that work at any size (VAEs): the photo is used at its own aspect, each side rounded to a multiple of "
+                 "the model's factor, the longer side at most this many pixels (default: 512 on a CPU, 1024 on a GPU)")
+
 def _private_environment(keep_files: bool = False) -> Path:
     """No telemetry; Gradio's file cache in this run's private folder, removed at exit (``core/private_dir.py``).
 
@@ -130,6 +133,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help=TUNE_HELP)
     pr.add_argument("--seed", type=int, default=0)
     pr.add_argument("--face", type=int, default=0, metavar="N", help="which face of a photo with several (0 = the largest)")
+    pr.add_argument("--max-side", type=int, default=None, metavar="PX", help=MAX_SIDE_HELP)
 
     it = sub.add_parser("interpolate", parents=[common], help="interpolate between two images (or seeds: --seeds A B)")
     it.add_argument("a", nargs="?", help="image A (omit with --seeds)")
@@ -146,6 +150,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("--tune-steps", type=int, default=None, help=TUNE_HELP)
     it.add_argument("--fps", type=float, default=12)
     it.add_argument("--no-align", action="store_true")
+    it.add_argument("--max-side", type=int, default=None, metavar="PX", help=MAX_SIDE_HELP + "; image B is fitted to A's size")
 
     fa = sub.add_parser("family", parents=[common], help="blend a father's and a mother's photo into children")
     fa.add_argument("father")

@@ -208,10 +208,41 @@ def _flatten_alpha(img: Image.Image, background: tuple[int, int, int]) -> Image.
 
 def fit_square(img: Image.Image, size: int) -> Image.Image:
     """Centre-crop to a square and resize to ``size`` (Lanczos), the input a model expects."""
+    return fit(img, (size, size))
+
+
+def fit(img: Image.Image, shape: tuple[int, int]) -> Image.Image:
+    """Centre-crop to the aspect of ``shape`` (H, W) and resize to it (Lanczos): as little is cut as that aspect allows."""
+    th, tw = shape
     w, h = img.size
-    side = min(w, h)
-    box = ((w - side) // 2, (h - side) // 2, (w - side) // 2 + side, (h - side) // 2 + side)
-    return img.resize((size, size), Image.LANCZOS, box=box)
+    cw, ch = (w, round(w * th / tw)) if w * th <= h * tw else (round(h * tw / th), h)
+    left, top = (w - cw) // 2, (h - ch) // 2
+    return img.resize((tw, th), Image.LANCZOS, box=(left, top, left + cw, top + ch))
+
+
+def working_shape(size: tuple[int, int], multiple: int, max_side: int) -> tuple[tuple[int, int], str]:
+    """The (H, W) a model that works at any multiple of ``multiple`` (a VAE: 8) uses for a ``size`` = (W, H) photo.
+
+    The photo's own aspect, reduced so the longer side is at most ``max_side`` (time and memory grow with the
+    pixels), each side then rounded to the nearest multiple (at least one). Returns the shape and a sentence saying
+    what changed ("" when the photo is used as it is).
+    """
+    w, h = int(size[0]), int(size[1])
+    if max_side < multiple:
+        raise ValueError(f"The largest side must be at least {multiple} pixels for this model; got {max_side}.")
+    k = min(1.0, max_side / max(w, h))
+    cap = max_side // multiple * multiple
+
+    def side(x: int) -> int:
+        return min(cap, max(multiple, round(x * k / multiple) * multiple))
+
+    out = (side(h), side(w))
+    if out == (h, w):
+        return out, ""
+    why = [f"each side a multiple of {multiple}"]
+    if k < 1:
+        why.insert(0, f"longer side at most {max_side} px")
+    return out, f"The {w}×{h} image is used at {out[1]}×{out[0]} px ({', '.join(why)})."
 
 
 IDENTITY_SIDE = 256  # px: a face is described for identity at least this large (a 64 px crop is ~0.24 from its own photo)
@@ -221,10 +252,16 @@ IDENTITY_SIDE = 256  # px: a face is described for identity at least this large 
 class ModelInput:
     """What a model sees of an upload, and for an aligned face what the fit and the identity check need."""
 
-    image: Image.Image  # size x size, in the model's channels
+    image: Image.Image  # size x size (or the (H, W) asked for), in the model's channels
     warnings: list[str] = field(default_factory=list)
     mask: np.ndarray | None = None  # aligned faces: face-region weights (size, size) in [0, 1] for project(weights=...)
     reference: Image.Image | None = None  # aligned faces: the RGB crop at >= IDENTITY_SIDE px that identity is measured on
+    note: str = ""  # how the upload was resized for a model that works at any size ("" when it was not)
+
+    @property
+    def shape(self) -> tuple[int, int]:
+        """(H, W) of ``image``: the size to run a resizable model at (``LatentModel.at_size``)."""
+        return self.image.size[1], self.image.size[0]
 
     @property
     def weights(self):
@@ -243,9 +280,41 @@ def stacked_weights(inputs: list[ModelInput]):
     return torch.cat([i.weights for i in inputs])
 
 
-def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool = False, face: int = 0,
+def default_max_side() -> int:
+    """The longer side a resizable model (a VAE) works at by default: 512 px on a CPU (an SD VAE takes seconds there),
+    1024 on a GPU."""
+    from core.device import get_device
+
+    return 1024 if get_device().type == "cuda" else 512
+
+
+def input_for(model, img: Image.Image, align_face: bool = False, face: int = 0, max_side: int | None = None,
+              shape: tuple[int, int] | None = None, found=None) -> ModelInput:
+    """What ``model`` (a ``core.model.LatentModel``) sees of ``img``: ``model_input`` at the model's square size, or
+    for a resizable model (a VAE) the photo at its own aspect (``working_shape``, longer side at most ``max_side``),
+    or at ``shape`` = (H, W) (the second image of an interpolation takes the first one's). Giving neither keeps the
+    model's own size (callers that cannot run it at another, such as the latent map); run the model at
+    ``input.shape`` (``model.at_size``). An aligned face stays a square at the model's own size.
+    """
+    if not model.resizable or align_face or (max_side is None and shape is None):
+        return model_input(img, model.image_size, model.channels, align_face, face, found)
+    if shape is None:
+        shape, note = working_shape(img.size, model.size_multiple, max_side)
+    else:
+        w, h = img.size
+        same = abs(w * shape[0] - h * shape[1]) <= max(w, h)  # the same aspect, to a pixel
+        note = "" if (h, w) == tuple(shape) else (
+            f"The {w}×{h} image is {'resized' if same else 'centre-cropped and resized'} to {shape[1]}×{shape[0]} px "
+            "(the first image's size).")
+    inp = model_input(img, tuple(shape), model.channels)
+    inp.note = note
+    return inp
+
+
+def model_input(img: Image.Image, size: int | tuple[int, int], channels: int = 3, align_face: bool = False, face: int = 0,
                 found=None) -> ModelInput:
-    """The image a model sees: the FFHQ-aligned face ``face`` (0: the largest; face models) or a centre square.
+    """The image a model sees: the FFHQ-aligned face ``face`` (0: the largest; face models) or a centre square
+    (``size`` an int), or the centre of the photo at ``size`` = (H, W) (a resizable model, see ``working_shape``).
 
     An aligned face also brings its mask (only the face should drive a projection, not the backdrop, hair beyond the
     crop or clothes) and a sharp reference crop for the identity distance; the face is aligned once, at the larger
@@ -253,6 +322,10 @@ def model_input(img: Image.Image, size: int, channels: int = 3, align_face: bool
     ValueError) when a face was asked for and none is found.
     """
     mode = "RGB" if channels == 3 else "L"
+    if not isinstance(size, int):
+        if align_face:
+            raise ValueError("An aligned face is a square crop: give one size, not a height and a width.")
+        return ModelInput(fit(img, size).convert(mode))
     if not align_face:
         return ModelInput(fit_square(img, size).convert(mode))
     from core.faces import align_face as align

@@ -73,12 +73,20 @@ def enlarge(image: Image.Image, min_side: int) -> Image.Image:
     return image.resize((image.size[0] * k, image.size[1] * k), Image.NEAREST)
 
 
-def channel_grid(latent, spatial: tuple[int, ...]) -> np.ndarray:
-    """A latent's channels side by side as one greyscale uint8 image (each channel min-max scaled): what a VAE's
+def channel_images(latent, spatial: tuple[int, ...]) -> list[tuple[np.ndarray, float]]:
+    """A spatial latent's channels as greyscale uint8 images, each with its scale s: -s is black, 0 mid-grey, +s white
+    (s = the channel's largest magnitude), so a sign and a zero read the same in every channel. What a VAE's
     4 x H/8 x W/8 latent looks like."""
     z = np.asarray(latent, dtype=np.float32).reshape(-1, *spatial)[0]
-    lo, hi = z.min(axis=(1, 2), keepdims=True), z.max(axis=(1, 2), keepdims=True)
-    z = (z - lo) / np.maximum(hi - lo, 1e-8)
-    gap = np.ones((z.shape[1], max(1, z.shape[2] // 16)), np.float32)
-    row = np.concatenate([p for c in z for p in (c, gap)][:-1], axis=1)
-    return (row * 255).round().astype(np.uint8)
+    out = []
+    for c in z:
+        s = float(np.abs(c).max())
+        out.append((((c / max(s, 1e-8) + 1) * 127.5).round().clip(0, 255).astype(np.uint8), s))
+    return out
+
+
+def channel_grid(latent, spatial: tuple[int, ...]) -> np.ndarray:
+    """A latent's channels (``channel_images``) side by side as one greyscale uint8 image, white gaps between them."""
+    chans = [c for c, _ in channel_images(latent, spatial)]
+    gap = np.full((chans[0].shape[0], max(1, chans[0].shape[1] // 16)), 255, np.uint8)
+    return np.concatenate([p for c in chans for p in (c, gap)][:-1], axis=1)

@@ -4,7 +4,9 @@ A backend wraps one generative model and exposes:
 
 * ``card``: a :class:`~core.card.ModelCard` (shown in the UI with the licence);
 * ``image_size`` and ``channels``; images follow :mod:`core.images`
-  (float (N, C, H, W) in [-1, 1]);
+  (float (N, C, H, W) in [-1, 1]); ``image_shape`` is (H, W), square (``image_size``) unless the
+  model is ``resizable``: a VAE's convolutions work at any size that is a multiple of ``size_multiple``,
+  and ``at_size(h, w)`` gives a view of it at one size (same weights, spaces of that size);
 * ``spaces``: the latent spaces it offers, by name. An autoencoder offers one
   (``"latent"``); a StyleGAN offers ``"z"``, ``"w"`` and ``"w+"``.
   ``convert`` maps between them where that is possible (z -> w -> w+);
@@ -26,6 +28,7 @@ memory (``sample_budget``), so a 196,608-d noise latent never asks for 1,000 sam
 
 from __future__ import annotations
 
+import copy
 from abc import ABC, abstractmethod
 from collections.abc import Callable, Iterator, Sequence
 from typing import TYPE_CHECKING
@@ -70,6 +73,10 @@ class LatentModel(ABC):
     iterative_decode: bool = False
     # True when photos go into the latent space by the backend's own iterative inversion (DDIM inversion), not Adam.
     iterative_inversion: bool = False
+    # True when the model works at any (H, W) that are multiples of ``size_multiple`` (a VAE): ``at_size`` makes the
+    # view for one size. False: only ``image_size`` squared (a StyleGAN's synthesis network has one output size).
+    resizable: bool = False
+    size_multiple: int = 1
 
     def __init__(self) -> None:
         self.device = get_device()
@@ -170,6 +177,34 @@ class LatentModel(ABC):
         n = sample_budget(sp)
         return {f"samples ({n})": lambda: sample_dataset(self, n)}
 
+    @property
+    def image_shape(self) -> tuple[int, int]:
+        """(H, W) of the images this model takes and makes: ``image_size`` squared unless a resized view says otherwise."""
+        return getattr(self, "_shape", None) or (self.image_size, self.image_size)
+
+    def at_size(self, height: int, width: int) -> LatentModel:
+        """This model working on ``height`` x ``width`` images: itself at its own size; for a ``resizable`` model a view
+        sharing its weights whose latent spaces have that size's shape (``_resized``); a plain ValueError otherwise."""
+        height, width = int(height), int(width)
+        if (height, width) == self.image_shape:
+            return self
+        if not self.resizable:
+            h, w = self.image_shape
+            raise ValueError(f"{self.card.title} works on {w}×{h} images only; got {width}×{height}.")
+        f = self.size_multiple
+        if height < f or width < f or height % f or width % f:
+            raise ValueError(f"{self.card.title} needs image sides that are multiples of {f} (at least {f}); "
+                             f"got {width}×{height}.")
+        view = copy.copy(self)  # shares the modules and the device; only the size and the spaces differ
+        view._shape = (height, width)
+        view.image_size = max(height, width)  # a view's one number for its size: the longer side (image_shape is exact)
+        view.spaces = self._resized(height, width)
+        return view
+
+    def _resized(self, height: int, width: int) -> dict[str, LatentSpace]:
+        """The latent spaces at ``height`` x ``width`` (resizable backends implement it)."""
+        raise NotImplementedError(f"{self.card.title} has one image size.")
+
     # ----- shared behaviour -------------------------------------------------------
     def check_space(self, space: str | None) -> str:
         space = space or self.default_space
@@ -222,9 +257,9 @@ class LatentModel(ABC):
         if not self.has_encoder:
             raise NotImplementedError(f"{self.card.title} has no encoder; use projection by optimisation.")
         images = images.to(self.device, torch.float32)
-        if images.shape[1:] != (self.channels, self.image_size, self.image_size):
+        if images.shape[1:] != (self.channels, *self.image_shape):
             raise ValueError(
-                f"{self.card.title} takes images of shape {(self.channels, self.image_size, self.image_size)}, "
+                f"{self.card.title} takes images of shape {(self.channels, *self.image_shape)}, "
                 f"got {tuple(images.shape[1:])}."
             )
         return self._encode(images, space)
@@ -255,7 +290,7 @@ class LatentModel(ABC):
                 out.append(self._decode(chunk, space, **kwargs).cpu())
                 if progress is not None:
                     progress(i + len(chunk), len(latents))
-        return torch.cat(out) if out else torch.empty(0, self.channels, self.image_size, self.image_size)
+        return torch.cat(out) if out else torch.empty(0, self.channels, *self.image_shape)
 
     @torch.no_grad()
     def encode_batched(self, images: torch.Tensor, space: str | None = None, batch_size: int = 64) -> torch.Tensor:

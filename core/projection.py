@@ -328,7 +328,7 @@ class _Run:
 
 
 def _checked_target(model: LatentModel, target: torch.Tensor) -> torch.Tensor:
-    expected = (model.channels, model.image_size, model.image_size)
+    expected = (model.channels, *model.image_shape)
     if target.ndim == 3:
         target = target[None]
     if tuple(target.shape[1:]) != expected:

@@ -87,14 +87,20 @@ def _load(registry: Registry, name: str, announce: bool = True):
     return model
 
 
-def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 0):
-    from core.image_input import load_image, model_input
+def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 0, max_side: int | None = None,
+            shape: tuple[int, int] | None = None):
+    """What the model sees of the photo at ``path`` (``core.image_input.input_for``): a model that works at any size (a
+    VAE) takes it at its own aspect, longer side at most ``max_side`` (None: the default), or at ``shape``; run the
+    model at ``inp.shape`` (``model.at_size``)."""
+    from core.image_input import default_max_side, input_for, load_image
     from core.images import from_pil
 
     img = load_image(path, min_side=min(16, model.image_size))
-    inp = model_input(img, model.image_size, model.channels, align and FACES in registry.entry(name).tags, face)
-    for w in inp.warnings:
-        print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
+    inp = input_for(model, img, align and FACES in registry.entry(name).tags, face,
+                    None if shape else (max_side or default_max_side()), shape)
+    for w in [*inp.warnings, inp.note]:
+        if w:
+            print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
     return inp, from_pil(inp.image, model.channels)
 
 
@@ -130,7 +136,8 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
     model = _load(registry, args.model)
     space = model.check_space(args.space or model.edit_space())
     aligned = not args.no_align and FACES in registry.entry(args.model).tags
-    inp, target = _target(registry, args.model, model, args.image, aligned, args.face)
+    inp, target = _target(registry, args.model, model, args.image, aligned, args.face, getattr(args, "max_side", None))
+    model = model.at_size(*inp.shape)  # itself, or a VAE at the photo's size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProjectionConfig.for_model(model, space, preview_every=0, steps=args.steps, init=args.init, loss=args.loss,
@@ -187,7 +194,9 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         steps = whole_number(args.steps, "number of projection steps", 1, 100_000)
         from core.image_input import stacked_weights
 
-        pairs = [_target(registry, args.model, model, p, not args.no_align) for p in (args.a, args.b)]
+        first = _target(registry, args.model, model, args.a, not args.no_align, max_side=getattr(args, "max_side", None))
+        pairs = [first, _target(registry, args.model, model, args.b, not args.no_align, shape=first[0].shape)]
+        model = model.at_size(*first[0].shape)  # a VAE works at A's size (B is fitted to it)
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
         tuning = None if args.tune_steps is None else TuningConfig(steps=args.tune_steps)
         a, b, _, decoder = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(

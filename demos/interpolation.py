@@ -44,9 +44,13 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     proj_note, decoder = "", m
     if from_images:
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
-        from core.image_input import stacked_weights
+        from core.image_input import default_max_side, stacked_weights
 
-        inputs = [prepare_target(ctx, m, name, p, bool(align), request) for p in (image_a, image_b)]
+        first = prepare_target(ctx, m, name, image_a, bool(align), request, max_side=default_max_side())
+        inputs = [first, prepare_target(ctx, m, name, image_b, bool(align), request, shape=first.shape)]
+        m = m.at_size(*first.shape)  # a VAE works at image A's size (B is fitted to it); other models: themselves
+        for note in (i.note for i in inputs if i.note):
+            gr.Warning(note)
         targets = torch.cat([from_pil(i.image, m.channels) for i in inputs])
         for note in plan.notes:
             gr.Warning(note)

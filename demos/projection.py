@@ -14,15 +14,19 @@ PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while not
 
 
 def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None,
-                   face: int = 0):
+                   face: int = 0, max_side: float | None = None, shape: tuple[int, int] | None = None):
     """Upload -> what the model sees (``core.image_input.ModelInput``: face-aligned, with the face mask and an identity
-    reference, for face models when asked); warnings go to the user."""
-    from core.image_input import model_input
+    reference, for face models when asked; for a model that works at any size (a VAE) the photo at its own aspect,
+    longer side at most ``max_side``, or at ``shape``; neither: the model's own size); warnings go to the user. Run the
+    model at ``inp.shape`` (``model.at_size``)."""
+    from core.image_input import MAX_SIDE, input_for
+    from core.interpolate import whole_number
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
     try:
-        inp = model_input(img, model.image_size, model.channels, align and is_face_model(ctx, name), face)
-    except ValueError as e:  # NoFaceError, a face number out of range
+        side = None if max_side is None else whole_number(max_side, "largest side (pixels)", 1, MAX_SIDE)
+        inp = input_for(model, img, align and is_face_model(ctx, name), face, side, shape)
+    except ValueError as e:  # NoFaceError, a face number out of range, a largest side below the model's factor
         raise gr.Error(str(e)) from e
     for w in inp.warnings:
         gr.Warning(w)
@@ -97,18 +101,24 @@ def status_line(ev) -> str:
 
 
 def project_image(ctx: AppContext, name: str, path: str | None, space_name: str | None, init_name: str, loss_name: str,
-                  n_steps: float, do_align: bool, seed_value: float, with_noise: bool = False,
+                  n_steps: float, do_align: bool, seed_value: float, with_noise: bool = False, max_side: float | None = None,
                   request: gr.Request = None, progress=gr.Progress()):
-    """Stream (target, preview, status, curve, files); Stop ends it with the best latent so far, offered as files."""
+    """Stream (target, preview, channels, status, curve, files); Stop ends it with the best latent so far, offered as
+    files. A model that works at any size (a VAE) runs at the photo's own aspect, longer side at most ``max_side``."""
+    from core.image_input import default_max_side
     from core.images import from_pil, to_pil
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
-    inp = prepare_target(ctx, m, name, path, bool(do_align), request)
+    inp = prepare_target(ctx, m, name, path, bool(do_align), request, max_side=default_max_side() if max_side is None else max_side)
+    m = m.at_size(*inp.shape)  # itself, or a VAE's view at the photo's size
     img = inp.image
     stop = stop_flag(ctx, request, "projection")
     target_path = ctx.save_image(request, img, "target", min_side=256)
-    yield target_path, None, f"Projecting into **{cfg.space}** of {m.card.title}…", None, None
+    size = f" at {img.size[0]}×{img.size[1]} px" if m.resizable else ""
+    note = f"\n\n{inp.note}" if inp.note else ""
+    channels = gr.update(value=None, visible=bool(m.spaces[cfg.space].spatial))
+    yield target_path, None, channels, f"Projecting into **{cfg.space}** of {m.card.title}{size}…{note}", None, None
     history = []
     try:
         for ev in ctx.executor.project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set, weights=inp.weights):
@@ -120,7 +130,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
             recon = to_pil(ev.preview)[0]
             view = ctx.save_image(request, recon, "preview", min_side=256)
             if not ev.done:
-                yield target_path, view, status_line(ev), projection_curve(history, ev.loss_name), None
+                yield target_path, view, gr.update(), status_line(ev), projection_curve(history, ev.loss_name), None
                 continue
             yield target_path, view, *finished(ctx, request, name, m, inp, recon, ev, history)
     except ValueError as e:
@@ -128,7 +138,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
 
 
 def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: list) -> tuple:
-    """(status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png; for an
+    """(channels, status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png; for an
     aligned face also the identity distance and a composite (the model's face pasted into the photo's crop, labelled
     as such and never scored)."""
     from core.export import save_latent
@@ -148,22 +158,33 @@ def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: li
                       psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
                       licence=m.card.licence, **info)
     png = ctx.save_image(request, recon, "reconstruction")
-    extra = [latent_channels(ctx, request, m, ev)] if m.spaces[ev.space].spatial else []
+    panel, extra = None, []
+    if m.spaces[ev.space].spatial:
+        panel, grid = latent_channels(ctx, request, m, ev)
+        extra = [grid]
     head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
-    text = f"{head} {status_line(ev)}{identity}\n\n_{caption(ctx, name)}_"
-    return text, projection_curve(history, ev.loss_name), [str(npz), png, *extra]
+    size = f" · image {recon.size[0]}×{recon.size[1]} px" if m.resizable else ""
+    latent = f" · latent {' × '.join(map(str, m.spaces[ev.space].spatial))}" if m.spaces[ev.space].spatial else ""
+    note = f"\n\n{inp.note}" if inp.note else ""
+    text = f"{head} {status_line(ev)}{identity}{size}{latent}{note}\n\n_{caption(ctx, name)}_"
+    return panel, text, projection_curve(history, ev.loss_name), [str(npz), png, *extra]
 
 
-def latent_channels(ctx: AppContext, request, m, ev) -> str:
-    """A spatial latent's channels side by side (a VAE's 4 x H/8 x W/8; a diffusion model's noise), as a PNG."""
+def latent_channels(ctx: AppContext, request, m, ev) -> tuple[list[tuple[str, str]], str]:
+    """A spatial latent's channels (a VAE's 4 x H/8 x W/8; a diffusion model's noise): one image each for the panel,
+    labelled with its scale, and all side by side as a PNG to download."""
     from PIL import Image
 
-    from core.images import channel_grid
+    from core.images import channel_grid, channel_images
 
     first = ev.latent[0]
     first = first[0] if m.spaces[ev.space].per_layer else first  # x_T+: the first stage's noise
-    grid = channel_grid(first.numpy(), m.spaces[ev.space].spatial)
-    return ctx.save_image(request, Image.fromarray(grid), "latent_channels", min_side=256)
+    spatial = m.spaces[ev.space].spatial
+    panel = [(ctx.save_image(request, Image.fromarray(a), f"channel{k + 1}", min_side=128),
+              f"channel {k + 1}: ±{s:.3g}")
+             for k, (a, s) in enumerate(channel_images(first.numpy(), spatial))]
+    grid = ctx.save_image(request, Image.fromarray(channel_grid(first.numpy(), spatial)), "latent_channels", min_side=256)
+    return panel, grid
 
 
 def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
@@ -171,6 +192,8 @@ def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
 
 
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
+    from core.image_input import MAX_SIDE, default_max_side
+
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "proj", default_tag=FACES)
@@ -191,6 +214,11 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Steps", elem_id="proj_steps")
                 align = gr.Checkbox(True, label="Detect and align the face first (face models)", elem_id="proj_align")
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="proj_seed")
+                max_side = gr.Slider(64, MAX_SIDE, value=default_max_side(), step=8, elem_id="proj_max_side",
+                                     label="Largest side, for models that work at any size (VAEs)",
+                                     info=f"A VAE encodes the photo at its own aspect, each side rounded to a multiple of its "
+                                          f"factor (8), the longer side at most this; time grows with the pixels (default "
+                                          f"{default_max_side()} px on this {'GPU' if default_max_side() > 512 else 'CPU'}).")
                 noise_maps = gr.Checkbox(False, label="Also optimise noise maps (StyleGAN2)", elem_id="proj_noise",
                                          info="NVIDIA's projector does: finer detail, but the latent alone no longer reproduces "
                                               "the result (the maps are saved in the .npz). Off: the latent is everything.")
@@ -199,12 +227,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 target = gr.Image(label="Target (what the model sees)", format="png", interactive=False, height=PANEL_HEIGHT,
                                   elem_id="proj_target")
                 preview = gr.Image(label="Reconstruction", format="png", interactive=False, height=PANEL_HEIGHT, elem_id="proj_preview")
+            channels = gr.Gallery(label="Latent channels: black = −s, grey = 0, white = +s (each channel's ±s under it)",
+                                  visible=False, columns=4, rows=1, height=240, object_fit="contain", format="png",
+                                  elem_id="proj_channels")
             status = gr.Markdown("Upload an image and press **Project**.", elem_id="proj_status")
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
             files = gr.File(label="Downloads (latent .npz, reconstruction .png; a spatial latent's channels as .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
-    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps],
-              [target, preview, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
+    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps, max_side],
+              [target, preview, channels, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
     stop.click(bind(stop_projection, ctx), None, None, api_name="project_stop", api_visibility="private", concurrency_limit=None)
     model.change(bind(spaces_for, ctx), model, space, api_name="proj_spaces", show_progress="hidden")
     gr.on([demo.load, model.change], bind(loss_choices, ctx), model, [loss, fetch_loss], api_name="proj_losses", show_progress="hidden")

@@ -89,29 +89,33 @@ def _worker_class():
             from core.projection import project
 
             try:
-                yield from project(self.registry.get(name), target, config, should_stop=_StopPoll(self.board, job), weights=weights)
+                model = self.registry.get(name).at_size(*target.shape[-2:])  # a VAE at the photo's size
+                yield from project(model, target, config, should_stop=_StopPoll(self.board, job), weights=weights)
             finally:
                 self.board.clear.remote(job)
 
         def encode(self, name: str, images: torch.Tensor, space: str) -> torch.Tensor:
-            return LOCAL.encode(self.registry.get(name), images, space)
+            return LOCAL.encode(self.registry.get(name).at_size(*images.shape[-2:]), images, space)
 
-        async def generate(self, name: str, latents: torch.Tensor, space: str) -> torch.Tensor:
-            return await self._generate_batch((name, latents, space))
+        async def generate(self, name: str, latents: torch.Tensor, space: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
+            """``shape``: the (H, W) a resizable model (a VAE) decodes at; None: the model's own size."""
+            return await self._generate_batch((name, latents, space, shape))
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str]]) -> list[torch.Tensor]:
+        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str, tuple | None]]) -> list[torch.Tensor]:
             """Requests for the same model and space decoded as one batch (in a thread: the loop keeps serving)."""
             return await asyncio.to_thread(self._generate_many, requests)
 
-        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str]]) -> list[torch.Tensor]:
+        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str, tuple | None]]) -> list[torch.Tensor]:
             out: list[torch.Tensor | None] = [None] * len(requests)
             self.largest_batch = max(self.largest_batch, len(requests))
-            groups: dict[tuple[str, str], list[int]] = {}
-            for i, (name, _, space) in enumerate(requests):
-                groups.setdefault((name, space), []).append(i)
-            for (name, space), idx in groups.items():
-                images = self.registry.get(name).generate(torch.cat([requests[i][1] for i in idx]), space)
+            groups: dict[tuple[str, str, tuple | None], list[int]] = {}
+            for i, (name, _, space, shape) in enumerate(requests):
+                groups.setdefault((name, space, shape), []).append(i)
+            for (name, space, shape), idx in groups.items():
+                model = self.registry.get(name)
+                model = model.at_size(*shape) if shape else model
+                images = model.generate(torch.cat([requests[i][1] for i in idx]), space)
                 for i, part in zip(idx, images.split([len(requests[i][1]) for i in idx]), strict=True):
                     out[i] = part
             return out
@@ -221,7 +225,8 @@ class RayExecutor:
         if name is None:
             return LOCAL.generate(model, latents, space)
         space = model.check_space(space)
-        return _result(self.handle.generate.remote(name, model.check_latents(latents, space).detach().cpu(), space))
+        return _result(self.handle.generate.remote(name, model.check_latents(latents, space).detach().cpu(), space,
+                                                   tuple(model.image_shape)))
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
         name = self._name(model)

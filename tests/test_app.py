@@ -63,7 +63,7 @@ def text_file(tmp_path_factory):
 
 # ----- projection ------------------------------------------------------------------------
 def test_project_digit(client, digit_png):
-    target, recon, status, curve, files = client.predict(
+    target, recon, _, status, curve, files = client.predict(
         DIGITS, handle_file(digit_png), "latent", "auto", "mse", 60, False, 0, api_name="/project")
     assert Image.open(target).size == (256, 256) and Image.open(recon).size == (256, 256)  # enlarged for display
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (8, 8)  # the download is native
@@ -80,7 +80,7 @@ def test_project_streams_previews(client, digit_png):
     job = client.submit(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 40, False, 0, api_name="/project")
     outputs = list(job)
     assert len(outputs) >= 3  # target first, then previews, then the final result
-    assert "Done" in outputs[-1][2]
+    assert "Done" in outputs[-1][3]
 
 
 def test_project_errors(client, text_file):
@@ -172,7 +172,7 @@ def test_add_pickle_then_project_in_w_plus(client, digit_png):
     note = client.predict(None, str(fixture), "Fixture SG2", False, api_name="/add_pickle")
     assert "Added" in note
     name = note.split("`")[1]
-    target, recon, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "auto", 5, False, 0,
+    target, recon, _, status, curve, files = client.predict(name, handle_file(digit_png), "w+", "mean", "auto", 5, False, 0,
                                                          api_name="/project")
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (32, 32) and "w+" in status
     assert "loss (ms-ssim+l1)" in status  # "auto" without vgg16.pt: the offline substitute for LPIPS, and the UI says so

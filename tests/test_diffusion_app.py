@@ -50,9 +50,46 @@ def test_projection_tab_inverts_and_shows_channels(served, photo):
     *_, status, curve, files = client.predict(pipe, handle_file(photo), "x_T+", "auto", "auto", 4, False, 0, api_name="/project")
     assert "DDIM inversion" in status and "x_T+" in status and "Done" in status
     assert {Path(f).suffix for f in files} == {".npz", ".png"} and any("latent_channels" in f for f in files)
-    *_, status, curve, files = client.predict(vae, handle_file(photo), "latent", "auto", "auto", 3, False, 0, api_name="/project")
+    *_, channels, status, curve, files = client.predict(vae, handle_file(photo), "latent", "auto", "auto", 3, False, 0,
+                                                        api_name="/project")
     grid = Image.open(next(f for f in files if "latent_channels" in f))
     assert "encoder" in status and grid.size[0] > 3 * grid.size[1]  # four channels side by side
+    assert [c["caption"].split(":")[0] for c in channels] == [f"channel {k}" for k in range(1, 5)]  # and as a panel
+
+
+def test_projection_of_a_non_square_photo_at_its_own_size(served, tmp_path):
+    """A visitor's TAESD-like VAE (factor 8) from --models-dir: a 203×75 photo is used at 200×72 (said so), its latent
+    is 4 × 9 × 25 and shown as four channel images; a lower largest side shrinks it; interpolation keeps A's size."""
+    import zipfile
+
+    from core.export import load_latent
+
+    client, _, _, tmp = served
+    save_vae(tmp / "models" / "taesd", "AutoencoderTiny")
+    name = client.predict(None, "taesd", "Tiny TAESD", False, api_name="/add_pickle").split("`")[1]
+    wide, square = tmp_path / "wide.png", tmp_path / "square.png"
+    rng = np.random.default_rng(1)
+    Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8)).resize((203, 75), Image.BILINEAR).save(wide)
+    Image.fromarray((rng.random((4, 4, 3)) * 255).astype(np.uint8)).resize((64, 64), Image.BILINEAR).save(square)
+    _, _, channels, status, _, files = client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False, 0,
+                                                      False, 512, api_name="/project")
+    assert "used at 200×72 px" in status and "multiple of 8" in status and "latent 4 × 9 × 25" in status
+    assert Image.open(next(f for f in files if "reconstruction" in f)).size == (200, 72)
+    assert load_latent(next(f for f in files if f.endswith(".npz")))[0].shape[-1] == 4 * 9 * 25
+    assert len(channels) == 4 and all(": ±" in c["caption"] for c in channels)
+    assert Image.open(channels[0]["image"]).size[0] > Image.open(channels[0]["image"]).size[1]  # wide, like the photo
+    *_, status, _, files = client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False, 0, False, 96,
+                                          api_name="/project")
+    assert "at most 96 px" in status and Image.open(next(f for f in files if "reconstruction" in f)).size == (96, 32)
+    assert "minimum value 64" in app_error(lambda: client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False,
+                                                            0, False, 4, api_name="/project"))
+    *_, files, status = client.predict(name, "two images", 0, 0, handle_file(str(wide)), handle_file(str(square)), 3, "", "auto",
+                                       [], 1, False, 8, False, api_name="/interpolate")
+    with zipfile.ZipFile(next(f for f in files if f.endswith(".zip"))) as z:
+        from io import BytesIO
+
+        sizes = {Image.open(BytesIO(z.read(n))).size for n in z.namelist() if n.endswith(".png")}
+    assert sizes == {(200, 72)}  # both endpoints at image A's size
 
 
 def test_interpolation_tab(served, photo):

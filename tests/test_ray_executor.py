@@ -104,7 +104,7 @@ def test_two_replicas_serve_and_a_second_front_end_shares_them(app, cluster):
 
 
 def test_projection_through_ray_matches_in_process(app, client, digit_png, remote_only):
-    _, _, status, _, files = client.predict(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 12, False, 0, api_name="/project")
+    _, _, _, status, _, files = client.predict(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 12, False, 0, api_name="/project")
     assert "Done" in status
     remote, info = load_latent(next(f for f in files if f.endswith(".npz")))
     assert info["steps"] == 12

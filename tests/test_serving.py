@@ -93,7 +93,7 @@ def test_light_events_are_not_queued_behind_a_heavy_job(served, digit_png):
     assert datasets
     assert not job.done()  # both answered while the projection was held mid-way
     served.gate.set()
-    assert job.result()[2].startswith("**Done.**")
+    assert job.result()[3].startswith("**Done.**")
     heavy.close()
     light.close()
 
@@ -109,8 +109,8 @@ def test_a_second_heavy_job_of_one_session_is_refused_with_a_sentence(served, di
     assert "already have a job running" in str(e.value)
     assert not first.done()
     served.gate.set()
-    assert first.result()[2].startswith("**Done.**")
-    assert client.predict(*_project_args(digit_png, 3), api_name="/project")[2].startswith("**Done.**")
+    assert first.result()[3].startswith("**Done.**")
+    assert client.predict(*_project_args(digit_png, 3), api_name="/project")[3].startswith("**Done.**")
     client.close()
 
 
@@ -132,7 +132,7 @@ def test_a_full_queue_says_how_many_are_ahead(served, digit_png):
     assert r.status_code == 503
     assert r.json()["detail"] == "Busy: 1 requests are ahead of you. Please try again in a minute."
     served.gate.set()
-    assert running.result()[2].startswith("**Done.**") and waiting.result()[2].startswith("**Done.**")
+    assert running.result()[3].startswith("**Done.**") and waiting.result()[3].startswith("**Done.**")
     a.close()
     b.close()
 
@@ -179,7 +179,7 @@ def test_a_session_cannot_use_another_sessions_output_as_input(served, digit_png
     url = demo.local_url
     with httpx.Client(timeout=60) as alice, httpx.Client(timeout=60) as bob:  # each keeps its own cookie jar
         uploaded = _upload(alice, url, Path(digit_png))
-        args = ["latent", "mean", "mse", 3, False, 0, False]
+        args = ["latent", "mean", "mse", 3, False, 0, False, 512]
         kind, out = _call(alice, url, "project", [DIGITS, _file(uploaded), *args])
         assert kind == "complete", out
         output = out[0]["path"]  # the target image alice's job wrote

@@ -61,7 +61,7 @@ def test_stop_says_where_and_offers_the_partial_latent(ctx, digit):
         rows.append(row)
         if len(rows) == 3:  # the target, then two previews: press Stop
             stop_projection(ctx)
-    status, files = rows[-1][2], rows[-1][4]
+    status, files = rows[-1][3], rows[-1][5]
     assert "Stopped at step" in status and "Step 200/200" not in status
     step = int(status.split("Stopped at step ")[1].split("*")[0])
     assert 1 <= step < 200
@@ -70,7 +70,7 @@ def test_stop_says_where_and_offers_the_partial_latent(ctx, digit):
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (8, 8)
     # The next run is not stopped by the old press.
     *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
-    assert "Done" in last[2]
+    assert "Done" in last[3]
 
 
 def test_projection_refuses_unknown_space_and_fractional_steps(ctx, digit):
@@ -80,7 +80,7 @@ def test_projection_refuses_unknown_space_and_fractional_steps(ctx, digit):
     assert "has no latent space 'w+'" in msg
     assert "whole number" in _error(lambda: list(project_image(ctx, DIGITS, digit, "latent", "auto", "mse", 5.5, False, 0)))
     *_, last = project_image(ctx, DIGITS, digit, "", "auto", "mse", 3.0, False, 0)  # empty: the model's edit space
-    assert "space: latent" in last[2]
+    assert "space: latent" in last[3]
 
 
 def test_face_projection_shows_identity(ctx):
@@ -88,8 +88,8 @@ def test_face_projection_shows_identity(ctx):
 
     photo = str(shared_path("data", "faces", "london", "neutral", "001_03.jpg"))
     *_, last = project_image(ctx, FACES, photo, None, "auto", "auto", 5, True, 0)
-    assert "identity distance" in last[2] and "reads as" in last[2]
-    _, info = load_latent(next(f for f in last[4] if f.endswith(".npz")))
+    assert "identity distance" in last[3] and "reads as" in last[3]
+    _, info = load_latent(next(f for f in last[5] if f.endswith(".npz")))
     assert 0 < info["identity_distance"] < 2
 
 

@@ -31,7 +31,12 @@ DEFAULT_STEPS = 50
 
 
 class VAEModel(LatentModel):
+    """A VAE at any size that is a multiple of its factor f (``at_size``); ``image_size`` is its default, square size
+    (the card's resolution, else the config's ``sample_size``, else 256), used where one fixed size is needed (the
+    latent map's encoded digits)."""
+
     has_encoder = True
+    resizable = True
     default_space = "latent"
 
     def __init__(self, card: ModelCard, module: torch.nn.Module, kind: str, image_size: int | None = None) -> None:
@@ -39,19 +44,22 @@ class VAEModel(LatentModel):
         self.card, self.vae, self.kind = card, module, kind
         cfg = module.config
         blocks = cfg.encoder_block_out_channels if kind == "AutoencoderTiny" else cfg.block_out_channels
-        self.factor = 2 ** (len(blocks) - 1)
+        self.factor = self.size_multiple = 2 ** (len(blocks) - 1)
         self.channels = int(cfg.in_channels)
+        self.latent_channels = int(getattr(cfg, "vq_embed_dim", None) or cfg.latent_channels)
         size = int(image_size or card.resolution or getattr(cfg, "sample_size", 0) or 256)
         if size % self.factor:
             raise ValueError(f"{card.title} needs images whose side is a multiple of {self.factor}; got {size}.")
         self.image_size = size
-        c = int(getattr(cfg, "vq_embed_dim", None) or cfg.latent_channels)
-        h = size // self.factor
         self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0) if kind == "AutoencoderKL" else 1.0
-        self.spaces = {"latent": LatentSpace(
-            "latent", (c * h * h,), "learned", f"{c} x {h} x {h} latent of the {kind} (no prior: made by encoding)",
-            can_sample=False, spatial=(c, h, h))}
+        self.spaces = self._resized(size, size)
         self.to(self.device)
+
+    def _resized(self, height: int, width: int) -> dict[str, LatentSpace]:
+        c, h, w = self.latent_channels, height // self.factor, width // self.factor
+        return {"latent": LatentSpace(
+            "latent", (c * h * w,), "learned", f"{c} x {h} x {w} latent of the {self.kind} (no prior: made by encoding)",
+            can_sample=False, spatial=(c, h, w))}
 
     def modules(self) -> list[torch.nn.Module]:
         return [self.vae]
@@ -82,10 +90,10 @@ class VAEModel(LatentModel):
 
         d = load_digits()
         x = torch.tensor(d.images[:n] / 8.0 - 1.0, dtype=torch.float32)[:, None]
-        x = torch.nn.functional.interpolate(x, size=self.image_size, mode="bilinear").repeat(1, self.channels, 1, 1)
+        x = torch.nn.functional.interpolate(x, size=self.image_shape, mode="bilinear").repeat(1, self.channels, 1, 1)
         lat = self.encode_batched(x, "latent", batch_size=4).numpy()
         return LatentDataset(f"encoded digits ({n})", lat, "latent", {"digit": d.target[:n]},
-                             f"The first {n} scikit-learn digits, enlarged to {self.image_size} px and encoded.")
+                             f"The first {n} scikit-learn digits, enlarged to {self.image_shape[1]}×{self.image_shape[0]} px and encoded.")
 
 
 class DiffusionModel(LatentModel):
