@@ -80,10 +80,11 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
         p.requires_grad_(True)
     opt = torch.optim.Adam(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
-    recon = None
+    recon, done = None, 0
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             break
+        done = step + 1
         recon = tuned.decode(pivots, space)
         loss = loss_fn(recon if w is None else w * recon, scored).sum()
         if cfg.locality > 0 and cfg.locality_samples > 0:
@@ -100,7 +101,7 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
         p.grad = None
     with torch.no_grad():
         final = tuned.decode(pivots, space)
-    yield TuningEvent(cfg.steps, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, done=True)
+    yield TuningEvent(done, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, done=True)  # step < steps: stopped
 
 
 def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | None = None,

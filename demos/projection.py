@@ -102,11 +102,14 @@ def status_line(ev) -> str:
 
 def project_image(ctx: AppContext, name: str, path: str | None, space_name: str | None, init_name: str, loss_name: str,
                   n_steps: float, do_align: bool, seed_value: float, with_noise: bool = False, max_side: float | None = None,
-                  request: gr.Request = None, progress=gr.Progress()):
+                  tune: bool = True, request: gr.Request = None, progress=gr.Progress()):
     """Stream (target, preview, channels, status, curve, files); Stop ends it with the best latent so far, offered as
-    files. A model that works at any size (a VAE) runs at the photo's own aspect, longer side at most ``max_side``."""
+    files. A model that works at any size (a VAE) runs at the photo's own aspect, longer side at most ``max_side``.
+    With ``tune``, a model with ``pivotal_tuning_steps`` (faces) then tunes a private copy of its decoder to the photo
+    (core.pivotal): the projection alone draws a lookalike, the tuned decoder draws this person."""
     from core.image_input import default_max_side
     from core.images import from_pil, to_pil
+    from core.pivotal import TuningConfig, project_and_tune
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
@@ -119,9 +122,20 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     note = f"\n\n{inp.note}" if inp.note else ""
     channels = gr.update(value=None, visible=bool(m.spaces[cfg.space].spatial))
     yield target_path, None, channels, f"Projecting into **{cfg.space}** of {m.card.title}{size}…{note}", None, None
-    history = []
+    history, projected = [], None
+    tuning = None if tune else TuningConfig(steps=0)
     try:
-        for ev in ctx.executor.project(m, from_pil(img, m.channels), cfg, should_stop=stop.is_set, weights=inp.weights):
+        for ev in project_and_tune(m, from_pil(img, m.channels), cfg, tuning, stop.is_set, inp.weights, ctx.executor):
+            if ev.stage == "tuning":
+                progress(ev.step / ev.steps, desc=f"tuning the decoder: step {ev.step}/{ev.steps}")
+                if ev.done:
+                    tuned = to_pil(ev.model.generate(projected.latent, projected.space))[0]
+                    yield target_path, ctx.save_image(request, tuned, "preview", min_side=256), *finished(
+                        ctx, request, name, m, inp, tuned, projected, history, ev)
+                elif ev.step % max(1, ev.steps // 10) == 0:
+                    yield (target_path, gr.update(), gr.update(), f"{status_line(projected)}\n\nTuning the decoder to this "
+                           f"photo: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.2f} dB", gr.update(), None)
+                continue
             if not ev.done:
                 history.append((ev.step, ev.loss, ev.psnr))
                 progress(ev.step / ev.steps, desc=f"step {ev.step}/{ev.steps}")
@@ -131,38 +145,59 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
             view = ctx.save_image(request, recon, "preview", min_side=256)
             if not ev.done:
                 yield target_path, view, gr.update(), status_line(ev), projection_curve(history, ev.loss_name), None
-                continue
-            yield target_path, view, *finished(ctx, request, name, m, inp, recon, ev, history)
+            elif tune and m.pivotal_tuning_steps > 0 and not ev.stopped:  # the tuning's events follow
+                projected = ev
+                yield (target_path, view, gr.update(), f"{status_line(ev)}\n\nProjected; now tuning the decoder to this photo…",
+                       projection_curve(history, ev.loss_name), None)
+            else:
+                yield target_path, view, *finished(ctx, request, name, m, inp, recon, ev, history)
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
 
-def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: list) -> tuple:
-    """(channels, status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png; for an
-    aligned face also the identity distance and a composite (the model's face pasted into the photo's crop, labelled
-    as such and never scored)."""
+def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: list, tuned=None) -> tuple:
+    """(channels, status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png;
+    for an aligned face also the identity distance and a composite (the model's face pasted into the photo's crop,
+    labelled as such and never scored). ``tuned``: the final TuningEvent when the decoder was tuned; ``recon`` is then
+    its drawing, and the projection's own (``ev.preview``) is offered beside it."""
     from core.export import save_latent
+    from core.images import from_pil, psnr, to_pil
 
+    target = from_pil(inp.image, m.channels)
+    shown = ev.preview if tuned is None else from_pil(recon, m.channels)
+    quality = ev.psnr if tuned is None else float(psnr(shown, target, inp.weights).mean())
     info, identity, extra = {}, "", []
+    if tuned is not None:
+        info = {"decoder": tuned.model.card.name, "projection_psnr": round(ev.psnr, 3)}
+        extra.append(ctx.save_image(request, to_pil(ev.preview)[0], "projection_alone"))
     if inp.reference is not None:
         from core.faces.identity import default_identity, verdict
         from core.faces.mask import composite
-        from core.images import from_pil, to_pil
 
-        d = default_identity().distance(inp.reference, recon)
-        info = {"identity_distance": round(d, 4)}
-        identity = f" · {verdict(d)} · PSNR measured inside the face"
-        pasted = to_pil(composite(ev.preview, from_pil(inp.image, m.channels), inp.mask))[0]
-        extra = [ctx.save_image(request, pasted, "composite_display_only")]
+        ident = default_identity()
+        d = ident.distance(inp.reference, recon)
+        info["identity_distance"] = round(d, 4)
+        identity = f" · {verdict(d)}"
+        if tuned is not None:
+            d0 = ident.distance(inp.reference, to_pil(ev.preview)[0])
+            info["projection_identity_distance"] = round(d0, 4)
+            identity = f" · projection alone: {verdict(d0)}; with the tuned decoder: {verdict(d)}"
+        identity += " · PSNR measured inside the face"
+        extra.append(ctx.save_image(request, to_pil(composite(shown, target, inp.mask))[0], "composite_display_only"))
     npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
-                      psnr=round(ev.psnr, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
+                      psnr=round(quality, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
                       licence=m.card.licence, **info)
     png = ctx.save_image(request, recon, "reconstruction")
-    panel, extra = None, []
+    panel = None
     if m.spaces[ev.space].spatial:
         panel, grid = latent_channels(ctx, request, m, ev)
-        extra = [grid]
+        extra.append(grid)
     head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
+    if tuned is not None:
+        stopped = f", stopped at step {tuned.step}" if tuned.step < tuned.steps else ""
+        head += (f" The decoder was then tuned to this photo ({tuned.steps} steps{stopped}; pivotal tuning: a private copy, "
+                 f"kept only for this result): PSNR **{quality:.2f} dB** (projection alone {ev.psnr:.2f} dB). The .npz "
+                 "latent draws the projection alone with the model itself; the tuned decoder is not saved.")
     size = f" · image {recon.size[0]}×{recon.size[1]} px" if m.resizable else ""
     latent = f" · latent {' × '.join(map(str, m.spaces[ev.space].spatial))}" if m.spaces[ev.space].spatial else ""
     note = f"\n\n{inp.note}" if inp.note else ""
@@ -219,6 +254,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                                      info=f"A VAE encodes the photo at its own aspect, each side rounded to a multiple of its "
                                           f"factor (8), the longer side at most this; time grows with the pixels (default "
                                           f"{default_max_side()} px on this {'GPU' if default_max_side() > 512 else 'CPU'}).")
+                tune = gr.Checkbox(True, label="Then tune the decoder to this photo (pivotal tuning; face models)", elem_id="proj_tune",
+                                   info="The projection alone draws a lookalike; a private copy of the decoder, tuned for a "
+                                        "few seconds, draws this person (both are shown and offered). Used by models that "
+                                        "offer it (the built-in faces model: 100 steps).")
                 noise_maps = gr.Checkbox(False, label="Also optimise noise maps (StyleGAN2)", elem_id="proj_noise",
                                          info="NVIDIA's projector does: finer detail, but the latent alone no longer reproduces "
                                               "the result (the maps are saved in the .npz). Off: the latent is everything.")
@@ -234,7 +273,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
             files = gr.File(label="Downloads (latent .npz, reconstruction .png; a spatial latent's channels as .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
-    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps, max_side],
+    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps, max_side, tune],
               [target, preview, channels, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
     stop.click(bind(stop_projection, ctx), None, None, api_name="project_stop", api_visibility="private", concurrency_limit=None)
     model.change(bind(spaces_for, ctx), model, space, api_name="proj_spaces", show_progress="hidden")

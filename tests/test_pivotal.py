@@ -62,7 +62,7 @@ def test_weights_limit_the_fit_and_stop_and_bad_steps():
     calls = iter(range(100))
     steps, last = _final(tune_decoder(model, pivots, targets, "latent", config=TuningConfig(steps=50),
                                       should_stop=lambda: next(calls) >= 3))
-    assert len(steps) == 3 and last.model is not None
+    assert len(steps) == 3 and last.model is not None and last.step == 3 < last.steps  # says it was stopped
     with pytest.raises(ValueError, match="negative"):
         list(tune_decoder(model, pivots, targets, "latent", config=TuningConfig(steps=-1)))
 

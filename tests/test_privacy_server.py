@@ -126,14 +126,14 @@ def test_rest_files_belong_to_their_client_and_expire_when_idle(tmp_path):
             httpx.Client(timeout=60) as alice, httpx.Client(timeout=60) as bob:  # each keeps its own cookie jar
         url = server.url
         uploaded = _upload(alice, url, _photo(tmp_path / "in", "alice.png", seed=1))
-        kind, out = _call(alice, url, "project", [DIGITS, _file(uploaded), "latent", "auto", "mse", 5, False, 0, False, 512])
+        kind, out = _call(alice, url, "project", [DIGITS, _file(uploaded), "latent", "auto", "mse", 5, False, 0, False, 512, True])
         assert kind == "complete", out
         target_url = out[0]["url"]
         assert alice.get(target_url).status_code == 200
         assert bob.get(target_url).status_code == 404  # another client holding the URL
         assert bob.get(f"{url}gradio_api/file={uploaded}").status_code == 404
         assert httpx.get(target_url).status_code == 404  # no cookie at all
-        kind, msg = _call(bob, url, "project", [DIGITS, _file(uploaded), "latent", "auto", "mse", 5, False, 0, False, 512])
+        kind, msg = _call(bob, url, "project", [DIGITS, _file(uploaded), "latent", "auto", "mse", 5, False, 0, False, 512, True])
         assert kind == "error" and "not available to your session" in json.dumps(msg)  # alice's upload as bob's input
         files = [p for p in app_files(server.tmpdir) if p.name != private_dir.OWNER_FILE]
         assert len(files) >= 5
@@ -141,7 +141,7 @@ def test_rest_files_belong_to_their_client_and_expire_when_idle(tmp_path):
         refused = _upload(bob, url, _photo(tmp_path / "in", "bob.txt.png", seed=2))
         Path(tmp_path / "notes.png").write_text("not an image")
         bad = _upload(bob, url, tmp_path / "notes.png")
-        kind, _ = _call(bob, url, "project", [DIGITS, _file(bad), "latent", "auto", "mse", 5, False, 0, False, 512])
+        kind, _ = _call(bob, url, "project", [DIGITS, _file(bad), "latent", "auto", "mse", 5, False, 0, False, 512, True])
         assert kind == "error" and not Path(bad).exists()  # a refused image is deleted at once
         assert Path(refused).exists()  # uploaded but never used: goes when its client has been idle
         gone = _wait(lambda: [p.name for p in app_files(server.tmpdir)] == [private_dir.OWNER_FILE], timeout=IDLE * 6 + 10)

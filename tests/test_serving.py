@@ -179,7 +179,7 @@ def test_a_session_cannot_use_another_sessions_output_as_input(served, digit_png
     url = demo.local_url
     with httpx.Client(timeout=60) as alice, httpx.Client(timeout=60) as bob:  # each keeps its own cookie jar
         uploaded = _upload(alice, url, Path(digit_png))
-        args = ["latent", "mean", "mse", 3, False, 0, False, 512]
+        args = ["latent", "mean", "mse", 3, False, 0, False, 512, True]
         kind, out = _call(alice, url, "project", [DIGITS, _file(uploaded), *args])
         assert kind == "complete", out
         output = out[0]["path"]  # the target image alice's job wrote

@@ -87,10 +87,26 @@ def test_face_projection_shows_identity(ctx):
     from demos.projection import project_image
 
     photo = str(shared_path("data", "faces", "london", "neutral", "001_03.jpg"))
-    *_, last = project_image(ctx, FACES, photo, None, "auto", "auto", 5, True, 0)
-    assert "identity distance" in last[3] and "reads as" in last[3]
+    *_, last = project_image(ctx, FACES, photo, None, "auto", "auto", 5, True, 0, tune=False)
+    assert "identity distance" in last[3] and "reads as" in last[3] and "tuned" not in last[3]
     _, info = load_latent(next(f for f in last[5] if f.endswith(".npz")))
-    assert 0 < info["identity_distance"] < 2
+    assert 0 < info["identity_distance"] < 2 and "decoder" not in info
+    assert any("composite_display_only" in f for f in last[5])
+
+
+def test_face_projection_tunes_the_decoder_to_a_stranger(ctx):
+    """By default the faces model's decoder is then tuned to the photo: a person no model saw comes back as them."""
+    from demos.projection import project_image
+
+    photo = str(shared_path("data", "faces", "3dsk", "female", "agata.jpg"))
+    rows = list(project_image(ctx, FACES, photo, None, "auto", "auto", 100, True, 0))
+    assert any("Tuning the decoder" in r[3] for r in rows)  # its progress is shown
+    last = rows[-1]
+    assert "tuned to this photo" in last[3] and "projection alone" in last[3]
+    _, info = load_latent(next(f for f in last[5] if f.endswith(".npz")))
+    assert info["decoder"] == f"{FACES}+tuned" and info["psnr"] > info["projection_psnr"] + 3
+    assert info["identity_distance"] < min(0.6, info["projection_identity_distance"] - 0.1)
+    assert any("projection_alone" in f for f in last[5]) and any("composite_display_only" in f for f in last[5])
 
 
 def test_lpips_download_only_for_models_that_use_it(ctx):
