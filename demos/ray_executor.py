@@ -1,7 +1,7 @@
 """Heavy model work on a Ray Serve deployment: ``python app.py --ray ADDRESS --ray-replicas N``.
 
 :class:`RayExecutor` implements ``core.executor.Executor``: the front-end (Gradio, sessions, files) stays in
-this process, and projection, decoding and encoding run on N replicas of one Ray Serve deployment
+this process, and projection, decoding, encoding and the latent map's datasets and fits run on N replicas of one Ray Serve deployment
 (``ModelWorker``), one GPU each when the cluster has GPUs. Replicas load models by registry name through the
 same plugins, so only a model name, latents, target tensors and a ``ProjectionConfig`` go out, and events,
 latents and images come back. Decoding requests from many users are grouped by ``@serve.batch``.
@@ -18,19 +18,25 @@ Models the replicas do not have (a ``.pkl`` a visitor uploaded to this front-end
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from core.datasets import LatentDataset
 from core.executor import LOCAL
+from core.latent_map import LatentMap
 from core.model import LatentModel
 from core.projection import ProjectionConfig, ProjectionEvent
 
 APP_NAME = "latent_lab_models"
+MAX_DATASETS = 4  # map datasets a replica keeps (least recently built dropped first), like the front-end's
 ROOT = Path(__file__).resolve().parent.parent  # the project, which replicas import (same path on every node)
 
 
@@ -75,6 +81,8 @@ def _worker_class():
             self.registry = Registry().discover(plugins_dir)
             self.board = board
             self.largest_batch = 0  # decode requests grouped into one call by @serve.batch (bench.ray_executor)
+            self.datasets: dict[tuple[str, str], LatentDataset] = {}  # the map's datasets built here (MAX_DATASETS)
+            self.datasets_lock = threading.Lock()
 
         def stats(self) -> dict:
             from core.device import get_device
@@ -95,6 +103,29 @@ def _worker_class():
 
         def encode(self, name: str, images: torch.Tensor, space: str) -> torch.Tensor:
             return LOCAL.encode(self.registry.get(name), images, space)
+
+        # ----- latent map: datasets (kept here, their images read on demand) and fits -----
+        async def dataset(self, name: str, ds: str) -> tuple[LatentDataset, bool]:
+            """The dataset without its image reader (a closure: it stays here) and whether it has images."""
+            data = await asyncio.to_thread(self._dataset, name, ds)
+            return dataclasses.replace(data, images=None), data.images is not None
+
+        def dataset_images(self, name: str, ds: str, idx: np.ndarray) -> torch.Tensor:
+            return self._dataset(name, ds).images(np.asarray(idx))
+
+        def _dataset(self, name: str, ds: str) -> LatentDataset:
+            with self.datasets_lock:
+                if (name, ds) in self.datasets:
+                    return self.datasets[name, ds]
+            data = LOCAL.dataset(self.registry.get(name), ds)
+            with self.datasets_lock:
+                self.datasets[name, ds] = data
+                while len(self.datasets) > MAX_DATASETS:
+                    self.datasets.pop(next(iter(self.datasets)))
+            return data
+
+        async def latent_map(self, latents: np.ndarray, method: str, dims: int, seed: int) -> LatentMap:
+            return await asyncio.to_thread(LOCAL.latent_map, latents, method, dims, seed)
 
         async def generate(self, name: str, latents: torch.Tensor, space: str) -> torch.Tensor:
             return await self._generate_batch((name, latents, space))
@@ -228,6 +259,20 @@ class RayExecutor:
         if name is None:
             return LOCAL.encode(model, images, space)
         return _result(self.handle.encode.remote(name, images.detach().cpu(), model.check_space(space)))
+
+    def dataset(self, model: LatentModel, name: str) -> LatentDataset:
+        """Built on a replica; its real images (if any) are fetched from there when the map shows neighbours."""
+        model_name = self._name(model)
+        if model_name is None:
+            return LOCAL.dataset(model, name)
+        data, has_images = _result(self.handle.dataset.remote(model_name, name))
+        if has_images:
+            handle = self.handle
+            data.images = lambda idx: _result(handle.dataset_images.remote(model_name, name, np.asarray(idx)))
+        return data
+
+    def latent_map(self, latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 0) -> LatentMap:
+        return _result(self.handle.latent_map.remote(np.asarray(latents, dtype=np.float32), method, int(dims), int(seed)))
 
     def close(self) -> None:
         """Remove the deployment if this executor made it (and stop Ray if it started it); safe to call twice."""

@@ -111,6 +111,38 @@ def test_map_handlers_refuse_unknown_colour_and_dimensions(ctx):
     assert i == 3 and "Point #3" in text and Image.open(img).size[0] >= 8
 
 
+def test_the_map_builds_its_dataset_and_fits_its_reduction_through_the_executor(ctx):
+    """Heavy map work goes where the app's executor runs it (a Ray replica with --ray), not in the front-end."""
+    from core.executor import LocalExecutor
+    from core.latent_map import reduce
+    from demos.common import AppContext
+    from demos.latent_map import show_map
+
+    calls = []
+
+    class Recording(LocalExecutor):
+        def dataset(self, model, name):
+            calls.append(("dataset", model.card.name, name))
+            return super().dataset(model, name)
+
+        def latent_map(self, latents, method="pca", dims=2, seed=0):
+            calls.append(("latent_map", len(latents), method, dims))
+            return super().latent_map(latents, method, dims, seed)
+
+    mine = AppContext(ctx.registry, executor=Recording())
+    ds = "training data (encoded)"
+    fig, info = show_map(mine, DIGITS, ds, "pca", 3, None)
+    n = len(mine.dataset(DIGITS, ds))
+    assert calls == [("dataset", DIGITS, ds), ("latent_map", n, "pca", 3)] and f"{n} points" in info
+    expected = reduce(mine.dataset(DIGITS, ds).latents, "pca", 3).coords
+    shown = np.stack([np.concatenate([np.asarray(t[a]) for t in fig.data]) for a in "xyz"], 1)
+    assert np.allclose(np.sort(shown, 0), np.sort(expected, 0), atol=1e-4)
+    show_map(mine, DIGITS, ds, "pca", 3, None)
+    assert len(calls) == 2  # dataset and map both cached: no second trip to the executor
+    with pytest.raises(KeyError, match="no dataset"):
+        mine.executor.dataset(mine.model(DIGITS), "nope")
+
+
 def test_dimensions_are_documented_and_accepted_as_numbers():
     from demos.latent_map import DimsRadio
 
