@@ -143,6 +143,36 @@ def test_the_map_builds_its_dataset_and_fits_its_reduction_through_the_executor(
         mine.executor.dataset(mine.model(DIGITS), "nope")
 
 
+def test_a_batch_of_clicks_decodes_each_model_once_and_answers_each_visitor(ctx):
+    """Gradio batch=True hands the click handler lists; mixed models are grouped, bad clicks answered alone."""
+    from core.executor import LocalExecutor
+    from demos.common import AppContext
+    from demos.latent_map import decode_clicks, decode_point
+
+    generated = []
+
+    class Recording(LocalExecutor):
+        def generate(self, model, latents, space=None):
+            generated.append((model.card.name, len(latents)))
+            return super().generate(model, latents, space)
+
+    mine = AppContext(ctx.registry, executor=Recording())
+    ds_d, ds_f = "training data (encoded)", next(iter(mine.model(FACES).datasets()))
+    names = [DIGITS, FACES, DIGITS, DIGITS, DIGITS, FACES]
+    dss = [ds_d, ds_f, ds_d, ds_d, ds_d, ds_f]
+    values = ["3:1", "2:1", "7:2", "x:3", "999999:4", None]
+    n = len(values)
+    images, texts, points = decode_clicks(mine, names, dss, ["pca"] * n, [2] * n, [None] * n, values)
+    assert sorted(generated) == [(DIGITS, 2), (FACES, 1)]  # one generate call per model, not one per click
+    for k, (name, ds, i) in enumerate([(DIGITS, ds_d, 3), (FACES, ds_f, 2), (DIGITS, ds_d, 7)]):
+        img, text, idx = decode_point(ctx, name, ds, "pca", 2, None, i)
+        assert points[k] == idx == i and texts[k] == text
+        assert np.abs(np.asarray(Image.open(images[k]), int) - np.asarray(Image.open(img), int)).max() <= 1
+    assert "did not name a point" in texts[3] and "between 0 and" in texts[4]
+    assert all(isinstance(out[k], dict) for out in (images, points) for k in (3, 4, 5))  # left as they were
+    assert isinstance(texts[5], dict)
+
+
 def test_dimensions_are_documented_and_accepted_as_numbers():
     from demos.latent_map import DimsRadio
 
