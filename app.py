@@ -185,7 +185,8 @@ def make_executor(args: argparse.Namespace):
         return None
     from demos.ray_executor import RayExecutor
 
-    return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir)
+    return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir,
+                       max_model_bytes=getattr(args, "max_model_memory", None))
 
 
 def _memory_size(text: str) -> int:

@@ -74,11 +74,11 @@ def _worker_class():
     class ModelWorker:
         """One replica: a plugin registry of its own; models loaded by name on first use."""
 
-        def __init__(self, plugins_dir: str | None, board) -> None:
+        def __init__(self, plugins_dir: str | None, board, max_bytes: int | None = None) -> None:
             from plugins.registry import Registry
 
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-            self.registry = Registry().discover(plugins_dir)
+            self.registry = Registry(max_bytes=max_bytes).discover(plugins_dir)  # the front-end's --max-model-memory
             self.board = board
             self.largest_batch = 0  # decode requests grouped into one call by @serve.batch (bench.ray_executor)
             self.datasets: dict[tuple[str, str], LatentDataset] = {}  # the map's datasets built here (MAX_DATASETS)
@@ -182,10 +182,12 @@ class RayExecutor:
     ``address``: ``auto`` (the cluster this machine belongs to, ``ray start``), ``ray://HEAD:10001`` (Ray Client),
     ``local`` (start a Ray on this machine), or a Ray already initialised by the caller (tests) is used as it is.
     ``num_gpus`` per replica defaults to 1 when the cluster has GPUs, else 0; ``num_cpus`` to 1.
+    ``max_model_bytes``: each replica's budget for loaded models (``Registry.max_bytes``; None: no limit).
     """
 
     def __init__(self, address: str = "auto", replicas: int = 1, plugins_dir: str | None = None,
-                 num_cpus: float | None = None, num_gpus: float | None = None) -> None:
+                 num_cpus: float | None = None, num_gpus: float | None = None,
+                 max_model_bytes: int | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"--ray-replicas must be at least 1, got {replicas}.")
         ray, serve = _ray()
@@ -210,7 +212,7 @@ class RayExecutor:
             worker = serve.deployment(_worker_class(), name="ModelWorker", num_replicas=replicas, max_ongoing_requests=8,
                                       ray_actor_options={"num_cpus": 1 if num_cpus is None else num_cpus, "num_gpus": num_gpus})
             plugins = str(Path(plugins_dir).resolve()) if plugins_dir else None
-            self.handle = serve.run(worker.bind(plugins, self.board), name=APP_NAME, route_prefix=None)
+            self.handle = serve.run(worker.bind(plugins, self.board, max_model_bytes), name=APP_NAME, route_prefix=None)
         else:
             print(f"Using the Ray Serve deployment '{APP_NAME}' already running on the cluster (--ray-replicas is its own).",
                   file=sys.stderr)

@@ -104,6 +104,7 @@ class Registry:
         self.max_models = max_models
         self.max_bytes = max_bytes
         self._bytes: dict[str, int] = {}  # loaded model -> its model_bytes
+        self._loading: dict[str, threading.Lock] = {}  # model being loaded -> the lock its other callers wait on
         self.entries: dict[str, ModelEntry] = {}
         self.errors: list[PluginError] = []
         self.file_loaders: dict[str, tuple[str, FileLoader]] = {}  # suffix -> (plugin, loader)
@@ -231,25 +232,42 @@ class Registry:
             return f"failed: {e}"
 
     def get(self, name: str) -> LatentModel:
-        """The loaded model (loading it on first use). Raises RuntimeError with a plain message."""
+        """The loaded model (loading it on first use). Raises RuntimeError with a plain message.
+
+        A model loads under its own lock, not the registry's: a StyleGAN taking seconds to load must not hold up
+        other visitors' requests for models already loaded (a decoded map point, a model card's status)."""
         entry = self.entry(name)
         with self._lock:
-            if name not in self._models:
-                try:
-                    model = entry.load()
-                    self._load_errors.pop(name, None)
-                except Exception as e:
+            if name in self._models:
+                return self._use(name, self._models.pop(name))
+            loading = self._loading.setdefault(name, threading.Lock())
+        with loading:  # one load per model at a time: a second caller waits for the first's result
+            with self._lock:
+                if name in self._models:
+                    return self._use(name, self._models.pop(name))
+            try:
+                model = entry.load()
+            except Exception as e:
+                with self._lock:
                     self._load_errors[name] = str(e) or type(e).__name__
-                    raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
-                self._bytes[name] = model_bytes(model)
-            else:
-                model = self._models.pop(name)
-            self._models[name] = model  # most recently used last
-            while len(self._models) > 1 and self._over_budget():
-                oldest = next(iter(self._models))
-                self._models.pop(oldest)
-                self._bytes.pop(oldest, None)
-            return model
+                raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
+            size = model_bytes(model)
+            with self._lock:
+                self._load_errors.pop(name, None)
+                self._loading.pop(name, None)
+                if self.entries.get(name) is not entry:  # removed (its session ended) while it loaded: not kept
+                    return model
+                self._bytes[name] = size
+                return self._use(name, model)
+
+    def _use(self, name: str, model: LatentModel) -> LatentModel:
+        """(Under the lock) ``model`` becomes the most recently used; the least recently used beyond the budget go."""
+        self._models[name] = model
+        while len(self._models) > 1 and self._over_budget():
+            oldest = next(iter(self._models))
+            self._models.pop(oldest)
+            self._bytes.pop(oldest, None)
+        return model
 
     def loaded_bytes(self) -> int:
         """Parameters and buffers of the models loaded now (what ``max_bytes`` bounds)."""
