@@ -312,3 +312,23 @@ def test_the_reaper_hands_memory_back_after_sessions_end():
         assert "gone" not in ctx._caches
     finally:
         ctx.close()
+
+
+def test_a_batch_keeps_each_visitors_request_and_refuses_a_mismatch():
+    """Gradio hands a batch=True function only the first request; keep_batch_requests restores one per item."""
+    import asyncio
+
+    from demos import serving
+
+    class Blocks:  # Blocks.call_function's signature: the queue passes the batch's requests as ``requests``
+        async def call_function(self, block_fn, processed_input, iterator=None, requests=None, *args, **kwargs):
+            return serving.batch_requests(len(processed_input), "first only")
+
+    demo = Blocks()
+    serving.keep_batch_requests(demo)
+    assert asyncio.run(demo.call_function(None, [1, 2], None, ["alice", "bob"])) == ["alice", "bob"]
+    assert asyncio.run(demo.call_function(None, [1], None, ["alice"])) == ["alice"]
+    assert asyncio.run(demo.call_function(None, [1, 2], None, None)) == ["first only"] * 2  # not from the queue
+    with pytest.raises(RuntimeError, match="not decoded"):
+        asyncio.run(demo.call_function(None, [1, 2, 3], None, ["alice", "bob"]))
+    assert serving.batch_requests(2, "direct") == ["direct", "direct"]  # outside a call: nothing left behind
