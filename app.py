@@ -108,6 +108,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                    help="heavy jobs (projection, maps, Family) run at the same time (default: one per GPU, else one per 4 cores)")
     p.add_argument("--max-models", type=int, default=4,
                    help="loaded models kept in memory; the least recently used is freed first (default 4)")
+    p.add_argument("--max-model-memory", type=_memory_size, default="2GB", metavar="SIZE",
+                   help="loaded models' weights and buffers together, e.g. 2GB or 512MB; beyond it the least recently "
+                        "used are freed first (default 2GB)")
     p.add_argument("--models-dir", default=None, metavar="FOLDER",
                    help="the one server folder whose .pkl files visitors may add by name (default: uploads only)")
     p.add_argument("--allow-shared-uploads", action="store_true",
@@ -192,19 +195,30 @@ def make_executor(args: argparse.Namespace):
         return None
     from demos.ray_executor import RayExecutor
 
-    return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir)
+    return RayExecutor(args.ray, replicas=args.ray_replicas, plugins_dir=args.plugins_dir,
+                       max_model_bytes=getattr(args, "max_model_memory", None))
 
 
-def make_registry(plugins_dir: str | None, max_models: int | None = None):
+def _memory_size(text: str) -> int:
+    """argparse type of --max-model-memory: the plain sentence of ``parse_bytes`` as argparse's error."""
+    from plugins.registry import parse_bytes
+
+    try:
+        return parse_bytes(text)
+    except ValueError as e:
+        raise argparse.ArgumentTypeError(str(e)) from None
+
+
+def make_registry(plugins_dir: str | None, max_models: int | None = None, max_bytes: int | None = None):
     from plugins.registry import Registry
 
-    return Registry(max_models=max_models).discover(plugins_dir)
+    return Registry(max_models=max_models, max_bytes=max_bytes).discover(plugins_dir)
 
 
 def serve(args: argparse.Namespace) -> None:
     from demos.app import build_app, launch
 
-    registry = make_registry(args.plugins_dir, args.max_models)
+    registry = make_registry(args.plugins_dir, args.max_models, args.max_model_memory)
     for err in registry.errors:
         print(f"warning: plugin {err.plugin} failed to load: {err.message}", file=sys.stderr)
     idle = {} if args.idle_timeout is None else {"idle_s": args.idle_timeout}

@@ -1,6 +1,7 @@
 """Where heavy model work runs: one small interface, in-process by default.
 
-Projection, batched decoding (``generate``) and encoding go through an :class:`Executor`, so the app's
+Projection, batched decoding (``generate``), encoding, a model's map datasets (``dataset``) and the latent map's
+PCA / UMAP / t-SNE fit (``latent_map``) go through an :class:`Executor`, so the app's
 front-end (Gradio, sessions, files) and the model work can scale apart: :class:`LocalExecutor` runs them in
 this process; ``demos.ray_executor.RayExecutor`` runs them on a Ray Serve deployment of model replicas on
 other machines (GPUs). Models are named by their registry name (``model.card.name``), so only that name,
@@ -14,9 +15,12 @@ from __future__ import annotations
 from collections.abc import Callable, Iterator
 from typing import Protocol, runtime_checkable
 
+import numpy as np
 import torch
 
 from core import projection
+from core.datasets import LatentDataset
+from core.latent_map import LatentMap, reduce
 from core.model import LatentModel
 from core.projection import ProjectionConfig, ProjectionEvent
 
@@ -39,6 +43,15 @@ class Executor(Protocol):
         """``LatentModel.encode_batched``: latents on the CPU (models with an encoder)."""
         ...
 
+    def dataset(self, model: LatentModel, name: str) -> LatentDataset:
+        """``model.datasets()[name]()``: a labelled latent set for the map (building it may encode images);
+        a KeyError for a name the model does not offer."""
+        ...
+
+    def latent_map(self, latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 0) -> LatentMap:
+        """``core.latent_map.reduce``: the PCA / UMAP / t-SNE fit of a dataset's latents (seconds to a minute)."""
+        ...
+
     def close(self) -> None:
         """Release what the executor holds (connections, deployments)."""
         ...
@@ -56,6 +69,15 @@ class LocalExecutor:
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
         return model.encode_batched(images, space)
+
+    def dataset(self, model: LatentModel, name: str) -> LatentDataset:
+        makers = model.datasets()
+        if name not in makers:
+            raise KeyError(f"{model.card.title} has no dataset '{name}'.")
+        return makers[name]()
+
+    def latent_map(self, latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 0) -> LatentMap:
+        return reduce(latents, method, dims, seed)
 
     def close(self) -> None:
         pass

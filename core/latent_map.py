@@ -12,6 +12,7 @@ from __future__ import annotations
 import hashlib
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -127,9 +128,11 @@ class MapCache:
     """(model, dataset, method, dims) -> LatentMap, in memory (the ``max_items`` most recently used: a fitted
     reducer can hold a copy of the data) and (coordinates only) on disk."""
 
-    def __init__(self, folder: str | Path | None = None, max_items: int = 8) -> None:
+    def __init__(self, folder: str | Path | None = None, max_items: int = 8,
+                 fit: Callable[[np.ndarray, str, int, int], LatentMap] | None = None) -> None:
         self.folder = Path(folder) if folder else None
         self.max_items = max(1, int(max_items))
+        self.fit = fit or reduce  # where a map not cached is computed (an Executor's ``latent_map``: maybe remote)
         self._mem: dict[tuple, LatentMap] = {}
         self._lock = threading.Lock()
 
@@ -146,7 +149,7 @@ class MapCache:
             with np.load(disk, allow_pickle=False) as z:
                 m = LatentMap(z["coords"], method, dims, float(z["seconds"]), {}, None, cached=True)
         else:
-            m = reduce(latents, method, dims, seed)
+            m = self.fit(latents, method, dims, seed)
             if disk is not None and slow:
                 disk.parent.mkdir(parents=True, exist_ok=True)
                 tmp = disk.with_suffix(".tmp.npz")

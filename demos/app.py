@@ -71,6 +71,7 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
             block_fn.fn = user_errors(block_fn.fn)
     demo.queue(default_concurrency_limit=heavy, max_size=serving.QUEUE_SIZE)
     serving.plain_queue_full(demo)
+    serving.keep_batch_requests(demo)  # batch=True events (map clicks) save each visitor's output in their own session
     demo.latent_lab = ctx  # tests and the CLI reach the context through the app
     return demo
 

@@ -33,6 +33,7 @@ from plugins.registry import Registry
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
 LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
+DECODE = "decode"  # batched decoding (map clicks, batch=True): requests queued meanwhile go into one generate call
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -258,11 +259,11 @@ class AppContext:
             if key in self._datasets:
                 self._datasets[key] = self._datasets.pop(key)  # most recently used last
                 return self._datasets[key]
-        makers = self.model(name).datasets()
-        if dataset not in makers:
+        model = self.model(name)
+        if dataset not in model.datasets():
             raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
         try:
-            value = makers[dataset]()
+            value = self.executor.dataset(model, dataset)  # encoding a dataset is model work (maybe on a replica)
         except (OSError, ValueError, RuntimeError) as e:
             raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
         with self._lock:
@@ -278,7 +279,7 @@ class AppContext:
             from core.latent_map import MapCache
             from core.paths import cache_dir
 
-            self._maps = MapCache(cache_dir("maps"))
+            self._maps = MapCache(cache_dir("maps"), fit=self.executor.latent_map)  # fitted where heavy work runs
         return self._maps
 
     # ----- models --------------------------------------------------------------------

@@ -5,13 +5,15 @@ Handlers are top-level functions of plain values (tests call them directly); ``b
 
 from __future__ import annotations
 
+import contextlib
 import types
+from collections.abc import Iterator
 from typing import Any
 
 import gradio as gr
 import numpy as np
 
-from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
+from demos.common import DECODE, HEAVY, AppContext, ImageUpload, caption, model_panel
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
 from demos.wiring import bind
@@ -133,16 +135,68 @@ def decode_point(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by:
     return _decode_latent(ctx, name, data.latents[i : i + 1], data.space, request), f"Point #{i} ({labels}).\n\n_{caption(ctx, name)}_", i
 
 
-def on_click(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, value: str | None,
-             request: gr.Request | None = None):
-    """The plot's click bridge sends "index:timestamp" (the timestamp makes a second click on a point a change)."""
-    if not value:
-        return gr.update(), gr.update(), gr.update()
+MAX_CLICK_BATCH = 16  # map clicks decoded in one batch (Gradio batch=True): other visitors' clicks queued meanwhile
+
+
+def decode_clicks(ctx: AppContext, names: list[str], dss: list[str], hows: list[str], dims: list[int], bys: list[str | None],
+                  values: list[str | None], request: gr.Request | None = None) -> list[list]:
+    """The plot's clicks, for a batch of visitors (Gradio ``batch=True``: one list per input; each item's request
+    from ``demos.serving.batch_requests``). The click bridge sends "index:timestamp" (the timestamp makes a second click
+    on a point a change). The points of one model and space are decoded by one ``generate`` call, each image saved
+    in its own visitor's session folder.
+
+    Why: decoding is most of a click's cost (a StyleGAN synthesis, a diffusion model's sampling loop), and a GPU
+    decodes 16 latents in about the time of one. A batch succeeds or fails as a whole in Gradio, so one visitor's
+    bad click is answered in that visitor's text (the image left as it was), not as an error for everyone.
+    Returns the three output lists (image, text, point number).
+    """
+    import torch
+
+    from core.images import to_pil
+    from demos.serving import batch_requests
+
+    requests = batch_requests(len(values), request)  # Gradio hands a batch function only the first visitor's request
+    out: list[list] = [[gr.update()] * len(values), [gr.update()] * len(values), [gr.update()] * len(values)]
+    groups: dict[tuple[str, str], list[tuple[int, int, object]]] = {}  # (model, space) -> [(item, point, dataset)]
+    for k, (name, ds, value, req) in enumerate(zip(names, dss, values, requests, strict=True)):
+        if not value:
+            continue
+        try:
+            with _as_request(req):
+                i = int(str(value).split(":")[0])
+                data = ctx.dataset(name, ds)
+                if not 0 <= i < len(data):
+                    raise gr.Error(f"Choose a point number between 0 and {len(data) - 1}.")
+                ctx.model(name)  # this visitor may use it (a private upload is its uploader's only)
+            groups.setdefault((name, data.space), []).append((k, i, data))
+        except (gr.Error, ValueError) as e:
+            out[1][k] = f"**{e.message if isinstance(e, gr.Error) else 'That click did not name a point.'}**"
+    for (name, space), items in groups.items():
+        try:
+            latents = torch.as_tensor(np.concatenate([data.latents[i : i + 1] for _, i, data in items]))
+            images = to_pil(ctx.executor.generate(ctx.registry.get(name), latents, space))
+            for (k, i, data), img in zip(items, images, strict=True):
+                labels = ", ".join(f"{key}: {v[i]}" for key, v in data.labels.items())
+                out[0][k] = ctx.save_image(requests[k], img, "decoded", min_side=256)
+                out[1][k] = f"Point #{i} ({labels}).\n\n_{caption(ctx, name)}_"
+                out[2][k] = i
+        except (gr.Error, ValueError, RuntimeError) as e:
+            for k, _, _ in items:
+                out[1][k] = f"**{e.message if isinstance(e, gr.Error) else e}**"
+    return out
+
+
+@contextlib.contextmanager
+def _as_request(request: gr.Request | None) -> Iterator[None]:
+    """Run the enclosed code as ``request``'s event (a batch runs with a list of requests; ownership checks that
+    look up the current request need the item's own)."""
+    from gradio.context import LocalContext
+
+    token = LocalContext.request.set(request)
     try:
-        i = int(str(value).split(":")[0])
-    except ValueError as e:
-        raise gr.Error("That click did not name a point.") from e
-    return decode_point(ctx, name, ds, how, n_dims, by, i, request)
+        yield
+    finally:
+        LocalContext.request.reset(token)
 
 
 def decode_coords(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, xv: float, yv: float,
@@ -227,8 +281,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
           show_progress="hidden")
     dataset.change(bind(label_choices, ctx), [model, dataset], colour, api_name="map_labels", show_progress="hidden")
     run.click(bind(show_map, ctx), common, [plot, info], api_name="map", concurrency_id=HEAVY)
-    click.change(bind(on_click, ctx), [*common, click], [decoded, decoded_info, index], api_name="map_click",
-                 show_progress="hidden")
+    # Batched: clicks of many visitors queued while a batch decodes go into the next one (demos/serving.py, DECODE).
+    click.change(bind(decode_clicks, ctx), [*common, click], [decoded, decoded_info, index], api_name="map_click",
+                 show_progress="hidden", batch=True, max_batch_size=MAX_CLICK_BATCH, concurrency_id=DECODE)
     decode_index.click(bind(decode_point, ctx), [*common, index], [decoded, decoded_info, index], api_name="map_decode_point")
     decode_xy.click(bind(decode_coords, ctx), [*common, x, y, zc], [decoded, decoded_info], api_name="map_decode_xy")
     find.click(bind(find_neighbours, ctx), [*common, query, k, steps], [neighbours, plot], api_name="map_neighbours",

@@ -1,7 +1,7 @@
 """Heavy model work on a Ray Serve deployment: ``python app.py --ray ADDRESS --ray-replicas N``.
 
 :class:`RayExecutor` implements ``core.executor.Executor``: the front-end (Gradio, sessions, files) stays in
-this process, and projection, decoding and encoding run on N replicas of one Ray Serve deployment
+this process, and projection, decoding, encoding and the latent map's datasets and fits run on N replicas of one Ray Serve deployment
 (``ModelWorker``), one GPU each when the cluster has GPUs. Replicas load models by registry name through the
 same plugins, so only a model name, latents, target tensors and a ``ProjectionConfig`` go out, and events,
 latents and images come back. Decoding requests from many users are grouped by ``@serve.batch``.
@@ -18,19 +18,25 @@ Models the replicas do not have (a ``.pkl`` a visitor uploaded to this front-end
 
 from __future__ import annotations
 
+import dataclasses
 import os
 import sys
+import threading
 import uuid
 from collections.abc import Callable, Iterator
 from pathlib import Path
 
+import numpy as np
 import torch
 
+from core.datasets import LatentDataset
 from core.executor import LOCAL
+from core.latent_map import LatentMap
 from core.model import LatentModel
 from core.projection import ProjectionConfig, ProjectionEvent
 
 APP_NAME = "latent_lab_models"
+MAX_DATASETS = 4  # map datasets a replica keeps (least recently built dropped first), like the front-end's
 ROOT = Path(__file__).resolve().parent.parent  # the project, which replicas import (same path on every node)
 
 
@@ -68,13 +74,15 @@ def _worker_class():
     class ModelWorker:
         """One replica: a plugin registry of its own; models loaded by name on first use."""
 
-        def __init__(self, plugins_dir: str | None, board) -> None:
+        def __init__(self, plugins_dir: str | None, board, max_bytes: int | None = None) -> None:
             from plugins.registry import Registry
 
             torch.set_num_threads(max(1, int(os.environ.get("OMP_NUM_THREADS", "1"))))
-            self.registry = Registry().discover(plugins_dir)
+            self.registry = Registry(max_bytes=max_bytes).discover(plugins_dir)  # the front-end's --max-model-memory
             self.board = board
             self.largest_batch = 0  # decode requests grouped into one call by @serve.batch (bench.ray_executor)
+            self.datasets: dict[tuple[str, str], LatentDataset] = {}  # the map's datasets built here (MAX_DATASETS)
+            self.datasets_lock = threading.Lock()
 
         def stats(self) -> dict:
             from core.device import get_device
@@ -96,6 +104,29 @@ def _worker_class():
 
         def encode(self, name: str, images: torch.Tensor, space: str) -> torch.Tensor:
             return LOCAL.encode(self.registry.get(name).at_size(*images.shape[-2:]), images, space)
+
+        # ----- latent map: datasets (kept here, their images read on demand) and fits -----
+        async def dataset(self, name: str, ds: str) -> tuple[LatentDataset, bool]:
+            """The dataset without its image reader (a closure: it stays here) and whether it has images."""
+            data = await asyncio.to_thread(self._dataset, name, ds)
+            return dataclasses.replace(data, images=None), data.images is not None
+
+        def dataset_images(self, name: str, ds: str, idx: np.ndarray) -> torch.Tensor:
+            return self._dataset(name, ds).images(np.asarray(idx))
+
+        def _dataset(self, name: str, ds: str) -> LatentDataset:
+            with self.datasets_lock:
+                if (name, ds) in self.datasets:
+                    return self.datasets[name, ds]
+            data = LOCAL.dataset(self.registry.get(name), ds)
+            with self.datasets_lock:
+                self.datasets[name, ds] = data
+                while len(self.datasets) > MAX_DATASETS:
+                    self.datasets.pop(next(iter(self.datasets)))
+            return data
+
+        async def latent_map(self, latents: np.ndarray, method: str, dims: int, seed: int) -> LatentMap:
+            return await asyncio.to_thread(LOCAL.latent_map, latents, method, dims, seed)
 
         async def generate(self, name: str, latents: torch.Tensor, space: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
             """``shape``: the (H, W) a resizable model (a VAE) decodes at; None: the model's own size."""
@@ -155,10 +186,12 @@ class RayExecutor:
     ``address``: ``auto`` (the cluster this machine belongs to, ``ray start``), ``ray://HEAD:10001`` (Ray Client),
     ``local`` (start a Ray on this machine), or a Ray already initialised by the caller (tests) is used as it is.
     ``num_gpus`` per replica defaults to 1 when the cluster has GPUs, else 0; ``num_cpus`` to 1.
+    ``max_model_bytes``: each replica's budget for loaded models (``Registry.max_bytes``; None: no limit).
     """
 
     def __init__(self, address: str = "auto", replicas: int = 1, plugins_dir: str | None = None,
-                 num_cpus: float | None = None, num_gpus: float | None = None) -> None:
+                 num_cpus: float | None = None, num_gpus: float | None = None,
+                 max_model_bytes: int | None = None) -> None:
         if replicas < 1:
             raise ValueError(f"--ray-replicas must be at least 1, got {replicas}.")
         ray, serve = _ray()
@@ -183,7 +216,7 @@ class RayExecutor:
             worker = serve.deployment(_worker_class(), name="ModelWorker", num_replicas=replicas, max_ongoing_requests=8,
                                       ray_actor_options={"num_cpus": 1 if num_cpus is None else num_cpus, "num_gpus": num_gpus})
             plugins = str(Path(plugins_dir).resolve()) if plugins_dir else None
-            self.handle = serve.run(worker.bind(plugins, self.board), name=APP_NAME, route_prefix=None)
+            self.handle = serve.run(worker.bind(plugins, self.board, max_model_bytes), name=APP_NAME, route_prefix=None)
         else:
             print(f"Using the Ray Serve deployment '{APP_NAME}' already running on the cluster (--ray-replicas is its own).",
                   file=sys.stderr)
@@ -233,6 +266,20 @@ class RayExecutor:
         if name is None:
             return LOCAL.encode(model, images, space)
         return _result(self.handle.encode.remote(name, images.detach().cpu(), model.check_space(space)))
+
+    def dataset(self, model: LatentModel, name: str) -> LatentDataset:
+        """Built on a replica; its real images (if any) are fetched from there when the map shows neighbours."""
+        model_name = self._name(model)
+        if model_name is None:
+            return LOCAL.dataset(model, name)
+        data, has_images = _result(self.handle.dataset.remote(model_name, name))
+        if has_images:
+            handle = self.handle
+            data.images = lambda idx: _result(handle.dataset_images.remote(model_name, name, np.asarray(idx)))
+        return data
+
+    def latent_map(self, latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 0) -> LatentMap:
+        return _result(self.handle.latent_map.remote(np.asarray(latents, dtype=np.float32), method, int(dims), int(seed)))
 
     def close(self) -> None:
         """Remove the deployment if this executor made it (and stop Ray if it started it); safe to call twice."""

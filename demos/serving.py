@@ -17,6 +17,7 @@ import gc
 import inspect
 import os
 from collections.abc import Callable
+from contextvars import ContextVar
 
 import gradio as gr
 
@@ -145,6 +146,37 @@ def plain_queue_full(demo: gr.Blocks) -> None:
         return ok, detail, state
 
     queue.push = polite_push
+
+
+_BATCH_REQUESTS: ContextVar[list | None] = ContextVar("latent_lab_batch_requests", default=None)
+
+
+def keep_batch_requests(demo: gr.Blocks) -> None:
+    """Gradio's queue gathers one request per visitor for a ``batch=True`` event but hands the function only the
+    first (``Blocks.call_function``); without the rest every visitor's output would be saved in the first visitor's
+    session. This keeps the whole list, in the batch's order, for :func:`batch_requests`."""
+    call = demo.call_function
+
+    async def call_function(block_fn, processed_input, iterator=None, requests=None, *args, **kwargs):
+        token = _BATCH_REQUESTS.set(list(requests) if isinstance(requests, list) else None)
+        try:
+            return await call(block_fn, processed_input, iterator, requests, *args, **kwargs)
+        finally:
+            _BATCH_REQUESTS.reset(token)
+
+    demo.call_function = call_function
+
+
+def batch_requests(n: int, request: gr.Request | None) -> list[gr.Request | None]:
+    """The request of each of a batch's ``n`` items: from the queue's list (``keep_batch_requests``), else
+    ``request`` for all (a direct call, or a batch of one). A list of another length is refused: a visitor's
+    output must never be filed under someone else's session."""
+    requests = _BATCH_REQUESTS.get()
+    if requests is None or (n == 1 and len(requests) == 1):
+        return [requests[0] if requests else request] * n
+    if len(requests) != n:
+        raise RuntimeError(f"A batch of {n} requests arrived with {len(requests)} sessions; not decoded.")
+    return requests
 
 
 def _libc():

@@ -35,13 +35,45 @@ from typing import TYPE_CHECKING, Any
 from core.losses import register_loss
 from plugins.contract import FOLDER, FileLoader, ModelEntry
 
-__all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError"]
+__all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError", "model_bytes", "parse_bytes"]
 
 if TYPE_CHECKING:
     from core.model import LatentModel
 
 ENTRY_POINT_GROUP = "latent_lab.plugins"
 BUILTIN_FIRST = ("small_ae", "stylegan")  # listed first (the tabs' defaults); other built-in plugins follow by name
+DEFAULT_MAX_BYTES = 2 * 1024**3  # --max-model-memory's default: 2 GiB of loaded weights (README, "Bounded memory")
+_UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3, "t": 1024**4, "tb": 1024**4}
+
+
+def parse_bytes(text: str | int) -> int:
+    """"2GB", "512mb", "1.5g" or a plain number of bytes -> bytes (binary units: 1 GB = 1024**3); ValueError otherwise."""
+    if isinstance(text, int):
+        value, unit = float(text), ""
+    else:
+        match = re.fullmatch(r"\s*(\d+(?:\.\d+)?)\s*([a-zA-Z]*)\s*", str(text))
+        if match is None or match.group(2).lower() not in _UNITS:
+            raise ValueError(f"A memory size is a number with an optional unit (e.g. 2GB, 512MB), not '{text}'.")
+        value, unit = float(match.group(1)), match.group(2).lower()
+    size = int(value * _UNITS[unit])
+    if size < 1:
+        raise ValueError(f"A memory budget must be more than 0 bytes, got '{text}'.")
+    return size
+
+
+def model_bytes(model: LatentModel) -> int:
+    """Bytes held by a model's parameters and buffers (each tensor counted once, shared ones too): what freeing
+    the model hands back, give or take caches a backend keeps outside its modules."""
+    seen: set[tuple[int, int]] = set()
+    total = 0
+    for module in model.modules():
+        for t in (*module.parameters(), *module.buffers()):
+            key = (t.untyped_storage().data_ptr(), t.device.index or 0) if t.numel() else (id(t), -1)
+            if key in seen:
+                continue
+            seen.add(key)
+            total += t.untyped_storage().nbytes() if t.numel() else 0
+    return total
 
 
 @dataclass
@@ -59,13 +91,20 @@ class UnknownModelError(KeyError):
 
 
 class Registry:
-    """``max_models``: loaded models kept in memory at once (least recently used freed first; None: no limit).
+    """``max_models``: loaded models kept in memory at once; ``max_bytes``: their parameters and buffers together
+    (``model_bytes``, counted when loaded). Beyond either, the least recently used are freed first, never the one
+    being handed out (so a model larger than the whole budget still loads, alone). None: no limit.
     A job still using a freed model keeps it until it ends; the next use loads it again."""
 
-    def __init__(self, max_models: int | None = None) -> None:
+    def __init__(self, max_models: int | None = None, max_bytes: int | None = None) -> None:
         if max_models is not None and max_models < 1:
             raise ValueError(f"--max-models must be 1 or more, got {max_models}.")
+        if max_bytes is not None and max_bytes < 1:
+            raise ValueError(f"--max-model-memory must be more than 0 bytes, got {max_bytes}.")
         self.max_models = max_models
+        self.max_bytes = max_bytes
+        self._bytes: dict[str, int] = {}  # loaded model -> its model_bytes
+        self._loading: dict[str, threading.Lock] = {}  # model being loaded -> the lock its other callers wait on
         self.entries: dict[str, ModelEntry] = {}
         self.errors: list[PluginError] = []
         self.file_loaders: dict[str, tuple[str, FileLoader]] = {}  # suffix -> (plugin, loader)
@@ -149,6 +188,7 @@ class Registry:
         """Forget a model and free it if loaded (a session's private upload, when the session ends)."""
         with self._lock:
             self._models.pop(name, None)
+            self._bytes.pop(name, None)
             self.entries.pop(name, None)
 
     def loader_key(self, path: str | Path) -> str | None:
@@ -192,22 +232,52 @@ class Registry:
             return f"failed: {e}"
 
     def get(self, name: str) -> LatentModel:
-        """The loaded model (loading it on first use). Raises RuntimeError with a plain message."""
+        """The loaded model (loading it on first use). Raises RuntimeError with a plain message.
+
+        A model loads under its own lock, not the registry's: a StyleGAN taking seconds to load must not hold up
+        other visitors' requests for models already loaded (a decoded map point, a model card's status)."""
         entry = self.entry(name)
         with self._lock:
-            if name not in self._models:
-                try:
-                    model = entry.load()
-                    self._load_errors.pop(name, None)
-                except Exception as e:
+            if name in self._models:
+                return self._use(name, self._models.pop(name))
+            loading = self._loading.setdefault(name, threading.Lock())
+        with loading:  # one load per model at a time: a second caller waits for the first's result
+            with self._lock:
+                if name in self._models:
+                    return self._use(name, self._models.pop(name))
+            try:
+                model = entry.load()
+            except Exception as e:
+                with self._lock:
                     self._load_errors[name] = str(e) or type(e).__name__
-                    raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
-            else:
-                model = self._models.pop(name)
-            self._models[name] = model  # most recently used last
-            while self.max_models is not None and len(self._models) > self.max_models:
-                self._models.pop(next(iter(self._models)))
-            return model
+                raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
+            size = model_bytes(model)
+            with self._lock:
+                self._load_errors.pop(name, None)
+                self._loading.pop(name, None)
+                if self.entries.get(name) is not entry:  # removed (its session ended) while it loaded: not kept
+                    return model
+                self._bytes[name] = size
+                return self._use(name, model)
+
+    def _use(self, name: str, model: LatentModel) -> LatentModel:
+        """(Under the lock) ``model`` becomes the most recently used; the least recently used beyond the budget go."""
+        self._models[name] = model
+        while len(self._models) > 1 and self._over_budget():
+            oldest = next(iter(self._models))
+            self._models.pop(oldest)
+            self._bytes.pop(oldest, None)
+        return model
+
+    def loaded_bytes(self) -> int:
+        """Parameters and buffers of the models loaded now (what ``max_bytes`` bounds)."""
+        with self._lock:
+            return sum(self._bytes.values())
+
+    def _over_budget(self) -> bool:
+        if self.max_models is not None and len(self._models) > self.max_models:
+            return True
+        return self.max_bytes is not None and sum(self._bytes.values()) > self.max_bytes
 
 
 def _import_path(name: str, path: Path) -> Any:

@@ -158,6 +158,51 @@ def test_latent_map_flow(client, digit_png):
     assert "between 0 and" in app_error(lambda: client.predict(DIGITS, ds, "pca", 2, colour, 10**6, api_name="/map_decode_point"))
 
 
+def test_concurrent_map_clicks_are_batched_and_each_visitor_gets_their_own_point(app, client, monkeypatch):
+    """/map_click is batch=True: clicks queued while a decode runs go into one generate call (mixed models grouped),
+    and each visitor gets their own point, in a file of their own session (another's would be a 404 to them)."""
+    import threading
+    import time
+
+    import torch
+
+    from core.images import enlarge, to_pil
+
+    ctx = app[0].latent_lab
+    sizes, started, release = [], threading.Event(), threading.Event()
+    generate = ctx.executor.generate
+
+    def held(model, latents, space=None):
+        sizes.append(len(latents))
+        started.set()
+        release.wait(60)  # the first decode is held until the others have queued behind it
+        return generate(model, latents, space)
+
+    monkeypatch.setattr(ctx.executor, "generate", held)
+    other = Client(app[0].local_url, verbose=False)
+    try:
+        ds_d = client.predict(DIGITS, api_name="/map_datasets")[0]["value"]
+        ds_f = other.predict(FACES, api_name="/map_datasets")[0]["value"]
+        jobs = [(client, DIGITS, ds_d, 4), (other, FACES, ds_f, 6), (client, DIGITS, ds_d, 9), (other, DIGITS, ds_d, 2)]
+        pending = [jobs[0][0].submit(DIGITS, ds_d, "pca", 2, None, "4:0", api_name="/map_click")]
+        assert started.wait(60)
+        pending += [c.submit(name, ds, "pca", 2, None, f"{i}:{k}", api_name="/map_click") for k, (c, name, ds, i) in enumerate(jobs[1:])]
+        deadline = time.monotonic() + 60
+        while len(app[0]._queue) < 3 and time.monotonic() < deadline:  # the three clicks wait in the queue
+            time.sleep(0.05)
+        release.set()
+        for (_, name, ds, i), job in zip(jobs, pending, strict=True):
+            img, text, idx = job.result(timeout=120)  # the client downloads the image: another session's is a 404
+            assert idx == i and f"Point #{i}" in text
+            data = ctx.dataset(name, ds)
+            expected = enlarge(to_pil(ctx.registry.get(name).generate(torch.as_tensor(data.latents[i : i + 1]), data.space))[0], 256)
+            assert np.abs(np.asarray(Image.open(img), dtype=int) - np.asarray(expected, dtype=int)).max() <= 1
+        assert sizes[0] == 1 and sorted(sizes[1:]) == [1, 2]  # then one batch: faces alone, the two digits together
+    finally:
+        release.set()
+        other.close()
+
+
 # ----- models tab ---------------------------------------------------------------------------------
 def test_models_table_lists_everything(client):
     table, errors = client.predict(api_name="/models")

@@ -111,6 +111,68 @@ def test_map_handlers_refuse_unknown_colour_and_dimensions(ctx):
     assert i == 3 and "Point #3" in text and Image.open(img).size[0] >= 8
 
 
+def test_the_map_builds_its_dataset_and_fits_its_reduction_through_the_executor(ctx):
+    """Heavy map work goes where the app's executor runs it (a Ray replica with --ray), not in the front-end."""
+    from core.executor import LocalExecutor
+    from core.latent_map import reduce
+    from demos.common import AppContext
+    from demos.latent_map import show_map
+
+    calls = []
+
+    class Recording(LocalExecutor):
+        def dataset(self, model, name):
+            calls.append(("dataset", model.card.name, name))
+            return super().dataset(model, name)
+
+        def latent_map(self, latents, method="pca", dims=2, seed=0):
+            calls.append(("latent_map", len(latents), method, dims))
+            return super().latent_map(latents, method, dims, seed)
+
+    mine = AppContext(ctx.registry, executor=Recording())
+    ds = "training data (encoded)"
+    fig, info = show_map(mine, DIGITS, ds, "pca", 3, None)
+    n = len(mine.dataset(DIGITS, ds))
+    assert calls == [("dataset", DIGITS, ds), ("latent_map", n, "pca", 3)] and f"{n} points" in info
+    expected = reduce(mine.dataset(DIGITS, ds).latents, "pca", 3).coords
+    shown = np.stack([np.concatenate([np.asarray(t[a]) for t in fig.data]) for a in "xyz"], 1)
+    assert np.allclose(np.sort(shown, 0), np.sort(expected, 0), atol=1e-4)
+    show_map(mine, DIGITS, ds, "pca", 3, None)
+    assert len(calls) == 2  # dataset and map both cached: no second trip to the executor
+    with pytest.raises(KeyError, match="no dataset"):
+        mine.executor.dataset(mine.model(DIGITS), "nope")
+
+
+def test_a_batch_of_clicks_decodes_each_model_once_and_answers_each_visitor(ctx):
+    """Gradio batch=True hands the click handler lists; mixed models are grouped, bad clicks answered alone."""
+    from core.executor import LocalExecutor
+    from demos.common import AppContext
+    from demos.latent_map import decode_clicks, decode_point
+
+    generated = []
+
+    class Recording(LocalExecutor):
+        def generate(self, model, latents, space=None):
+            generated.append((model.card.name, len(latents)))
+            return super().generate(model, latents, space)
+
+    mine = AppContext(ctx.registry, executor=Recording())
+    ds_d, ds_f = "training data (encoded)", next(iter(mine.model(FACES).datasets()))
+    names = [DIGITS, FACES, DIGITS, DIGITS, DIGITS, FACES]
+    dss = [ds_d, ds_f, ds_d, ds_d, ds_d, ds_f]
+    values = ["3:1", "2:1", "7:2", "x:3", "999999:4", None]
+    n = len(values)
+    images, texts, points = decode_clicks(mine, names, dss, ["pca"] * n, [2] * n, [None] * n, values)
+    assert sorted(generated) == [(DIGITS, 2), (FACES, 1)]  # one generate call per model, not one per click
+    for k, (name, ds, i) in enumerate([(DIGITS, ds_d, 3), (FACES, ds_f, 2), (DIGITS, ds_d, 7)]):
+        img, text, idx = decode_point(ctx, name, ds, "pca", 2, None, i)
+        assert points[k] == idx == i and texts[k] == text
+        assert np.abs(np.asarray(Image.open(images[k]), int) - np.asarray(Image.open(img), int)).max() <= 1
+    assert "did not name a point" in texts[3] and "between 0 and" in texts[4]
+    assert all(isinstance(out[k], dict) for out in (images, points) for k in (3, 4, 5))  # left as they were
+    assert isinstance(texts[5], dict)
+
+
 def test_dimensions_are_documented_and_accepted_as_numbers():
     from demos.latent_map import DimsRadio
 

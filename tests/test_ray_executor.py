@@ -67,7 +67,7 @@ def remote_only(monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("heavy work ran in-process, not on the Ray replicas")
 
-    for method in ("project", "generate", "encode"):
+    for method in ("project", "generate", "encode", "dataset", "latent_map"):
         monkeypatch.setattr(LocalExecutor, method, refuse)
 
 
@@ -137,7 +137,7 @@ def test_interpolation_from_seeds_through_ray_matches_in_process(app, client, re
     assert all(np.abs(f - e).max() <= 1 for f, e in zip(frames, expected, strict=True))
 
 
-def test_decode_point_through_ray_matches_in_process(app, client, remote_only):
+def test_map_and_decode_point_through_ray_match_in_process(app, client, remote_only):
     from core.images import enlarge, to_pil
 
     update, _ = client.predict(DIGITS, api_name="/map_datasets")
@@ -145,6 +145,8 @@ def test_decode_point_through_ray_matches_in_process(app, client, remote_only):
     colour = client.predict(DIGITS, ds, api_name="/map_labels")["value"]
     img, text, idx = client.predict(DIGITS, ds, "pca", 2, colour, 5, api_name="/map_decode_point")
     assert idx == 5 and "Point #5" in text
+    _, info = client.predict(DIGITS, ds, "umap", 2, colour, api_name="/map")  # dataset and fit on a replica
+    assert f"{len(app.latent_lab.dataset(DIGITS, ds))} points" in info
     data = app.latent_lab.dataset(DIGITS, ds)
     expected = enlarge(to_pil(_model(app).generate(torch.as_tensor(data.latents[5:6]), data.space))[0], 256)
     assert np.abs(np.asarray(Image.open(img), dtype=int) - np.asarray(expected, dtype=int)).max() <= 1

@@ -200,3 +200,35 @@ def test_readme_plugin_example_works(tmp_path):
     x = model.decode(z)
     assert x.shape == (4, model.channels, model.image_size, model.image_size)
     assert torch.allclose(model.encode(x), z, atol=1e-4)  # its encoder inverts its decoder
+
+
+def test_a_slow_load_holds_up_neither_other_models_nor_loads_twice():
+    """A model loads under its own lock: others are served meanwhile, and two callers of it share one load."""
+    import threading
+
+    from core.card import ModelCard
+    from tests.toy import ToyLinear
+
+    gate, loads = threading.Event(), []
+
+    def slow():
+        loads.append(1)
+        assert gate.wait(30)
+        return ToyLinear()
+
+    reg = Registry()
+    reg.add(ModelEntry(card=ModelCard("t/slow", "Slow", "d", "nothing", 8, "MIT", "tests"), load=slow))
+    reg.add(ModelEntry(card=ModelCard("t/fast", "Fast", "d", "nothing", 8, "MIT", "tests"), load=ToyLinear))
+    fast = reg.get("t/fast")
+    got = []
+    callers = [threading.Thread(target=lambda: got.append(reg.get("t/slow"))) for _ in range(2)]
+    for t in callers:
+        t.start()
+    while not loads:
+        threading.Event().wait(0.01)
+    assert reg.get("t/fast") is fast  # answered while t/slow is still loading
+    assert reg.status("t/slow") != "loaded"
+    gate.set()
+    for t in callers:
+        t.join(30)
+    assert len(loads) == 1 and len(got) == 2 and got[0] is got[1] is reg.get("t/slow")

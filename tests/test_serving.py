@@ -205,6 +205,39 @@ def test_the_registry_keeps_at_most_max_models_loaded():
         Registry(max_models=0)
 
 
+def test_a_byte_budget_frees_the_least_recently_used_models_but_never_the_one_returned():
+    from plugins.registry import Registry, model_bytes, parse_bytes
+
+    sizes = {}
+    probe = Registry().discover(None, use_entry_points=False)
+    for name in (DIGITS, "small_ae/faces"):
+        m = probe.get(name)
+        sizes[name] = sum(p.numel() * p.element_size() for mod in m.modules() for p in (*mod.parameters(), *mod.buffers()))
+        assert model_bytes(m) == sizes[name] > 0
+    assert probe.loaded_bytes() == sum(sizes.values())
+
+    # Room for the faces model, not for both: loading one frees the other.
+    reg = Registry(max_bytes=max(sizes.values()) + 1).discover(None, use_entry_points=False)
+    reg.get(DIGITS)
+    reg.get("small_ae/faces")
+    assert reg.status("small_ae/faces") == "loaded" and reg.status(DIGITS) != "loaded"
+    assert reg.loaded_bytes() == sizes["small_ae/faces"]
+    # A budget smaller than any model: the model asked for still loads, alone.
+    tiny = Registry(max_bytes=1).discover(None, use_entry_points=False)
+    assert tiny.get(DIGITS) is tiny.get(DIGITS)
+    tiny.get("small_ae/faces")
+    assert [n for n in (DIGITS, "small_ae/faces") if tiny.status(n) == "loaded"] == ["small_ae/faces"]
+    # Both fit: both stay.
+    roomy = Registry(max_bytes=sum(sizes.values())).discover(None, use_entry_points=False)
+    roomy.get(DIGITS), roomy.get("small_ae/faces")
+    assert roomy.status(DIGITS) == roomy.status("small_ae/faces") == "loaded"
+
+    assert parse_bytes("2GB") == 2 * 1024**3 and parse_bytes("512 mb") == 512 * 1024**2 and parse_bytes("1.5k") == 1536
+    for bad in ("lots", "2 parsecs", "0"):
+        with pytest.raises(ValueError, match="memory"):
+            parse_bytes(bad)
+
+
 def test_dataset_and_map_caches_drop_the_least_recently_used():
     from core.latent_map import MapCache
     from demos.common import AppContext
@@ -279,3 +312,23 @@ def test_the_reaper_hands_memory_back_after_sessions_end():
         assert "gone" not in ctx._caches
     finally:
         ctx.close()
+
+
+def test_a_batch_keeps_each_visitors_request_and_refuses_a_mismatch():
+    """Gradio hands a batch=True function only the first request; keep_batch_requests restores one per item."""
+    import asyncio
+
+    from demos import serving
+
+    class Blocks:  # Blocks.call_function's signature: the queue passes the batch's requests as ``requests``
+        async def call_function(self, block_fn, processed_input, iterator=None, requests=None, *args, **kwargs):
+            return serving.batch_requests(len(processed_input), "first only")
+
+    demo = Blocks()
+    serving.keep_batch_requests(demo)
+    assert asyncio.run(demo.call_function(None, [1, 2], None, ["alice", "bob"])) == ["alice", "bob"]
+    assert asyncio.run(demo.call_function(None, [1], None, ["alice"])) == ["alice"]
+    assert asyncio.run(demo.call_function(None, [1, 2], None, None)) == ["first only"] * 2  # not from the queue
+    with pytest.raises(RuntimeError, match="not decoded"):
+        asyncio.run(demo.call_function(None, [1, 2, 3], None, ["alice", "bob"]))
+    assert serving.batch_requests(2, "direct") == ["direct", "direct"]  # outside a call: nothing left behind
