@@ -102,12 +102,14 @@ def round_trips(rows: list, full: bool) -> None:
 def step_speed(rows: list, full: bool, reps: int = 3) -> None:
     from diffusers import DDIMPipeline, DDIMScheduler
 
+    from plugins.diffusion.ddim import ddim_config
+
     print("\n## Seconds per UNet step, batch 1, CPU: ours (DiffusionModel.generate) vs diffusers' DDIMPipeline, same UNet, alternating")
     print("| model | ours s/step | DDIMPipeline s/step | ours / theirs speed |")
     print("|---|---|---|---|")
     for label, model, _, _ in rows:
         k = 1 if model.image_size >= 256 and not full else 5
-        pipe = DDIMPipeline(unet=model.unet, scheduler=DDIMScheduler.from_config(model.sampler_config))
+        pipe = DDIMPipeline(unet=model.unet, scheduler=DDIMScheduler(**ddim_config(model.scheduler_config)))
         pipe.set_progress_bar_config(disable=True)
         ours, theirs = [], []
         for rep in range(reps if k > 1 else 2):
