@@ -139,6 +139,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("--mix", nargs="+", choices=["coarse", "middle", "fine"], default=None,
                     help="style mixing: take only these layer groups from B (StyleGAN, W+)")
     it.add_argument("--steps", type=int, default=100, help="projection steps for image endpoints")
+    it.add_argument("--decode-steps", type=int, default=None, metavar="N",
+                    help="sampling steps per frame for a diffusion model (default: the model's, 50); ignored by other models")
     it.add_argument("--fps", type=float, default=12)
     it.add_argument("--no-align", action="store_true")
 

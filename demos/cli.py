@@ -173,6 +173,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         raise ValueError("Give two images (A B) or --seeds A B.")
     model = _load(registry, args.model)
     plan = plan_interpolation(model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
+    decode_kw = model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     if args.seeds is not None:
@@ -186,7 +187,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         a, b, _ = _with_bar(steps, "projecting A and B",
                             lambda report: image_endpoints(model, plan, targets, steps, report, weights, executor))
     latents = walk(model, plan, a, b)
-    frames = to_pil(executor.generate(model, latents, plan.space))
+    frames = to_pil(executor.generate(model, latents, plan.space, **decode_kw))
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)

@@ -96,22 +96,23 @@ def _worker_class():
         def encode(self, name: str, images: torch.Tensor, space: str) -> torch.Tensor:
             return LOCAL.encode(self.registry.get(name), images, space)
 
-        async def generate(self, name: str, latents: torch.Tensor, space: str) -> torch.Tensor:
-            return await self._generate_batch((name, latents, space))
+        async def generate(self, name: str, latents: torch.Tensor, space: str, decode_kw: dict | None = None) -> torch.Tensor:
+            return await self._generate_batch((name, latents, space, decode_kw or {}))
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str]]) -> list[torch.Tensor]:
-            """Requests for the same model and space decoded as one batch (in a thread: the loop keeps serving)."""
+        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str, dict]]) -> list[torch.Tensor]:
+            """Requests for the same model, space and decode options decoded as one batch (in a thread: the loop keeps
+            serving)."""
             return await asyncio.to_thread(self._generate_many, requests)
 
-        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str]]) -> list[torch.Tensor]:
+        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str, dict]]) -> list[torch.Tensor]:
             out: list[torch.Tensor | None] = [None] * len(requests)
             self.largest_batch = max(self.largest_batch, len(requests))
-            groups: dict[tuple[str, str], list[int]] = {}
-            for i, (name, _, space) in enumerate(requests):
-                groups.setdefault((name, space), []).append(i)
-            for (name, space), idx in groups.items():
-                images = self.registry.get(name).generate(torch.cat([requests[i][1] for i in idx]), space)
+            groups: dict[tuple, list[int]] = {}
+            for i, (name, _, space, kw) in enumerate(requests):
+                groups.setdefault((name, space, tuple(sorted(kw.items()))), []).append(i)
+            for (name, space, kw), idx in groups.items():
+                images = self.registry.get(name).generate(torch.cat([requests[i][1] for i in idx]), space, **dict(kw))
                 for i, part in zip(idx, images.split([len(requests[i][1]) for i in idx]), strict=True):
                     out[i] = part
             return out
@@ -216,12 +217,12 @@ class RayExecutor:
                 stream.cancel()
             raise
 
-    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
         name = self._name(model)
         if name is None:
-            return LOCAL.generate(model, latents, space)
+            return LOCAL.generate(model, latents, space, **decode_kw)
         space = model.check_space(space)
-        return _result(self.handle.generate.remote(name, model.check_latents(latents, space).detach().cpu(), space))
+        return _result(self.handle.generate.remote(name, model.check_latents(latents, space).detach().cpu(), space, decode_kw))
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
         name = self._name(model)
