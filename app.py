@@ -161,6 +161,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--variation", type=float, default=0.25)
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
+    fa.add_argument("--decode-steps", type=int, default=None, metavar="N",
+                    help="sampling steps when a diffusion model draws parents and children (default: the model's, 50)")
     fa.add_argument("--tune-steps", type=int, default=None,
                     help="decoder-tuning steps after projection (pivotal tuning; default: the model's, 100 for small_ae/faces, 0 = off)")
     fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",

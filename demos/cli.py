@@ -227,6 +227,8 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
                          "(e.g. small_ae/faces or stylegan2/ffhq-256).")
     model = _load(registry, args.model)
     fam = Family(model, args.model, registry.entry(args.model).tags, executor=executor)
+    model.decode_options(getattr(args, "decode_steps", None))  # a bad step count is refused before any work
+    fam.decode_steps = getattr(args, "decode_steps", None)
     settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
                              attributes={k: v for k, v in (("age", args.age), ("gender", args.gender)) if v},
                              variation=args.variation, seed=args.seed, children=args.children)
