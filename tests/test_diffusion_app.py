@@ -128,6 +128,6 @@ def test_family_tab_with_stage_dominance(served):
     client, pipe, _, _ = served
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
-    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2]
+    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2, 0, 0, 4]  # 4 diffusion steps
     gallery, files, status, fproj, mproj = client.predict(*args, api_name="/family_children")
     assert len(gallery) == 2 and len([f for f in files if f.endswith(".npz")]) == 2 and "not a prediction" in status

@@ -145,7 +145,7 @@ class DiffusionModel(LatentModel):
         (interpolation from images, Family) decodes unclipped and its endpoints stay the photos."""
         from plugins.diffusion import ddim
 
-        return {"steps": ddim.check_steps(steps or self.steps, self.scheduler_config), "clip": not inverted}
+        return {"steps": ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config), "clip": not inverted}
 
     @property
     def _eps(self):
@@ -161,7 +161,7 @@ class DiffusionModel(LatentModel):
         inverted latent to check the round trip needs ``clip=False`` (clipping is not invertible); see README."""
         from plugins.diffusion import ddim
 
-        n = ddim.check_steps(steps or self.steps, self.scheduler_config)
+        n = ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config)
         return ddim.drive(self.sampling(latents, space, n, clip), n, "sampling", progress, cancel).clamp(-1, 1)
 
     def sampling(self, latents: torch.Tensor, space: str, steps: int | None = None,
@@ -170,7 +170,7 @@ class DiffusionModel(LatentModel):
         from plugins.diffusion import ddim
 
         z = latents.reshape(len(latents), -1, *self.spaces[space].spatial)  # (N, stages, C, H, W)
-        return ddim.sampling(self._eps, self.scheduler_config, z, steps or self.steps, clip)
+        return ddim.sampling(self._eps, self.scheduler_config, z, self.steps if steps is None else steps, clip)
 
     @torch.no_grad()  # not `with no_grad(): ... yield`: that would leave grad off in the thread that ran the step
     def inversion_events(self, images: torch.Tensor, cfg: ProjectionConfig,
