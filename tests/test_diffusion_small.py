@@ -14,8 +14,9 @@ from plugins.small_ae.data import load_digits_dataset
 from tests.conftest import ROOT
 
 SHIPPED = ROOT / "plugins" / "diffusion" / "weights" / "digits"
-# A little below what the committed weights measured on 64 held-out digits at 50 steps (see training.json).
-ROUNDTRIP_50_FLOOR_DB = 30.0  # measured: 35.3 dB mean (64 digits), 28.3 dB worst
+# A little below what the committed weights measure on 64 held-out digits at 50 steps (bench.diffusion; the issue's
+# target is 30 dB): 44.9 dB mean, 43.5 dB worst with one fixed-point correction per inversion step (35.7 / 28.3 without).
+ROUNDTRIP_50_FLOOR_DB = 42.0
 
 
 def _train(out, seed=0):
