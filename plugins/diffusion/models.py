@@ -24,6 +24,7 @@ from core.datasets import LatentDataset
 from core.images import psnr
 from core.model import CancelFn, LatentModel, ProgressFn
 from core.projection import ProjectionConfig, ProjectionEvent
+from plugins.diffusion import ddim
 
 STAGES = 3  # x_T+: coarse / middle / fine thirds of the sampling steps
 DEFAULT_STEPS = 50
@@ -95,8 +96,6 @@ class DiffusionModel(LatentModel):
     def __init__(self, card: ModelCard, unet: torch.nn.Module, scheduler_config: dict | None, steps: int = DEFAULT_STEPS,
                  refine: int = 1) -> None:
         super().__init__()
-        from plugins.diffusion import ddim
-
         self.card, self.unet = card, unet
         cfg = unet.config
         size = cfg.sample_size
@@ -104,7 +103,7 @@ class DiffusionModel(LatentModel):
         self.channels = int(cfg.in_channels)
         spatial = (self.channels, self.image_size, self.image_size)
         d = math.prod(spatial)
-        # The betas and timestep settings both ways of DDIM are built from (plugins.diffusion.ddim).
+        # Both directions of DDIM are built from this config by plugins.diffusion.ddim (the betas are what matter).
         self.scheduler_config = {k: v for k, v in (scheduler_config or {}).items() if not k.startswith("_")}
         self.steps = ddim.check_steps(steps, self.scheduler_config)  # decoding's default
         self.refine = refine  # fixed-point corrections per inversion step (0: plain DDIMInverseScheduler)
@@ -143,14 +142,10 @@ class DiffusionModel(LatentModel):
         with it; the round trip of 16 held-out digits is 45.1 dB unclipped, 24.1 dB clipped; slerp midpoints of two
         inverted digits are clean either way (0 of 8 speckle both ways), so everything derived from inverted photos
         (interpolation from images, Family) decodes unclipped and its endpoints stay the photos."""
-        from plugins.diffusion import ddim
-
         return {"steps": ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config), "clip": not inverted}
 
     @property
     def _eps(self):
-        from plugins.diffusion import ddim
-
         return ddim.noise_predictor(self.unet)
 
     def _decode(self, latents: torch.Tensor, space: str, steps: int | None = None, progress: ProgressFn | None = None,
@@ -159,16 +154,12 @@ class DiffusionModel(LatentModel):
 
         ``clip`` clamps the predicted x0 at every step: what keeps fresh noise from sampling to speckle. Decoding an
         inverted latent to check the round trip needs ``clip=False`` (clipping is not invertible); see README."""
-        from plugins.diffusion import ddim
-
         n = ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config)
         return ddim.drive(self.sampling(latents, space, n, clip), n, "sampling", progress, cancel).clamp(-1, 1)
 
     def sampling(self, latents: torch.Tensor, space: str, steps: int | None = None,
                  clip: bool = True) -> Iterator[tuple[int, int, torch.Tensor]]:
         """DDIM sampling as a stream of (step, steps, x_t); the last x is the image (``plugins.diffusion.ddim.sampling``)."""
-        from plugins.diffusion import ddim
-
         z = latents.reshape(len(latents), -1, *self.spaces[space].spatial)  # (N, stages, C, H, W)
         return ddim.sampling(self._eps, self.scheduler_config, z, self.steps if steps is None else steps, clip)
 
@@ -177,8 +168,6 @@ class DiffusionModel(LatentModel):
                          should_stop: CancelFn | None = None) -> Iterator[ProjectionEvent]:
         """DDIM inversion to x_T, then DDIM sampling back (unclipped: the mirror) to measure it: 2 x steps events,
         previews of x_t."""
-        from plugins.diffusion import ddim
-
         space = self.check_space(cfg.space)
         steps = ddim.check_steps(cfg.steps, self.scheduler_config)
         total = 2 * steps
