@@ -151,6 +151,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="style mixing: take only these layer groups from B (StyleGAN, W+)")
     it.add_argument("--steps", type=int, default=100, help="projection steps for image endpoints")
     it.add_argument("--tune-steps", type=int, default=None, help=TUNE_HELP)
+    it.add_argument("--decode-steps", type=int, default=None, metavar="N",
+                    help="sampling steps per frame for a diffusion model (default: the model's, 50); ignored by other models")
     it.add_argument("--fps", type=float, default=12)
     it.add_argument("--no-align", action="store_true")
     it.add_argument("--max-side", type=int, default=None, metavar="PX", help=MAX_SIDE_HELP + "; image B is fitted to A's size")
@@ -172,6 +174,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--variation", type=float, default=0.25)
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
+    fa.add_argument("--decode-steps", type=int, default=None, metavar="N",
+                    help="sampling steps when a diffusion model draws parents and children (default: the model's, 50)")
     fa.add_argument("--tune-steps", type=int, default=None,
                     help=TUNE_HELP)
     fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",

@@ -35,8 +35,9 @@ class Executor(Protocol):
         ``weights``: the pixels that count (face masks)."""
         ...
 
-    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
-        """``LatentModel.generate``: images (N, C, H, W) in [-1, 1] on the CPU."""
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
+        """``LatentModel.generate``: images (N, C, H, W) in [-1, 1] on the CPU; ``decode_kw``: the model's
+        ``decode_options`` (DDIM steps, clipping)."""
         ...
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
@@ -64,8 +65,8 @@ class LocalExecutor:
                 should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None) -> Iterator[ProjectionEvent]:
         return projection.project(model, target, config, should_stop, weights)  # looked up per call (tests patch it)
 
-    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
-        return model.generate(latents, space)
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
+        return model.generate(latents, space, **decode_kw)
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
         return model.encode_batched(images, space)

@@ -204,6 +204,9 @@ class Family:
             raise ValueError(f"{model.card.title} is not a face model; Family needs one (e.g. small_ae/faces or a StyleGAN "
                              "FFHQ model).")
         self.model, self.name, self.space = model, name, model.edit_space()
+        # Sampling steps when a diffusion model draws parents and children (None: its default); the latents all come
+        # from inverted photos, so they are decoded as the inversion's mirror (see LatentModel.decode_options).
+        self.decode_steps: int | None = None
         self.parents = {who: Parent(who) for who in PARENTS}
         self._found: dict[str, tuple] = {}  # digest -> (FoundFaces, thumbnails)
         self._aligned: dict[tuple[str, int], Parent] = {}
@@ -336,7 +339,7 @@ class Family:
         """Each parent's reconstruction as ``self.decoder`` draws it, its PSNR inside the face and its identity distance."""
         from core.images import psnr, to_pil
 
-        recon = self.executor.generate(self.decoder, latents, self.space)
+        recon = self._draw(latents)
         face_psnr = psnr(recon, target.cpu(), weights)
         images = to_pil(recon)
         drawn = self._describe(images)
@@ -364,7 +367,7 @@ class Family:
         warnings = self.check(settings)
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
-        images = to_pil(self.executor.generate(self.decoder, lat, self.space))
+        images = to_pil(self._draw(lat))
         from core.faces.identity import distances
 
         parents = np.stack([self._photo_descriptor(p) for p in self.parents.values()])
@@ -383,7 +386,12 @@ class Family:
             raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
         f, m = self._projected_latents()
         kids = make_children(self.model, f, m, self.space, settings, self.directions)
-        return to_pil(self.executor.generate(self.decoder, morph(f, kids[int(index)], m, frames), self.space))
+        return to_pil(self._draw(morph(f, kids[int(index)], m, frames)))
+
+    def _draw(self, latents: torch.Tensor) -> torch.Tensor:
+        """Images of latents in this family's space, drawn by ``self.decoder`` with ``decode_steps``."""
+        return self.executor.generate(self.decoder, latents, self.space,
+                                      **self.decoder.decode_options(self.decode_steps, inverted=True))
 
     # ----- identity -----------------------------------------------------------------------
     def _describe(self, images: list[Image.Image]):

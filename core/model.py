@@ -142,6 +142,15 @@ class LatentModel(ABC):
         """The backend's own inversion as projection events (used when ``iterative_inversion``)."""
         raise NotImplementedError(f"{self.card.title} has no iterative inversion.")
 
+    def decode_options(self, steps: float | None = None, inverted: bool = False) -> dict:
+        """Keyword arguments for ``generate`` saying how to decode, where a model has such choices (empty otherwise).
+
+        ``steps``: sampling steps of an iterative decoder (None: its default). ``inverted``: the latents came from
+        inverting images (projection), not from the prior, so decode them as the mirror of that inversion (DDIM:
+        without clipping, which would spoil the round trip); fresh samples are decoded the clean way.
+        """
+        return {}
+
     def blend(self, a: torch.Tensor, b: torch.Tensor, alpha: torch.Tensor) -> torch.Tensor:
         """Mix two latents with weight ``alpha`` on ``b`` (broadcast): linear here; a Gaussian space may slerp."""
         return torch.lerp(a, b, alpha.to(a.dtype))

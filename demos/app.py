@@ -49,7 +49,7 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
             with gr.Tab("Projection", id="projection"):
                 projection.build(ctx, demo)
             with gr.Tab("Interpolation", id="interpolation"):
-                interpolation.build(ctx)
+                interpolation.build(ctx, demo)
             with gr.Tab("Family", id="family"):
                 family.build(ctx, demo)
             with gr.Tab("Latent map", id="latent_map"):

@@ -185,6 +185,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         raise ValueError("Give two images (A B) or --seeds A B.")
     model = _load(registry, args.model)
     plan = plan_interpolation(model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
+    decode_kw = model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
     decoder = model
@@ -202,7 +203,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         a, b, _, decoder = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
             model, plan, targets, steps, report, weights, executor, tuning))
     latents = walk(model, plan, a, b)
-    frames = to_pil(executor.generate(decoder, latents, plan.space))
+    frames = to_pil(executor.generate(decoder, latents, plan.space, **decode_kw))
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)
@@ -249,6 +250,8 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
                          "(e.g. small_ae/faces or stylegan2/ffhq-256).")
     model = _load(registry, args.model)
     fam = Family(model, args.model, registry.entry(args.model).tags, executor=executor)
+    model.decode_options(getattr(args, "decode_steps", None))  # a bad step count is refused before any work
+    fam.decode_steps = getattr(args, "decode_steps", None)
     settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
                              attributes={k: v for k, v in (("age", args.age), ("gender", args.gender)) if v},
                              variation=args.variation, seed=args.seed, children=args.children)

@@ -34,6 +34,7 @@ from plugins.registry import Registry
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
 LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
 DECODE = "decode"  # batched decoding (map clicks, batch=True): requests queued meanwhile go into one generate call
+DECODE_STEPS = 50  # a diffusion model's sampling steps per decoded image, by default (its own default)
 
 
 def user_errors(fn: Callable) -> Callable:
@@ -356,6 +357,19 @@ def read_upload(ctx: AppContext, path: str | None, request: gr.Request | None, c
     except ImageInputError as e:
         ctx.files.drop(path)
         raise gr.Error(f"{what[:1].upper() + what[1:]}: {e}") from e
+
+
+def decode_steps_slider(ctx: AppContext, prefix: str) -> gr.Slider:
+    """"Diffusion steps": sampling steps per decoded image; hidden until a model that decodes iteratively is chosen."""
+    top = min(ctx.max_steps, 1000)
+    return gr.Slider(1, top, value=min(DECODE_STEPS, top), step=1, visible=False,
+                     label="Diffusion steps (decoding; more: slower, finer)", elem_id=f"{prefix}_decode_steps")
+
+
+def decode_steps_view(ctx: AppContext, name: str | None) -> dict:
+    """The "Diffusion steps" setting, shown only for a model that decodes iteratively (and is ready to load)."""
+    iterative = bool(name) and ctx.registry.status(name) in ("ready", "loaded") and ctx.model(name).iterative_decode
+    return gr.update(visible=iterative)
 
 
 def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str = "Model", default_tag: str | None = None):

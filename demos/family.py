@@ -6,7 +6,16 @@ from types import SimpleNamespace
 
 import gradio as gr
 
-from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
+from demos.common import (
+    DECODE_STEPS,
+    HEAVY,
+    AppContext,
+    ImageUpload,
+    caption,
+    decode_steps_slider,
+    decode_steps_view,
+    model_panel,
+)
 from demos.face_note import download_photo_model, face_model_note
 from demos.wiring import bind, request_stop, stop_flag
 from plugins.contract import FACES
@@ -65,15 +74,20 @@ def align_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | No
 
 
 def project_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, fface: float = 0,
-                    mface: float = 0, request: gr.Request = None, progress=gr.Progress()):
-    """Stream (father's projection, mother's projection, status); Stop ends with the partial projections."""
-    fam = yield from projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress)
+                    mface: float = 0, decode_steps: float | None = DECODE_STEPS, request: gr.Request = None,
+                    progress=gr.Progress()):
+    """Stream (father's projection, mother's projection, status); Stop ends with the partial projections.
+    ``decode_steps``: a diffusion model's sampling steps for what it draws (ignored by one-shot decoders)."""
+    fam = yield from projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps)
     yield *parent_views(ctx, request, fam), projection_status(fam)
 
 
-def projected(ctx: AppContext, name, fpath, mpath, n_steps, fface, mface, request, progress):
-    """Generator: aligns and projects what is missing (one batch), yielding progress rows; returns the Family."""
+def projected(ctx: AppContext, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps=None):
+    """Generator: aligns and projects what is missing (one batch), yielding progress rows; returns the Family, which
+    draws with ``decode_steps`` (diffusion models)."""
     fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
+    fam.model.decode_options(decode_steps)  # a bad step count is refused before any work
+    fam.decode_steps = decode_steps
     stop = stop_flag(ctx, request, "family")
     try:
         for ev in fam.project(n_steps, should_stop=stop.is_set):
@@ -124,7 +138,7 @@ def child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var
 def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
                   d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
                   var: float, seed_v: float, n: float, fface: float = 0, mface: float = 0,
-                  request: gr.Request = None, progress=gr.Progress()):
+                  decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()):
     """Stream (children gallery, files, status, father's projection, mother's projection)."""
     settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
     fam = family_for(ctx, name, request)
@@ -132,7 +146,8 @@ def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | No
         fam.check(settings)  # before any projection: a bad setting costs nothing
     except ValueError as e:
         raise gr.Error(str(e)) from e
-    fam = yield from _as_children_rows(projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress))
+    fam = yield from _as_children_rows(projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress,
+                                                 decode_steps))
     try:
         kids = fam.children(settings)
     except ValueError as e:
@@ -168,12 +183,12 @@ def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
 def morph_video(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
                 d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
                 seed_v: float, n: float, index: float, fface: float = 0, mface: float = 0,
-                request: gr.Request = None, progress=gr.Progress()) -> str:
+                decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()) -> str:
     """The father -> child -> mother MP4 of child ``index``."""
     from core.export import save_mp4
 
     settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
-    gen = projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress)
+    gen = projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps)
     fam = _finish(gen)
     try:
         frames = fam.morph(index if index is not None else 0, settings, 32)
@@ -275,6 +290,7 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 mother_crop = gr.Image(label="Mother, aligned", format="png", interactive=False, elem_id="family_mother_crop")
             align_note = gr.Markdown("", elem_id="family_align_note")
             steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Projection steps", elem_id="family_steps")
+            decode_steps = decode_steps_slider(ctx, "family")
             with gr.Row():
                 project_btn = gr.Button("Project parents", variant="primary", elem_id="family_project")
                 stop = gr.Button("Stop", elem_id="family_stop")
@@ -327,14 +343,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         gallery.select(picked, None, number, api_visibility="private").then(align, [*both, *faces], align_out,
                                                                             api_visibility="private")
     # Project / Make are stopped through the session's stop flag (partial projections are shown), not cancelled.
-    c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *faces], [c.father_proj, c.mother_proj, c.status],
+    tail = [*faces, c.decode_steps]  # the last inputs of the projection and children events: face numbers, diffusion steps
+    c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *tail], [c.father_proj, c.mother_proj, c.status],
                         api_name="family_project", show_progress_on=[c.status], concurrency_id=HEAVY)
     make = bind(make_children, ctx)
-    c.generate.click(make, [*child_inputs, *faces], child_outputs, api_name="family_children", concurrency_id=HEAVY)
+    c.generate.click(make, [*child_inputs, *tail], child_outputs, api_name="family_children", concurrency_id=HEAVY)
     for slider in (c.gene, c.age, c.gender, c.extra_amount, c.variation):
-        slider.release(make, [*child_inputs, *faces], child_outputs, api_name=f"family_children_{slider.elem_id}",
+        slider.release(make, [*child_inputs, *tail], child_outputs, api_name=f"family_children_{slider.elem_id}",
                        api_visibility="undocumented", concurrency_id=HEAVY)
-    mv = c.morph_btn.click(bind(morph_video, ctx), [*child_inputs, c.which, *faces], c.video, api_name="family_morph",
+    mv = c.morph_btn.click(bind(morph_video, ctx), [*child_inputs, c.which, *tail], c.video, api_name="family_morph",
                            concurrency_id=HEAVY)
     c.stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
                  concurrency_limit=None)
@@ -342,5 +359,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
           api_name="family_directions", show_progress="hidden")
     gr.on([c.model.change, demo.load], bind(model_view, ctx), c.model, [c.dominance_group, c.builtin_note, c.get_photo_model],
           api_name="family_model_view", show_progress="hidden")
+    gr.on([c.model.change, demo.load], bind(decode_steps_view, ctx), c.model, c.decode_steps,
+          api_name="family_decode_steps_view", api_visibility="private", show_progress="hidden")
     c.get_photo_model.click(bind(download_photo_model, ctx), None, [c.builtin_note, c.get_photo_model, c.model],
                             api_name="family_photo_download", concurrency_id="download")

@@ -10,7 +10,16 @@ import zipfile
 
 import gradio as gr
 
-from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel
+from demos.common import (
+    DECODE_STEPS,
+    HEAVY,
+    AppContext,
+    ImageUpload,
+    caption,
+    decode_steps_slider,
+    decode_steps_view,
+    model_panel,
+)
 from demos.projection import prepare_target
 from demos.wiring import bind
 
@@ -29,8 +38,9 @@ def show_endpoints(source: str) -> tuple[dict, dict]:
 def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | None, seed_b: float | None,
                 image_a: str | None, image_b: str | None, frames: float, space: str | None, method: str,
                 mixing: list[str] | None, steps: float, align: bool, fps: float, boomerang: bool,
-                request: gr.Request | None = None, progress=gr.Progress()):
-    """Make the walk (yields a "projecting" status first for image endpoints), then the files."""
+                decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None, progress=gr.Progress()):
+    """Make the walk (yields a "projecting" status first for image endpoints), then the files. ``decode_steps``:
+    sampling steps per frame of a diffusion model (ignored by one-shot decoders)."""
     import torch
 
     from core.images import from_pil
@@ -41,6 +51,7 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     m = ctx.model(name)
     from_images = source == IMAGES
     plan = plan_interpolation(m, frames, space or None, method, mixing or [], from_images)  # ValueError -> one-line gr.Error
+    decode_kw = m.decode_options(decode_steps, inverted=from_images)
     proj_note, decoder = "", m
     if from_images:
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
@@ -70,17 +81,18 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
                               whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
     latents = walk(m, plan, a, b)
     progress(0.9, desc="decoding frames")
-    yield export(ctx, name, decoder, plan, latents, fps, boomerang, request, proj_note)
+    yield export(ctx, name, decoder, plan, latents, fps, boomerang, request, proj_note, decode_kw)
 
 
 def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomerang: bool, request: gr.Request | None,
-           note: str = "") -> tuple:
-    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs."""
+           note: str = "", decode_kw: dict | None = None) -> tuple:
+    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs;
+    ``decode_kw``: the model's ``decode_options``."""
     from core.export import save_gif, save_latent, save_mp4
     from core.images import to_pil
     from core.interpolate import describe
 
-    frames = to_pil(ctx.executor.generate(model, latents, plan.space))
+    frames = to_pil(ctx.executor.generate(model, latents, plan.space, **(decode_kw or {})))
     label = caption(ctx, name)
     paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames)]
     views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames)]
@@ -98,7 +110,7 @@ def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomera
     return [(p, f"{i}") for i, p in enumerate(views)], str(gif), str(mp4), [str(zip_path), str(gif), str(mp4), str(npz)], text
 
 
-def build(ctx: AppContext) -> None:
+def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "interp")
@@ -119,6 +131,7 @@ def build(ctx: AppContext) -> None:
                 mixing = gr.CheckboxGroup(GROUPS, value=[], label="Style mixing: take only these layer groups from B (StyleGAN, W+)",
                                           elem_id="interp_mixing")
                 steps = gr.Slider(1, ctx.max_steps, value=100, step=1, label="Projection steps (image endpoints)", elem_id="interp_steps")
+                decode_steps = decode_steps_slider(ctx, "interp")
                 align = gr.Checkbox(True, label="Align faces first (face models)", elem_id="interp_align")
                 fps = gr.Slider(1, 30, value=12, step=1, label="Frames per second", elem_id="interp_fps")
                 boomerang = gr.Checkbox(True, label="Loop back and forth", elem_id="interp_boomerang")
@@ -137,6 +150,8 @@ def build(ctx: AppContext) -> None:
     source.change(show_endpoints, source, [seeds_row, images_row], api_name="interp_endpoints", api_visibility="private",
                   show_progress="hidden")
     event = run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,
-                                               steps, align, fps, boomerang], [gallery, gif, video, files, status],
+                                               steps, align, fps, boomerang, decode_steps], [gallery, gif, video, files, status],
                       api_name="interpolate", show_progress_on=[status], concurrency_id=HEAVY)
     stop.click(None, None, None, cancels=[event], api_name="interpolate_stop", api_visibility="private")
+    gr.on([model.change, demo.load], bind(decode_steps_view, ctx), model, decode_steps, api_name="interp_decode_steps_view",
+          api_visibility="private", show_progress="hidden")

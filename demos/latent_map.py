@@ -13,7 +13,17 @@ from typing import Any
 import gradio as gr
 import numpy as np
 
-from demos.common import DECODE, HEAVY, AppContext, ImageUpload, caption, model_panel
+from demos.common import (
+    DECODE,
+    DECODE_STEPS,
+    HEAVY,
+    AppContext,
+    ImageUpload,
+    caption,
+    decode_steps_slider,
+    decode_steps_view,
+    model_panel,
+)
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
 from demos.wiring import bind
@@ -116,30 +126,34 @@ def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str
     return fig, f"{len(data)} points, space **{data.space}**, {note}{extra}. Neighbours show {imgs}.\n\n{data.description}"
 
 
-def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Request | None) -> str:
+def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Request | None,
+                   decode_steps: float | None = None) -> str:
     import torch
 
     from core.images import to_pil
 
-    img = to_pil(ctx.executor.generate(ctx.model(name), torch.as_tensor(lat), space))[0]
+    m = ctx.model(name)
+    img = to_pil(ctx.executor.generate(m, torch.as_tensor(lat), space, **m.decode_options(decode_steps)))[0]
     return ctx.save_image(request, img, "decoded", min_side=256)
 
 
 def decode_point(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, i: float | None,
-                 request: gr.Request | None = None):
+                 decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None):
+    """Decode point ``i``; ``decode_steps``: a diffusion model's sampling steps (ignored by one-shot decoders)."""
     data = ctx.dataset(name, ds)
     if i is None or i != int(i) or not 0 <= int(i) < len(data):
         raise gr.Error(f"Choose a point number between 0 and {len(data) - 1}.")
     i = int(i)
     labels = ", ".join(f"{k}: {v[i]}" for k, v in data.labels.items())
-    return _decode_latent(ctx, name, data.latents[i : i + 1], data.space, request), f"Point #{i} ({labels}).\n\n_{caption(ctx, name)}_", i
+    return _decode_latent(ctx, name, data.latents[i : i + 1], data.space, request, decode_steps), f"Point #{i} ({labels}).\n\n_{caption(ctx, name)}_", i
 
 
 MAX_CLICK_BATCH = 16  # map clicks decoded in one batch (Gradio batch=True): other visitors' clicks queued meanwhile
 
 
 def decode_clicks(ctx: AppContext, names: list[str], dss: list[str], hows: list[str], dims: list[int], bys: list[str | None],
-                  values: list[str | None], request: gr.Request | None = None) -> list[list]:
+                  values: list[str | None], decode_steps: list[float | None] | None = None,
+                  request: gr.Request | None = None) -> list[list]:
     """The plot's clicks, for a batch of visitors (Gradio ``batch=True``: one list per input; each item's request
     from ``demos.serving.batch_requests``). The click bridge sends "index:timestamp" (the timestamp makes a second click
     on a point a change). The points of one model and space are decoded by one ``generate`` call, each image saved
@@ -148,7 +162,8 @@ def decode_clicks(ctx: AppContext, names: list[str], dss: list[str], hows: list[
     Why: decoding is most of a click's cost (a StyleGAN synthesis, a diffusion model's sampling loop), and a GPU
     decodes 16 latents in about the time of one. A batch succeeds or fails as a whole in Gradio, so one visitor's
     bad click is answered in that visitor's text (the image left as it was), not as an error for everyone.
-    Returns the three output lists (image, text, point number).
+    ``decode_steps``: each visitor's diffusion steps (one-shot decoders ignore them; clicks differing in them are
+    decoded apart). Returns the three output lists (image, text, point number).
     """
     import torch
 
@@ -157,8 +172,9 @@ def decode_clicks(ctx: AppContext, names: list[str], dss: list[str], hows: list[
 
     requests = batch_requests(len(values), request)  # Gradio hands a batch function only the first visitor's request
     out: list[list] = [[gr.update()] * len(values), [gr.update()] * len(values), [gr.update()] * len(values)]
-    groups: dict[tuple[str, str], list[tuple[int, int, object]]] = {}  # (model, space) -> [(item, point, dataset)]
-    for k, (name, ds, value, req) in enumerate(zip(names, dss, values, requests, strict=True)):
+    groups: dict[tuple[str, str, tuple], list[tuple[int, int, object]]] = {}  # (model, space, options) -> [(item, point, dataset)]
+    steps = decode_steps or [None] * len(values)
+    for k, (name, ds, value, req, n) in enumerate(zip(names, dss, values, requests, steps, strict=True)):
         if not value:
             continue
         try:
@@ -167,14 +183,14 @@ def decode_clicks(ctx: AppContext, names: list[str], dss: list[str], hows: list[
                 data = ctx.dataset(name, ds)
                 if not 0 <= i < len(data):
                     raise gr.Error(f"Choose a point number between 0 and {len(data) - 1}.")
-                ctx.model(name)  # this visitor may use it (a private upload is its uploader's only)
-            groups.setdefault((name, data.space), []).append((k, i, data))
+                options = ctx.model(name).decode_options(n)  # this visitor may use it (a private upload is its uploader's only)
+            groups.setdefault((name, data.space, tuple(sorted(options.items()))), []).append((k, i, data))
         except (gr.Error, ValueError) as e:
             out[1][k] = f"**{e.message if isinstance(e, gr.Error) else 'That click did not name a point.'}**"
-    for (name, space), items in groups.items():
+    for (name, space, options), items in groups.items():
         try:
             latents = torch.as_tensor(np.concatenate([data.latents[i : i + 1] for _, i, data in items]))
-            images = to_pil(ctx.executor.generate(ctx.registry.get(name), latents, space))
+            images = to_pil(ctx.executor.generate(ctx.registry.get(name), latents, space, **dict(options)))
             for (k, i, data), img in zip(items, images, strict=True):
                 labels = ", ".join(f"{key}: {v[i]}" for key, v in data.labels.items())
                 out[0][k] = ctx.save_image(requests[k], img, "decoded", min_side=256)
@@ -200,16 +216,17 @@ def _as_request(request: gr.Request | None) -> Iterator[None]:
 
 
 def decode_coords(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, xv: float, yv: float,
-                  zv: float, request: gr.Request | None = None):
+                  zv: float, decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None):
     data, lmap, _ = compute(ctx, name, ds, how, n_dims, by)
     point = np.array([xv, yv, zv][: int(n_dims)], dtype=np.float64)
     lat, how_text = lmap.latent_at(point, data.latents)
-    return (_decode_latent(ctx, name, lat, data.space, request),
+    return (_decode_latent(ctx, name, lat, data.space, request, decode_steps),
             f"Latent at ({', '.join(f'{v:.2f}' for v in point)}): {how_text}.\n\n_{caption(ctx, name)}_")
 
 
 def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, path: str | None, n: float,
-                    n_steps: float, request: gr.Request | None = None, progress=gr.Progress()):
+                    n_steps: float, decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None,
+                    progress=gr.Progress()):
     import torch
 
     from core.images import from_pil, to_pil
@@ -228,7 +245,8 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
                     executor=ctx.executor, steps=steps).numpy()
     dist, idx = Neighbours(data.latents).query(lat, k)
     idx, dist = idx[0], dist[0]
-    pics = to_pil(data.images(idx)) if data.images is not None else to_pil(ctx.executor.generate(m, torch.as_tensor(data.latents[idx]), data.space))
+    pics = (to_pil(data.images(idx)) if data.images is not None
+            else to_pil(ctx.executor.generate(m, torch.as_tensor(data.latents[idx]), data.space, **m.decode_options(decode_steps))))
     label_of = data.labels.get(by) if by else None
     gallery = [(ctx.save_image(request, p, "neighbour", min_side=128),
                 f"#{i} · d={d:.2f}" + (f" · {by}: {label_of[i]}" if label_of is not None else ""))
@@ -265,6 +283,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                         zc = gr.Number(0.0, label="z (3-D)", elem_id="map_z")
                     decode_index = gr.Button("Decode point #", elem_id="map_decode_index")
                     decode_xy = gr.Button("Decode at coordinates", elem_id="map_decode_xy")
+                    decode_steps = decode_steps_slider(ctx, "map")
             with gr.Accordion("Nearest neighbours of your image", open=True):
                 with gr.Row():
                     query = ImageUpload(label="Your image", type="filepath", elem_id="map_query")
@@ -282,9 +301,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     dataset.change(bind(label_choices, ctx), [model, dataset], colour, api_name="map_labels", show_progress="hidden")
     run.click(bind(show_map, ctx), common, [plot, info], api_name="map", concurrency_id=HEAVY)
     # Batched: clicks of many visitors queued while a batch decodes go into the next one (demos/serving.py, DECODE).
-    click.change(bind(decode_clicks, ctx), [*common, click], [decoded, decoded_info, index], api_name="map_click",
+    click.change(bind(decode_clicks, ctx), [*common, click, decode_steps], [decoded, decoded_info, index], api_name="map_click",
                  show_progress="hidden", batch=True, max_batch_size=MAX_CLICK_BATCH, concurrency_id=DECODE)
-    decode_index.click(bind(decode_point, ctx), [*common, index], [decoded, decoded_info, index], api_name="map_decode_point")
-    decode_xy.click(bind(decode_coords, ctx), [*common, x, y, zc], [decoded, decoded_info], api_name="map_decode_xy")
-    find.click(bind(find_neighbours, ctx), [*common, query, k, steps], [neighbours, plot], api_name="map_neighbours",
+    decode_index.click(bind(decode_point, ctx), [*common, index, decode_steps], [decoded, decoded_info, index],
+                       api_name="map_decode_point")
+    decode_xy.click(bind(decode_coords, ctx), [*common, x, y, zc, decode_steps], [decoded, decoded_info], api_name="map_decode_xy")
+    find.click(bind(find_neighbours, ctx), [*common, query, k, steps, decode_steps], [neighbours, plot], api_name="map_neighbours",
                concurrency_id=HEAVY)
+    gr.on([model.change, demo.load], bind(decode_steps_view, ctx), model, decode_steps, api_name="map_decode_steps_view",
+          api_visibility="private", show_progress="hidden")

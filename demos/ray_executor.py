@@ -128,25 +128,28 @@ def _worker_class():
         async def latent_map(self, latents: np.ndarray, method: str, dims: int, seed: int) -> LatentMap:
             return await asyncio.to_thread(LOCAL.latent_map, latents, method, dims, seed)
 
-        async def generate(self, name: str, latents: torch.Tensor, space: str, shape: tuple[int, int] | None = None) -> torch.Tensor:
-            """``shape``: the (H, W) a resizable model (a VAE) decodes at; None: the model's own size."""
-            return await self._generate_batch((name, latents, space, shape))
+        async def generate(self, name: str, latents: torch.Tensor, space: str, shape: tuple[int, int] | None = None,
+                           decode_kw: dict | None = None) -> torch.Tensor:
+            """``shape``: the (H, W) a resizable model (a VAE) decodes at, None: the model's own size; ``decode_kw``: its
+            ``decode_options`` (a diffusion model's steps, clipping)."""
+            return await self._generate_batch((name, latents, space, shape, decode_kw or {}))
 
         @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.005)
-        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str, tuple | None]]) -> list[torch.Tensor]:
-            """Requests for the same model and space decoded as one batch (in a thread: the loop keeps serving)."""
+        async def _generate_batch(self, requests: list[tuple[str, torch.Tensor, str, tuple | None, dict]]) -> list[torch.Tensor]:
+            """Requests for the same model, space, size and decode options decoded as one batch (in a thread: the loop
+            keeps serving)."""
             return await asyncio.to_thread(self._generate_many, requests)
 
-        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str, tuple | None]]) -> list[torch.Tensor]:
+        def _generate_many(self, requests: list[tuple[str, torch.Tensor, str, tuple | None, dict]]) -> list[torch.Tensor]:
             out: list[torch.Tensor | None] = [None] * len(requests)
             self.largest_batch = max(self.largest_batch, len(requests))
-            groups: dict[tuple[str, str, tuple | None], list[int]] = {}
-            for i, (name, _, space, shape) in enumerate(requests):
-                groups.setdefault((name, space, shape), []).append(i)
-            for (name, space, shape), idx in groups.items():
+            groups: dict[tuple, list[int]] = {}
+            for i, (name, _, space, shape, kw) in enumerate(requests):
+                groups.setdefault((name, space, shape, tuple(sorted(kw.items()))), []).append(i)
+            for (name, space, shape, kw), idx in groups.items():
                 model = self.registry.get(name)
                 model = model.at_size(*shape) if shape else model
-                images = model.generate(torch.cat([requests[i][1] for i in idx]), space)
+                images = model.generate(torch.cat([requests[i][1] for i in idx]), space, **dict(kw))
                 for i, part in zip(idx, images.split([len(requests[i][1]) for i in idx]), strict=True):
                     out[i] = part
             return out
@@ -253,13 +256,13 @@ class RayExecutor:
                 stream.cancel()
             raise
 
-    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None) -> torch.Tensor:
+    def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
         name = self._name(model)
         if name is None:
-            return LOCAL.generate(model, latents, space)
+            return LOCAL.generate(model, latents, space, **decode_kw)
         space = model.check_space(space)
         return _result(self.handle.generate.remote(name, model.check_latents(latents, space).detach().cpu(), space,
-                                                   tuple(model.image_shape)))
+                                                   tuple(model.image_shape), decode_kw))
 
     def encode(self, model: LatentModel, images: torch.Tensor, space: str | None = None) -> torch.Tensor:
         name = self._name(model)

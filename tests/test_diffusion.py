@@ -209,8 +209,13 @@ def test_cli_projects_and_interpolates_a_folder(folders, tmp_path, capsys):
 
     lat, info = load_latent(tmp_path / "p" / "latent.npz")
     assert lat.shape[-1] == 768
-    assert main(["interpolate", "--seeds", "1", "2", "--model", str(folders["pipe"]), "--frames", "3", "--out", str(tmp_path / "i")]) == 0
+    assert main(["interpolate", "--seeds", "1", "2", "--model", str(folders["pipe"]), "--frames", "3", "--out", str(tmp_path / "i"),
+                 "--decode-steps", "4"]) == 0
     assert len(list((tmp_path / "i").glob("frames/*.png"))) == 3
+    capsys.readouterr()
+    assert main(["interpolate", "--seeds", "1", "2", "--model", str(folders["pipe"]), "--out", str(tmp_path / "j"),
+                 "--decode-steps", "0"]) != 0
+    assert "whole number from 1 to 1000" in capsys.readouterr().err and not (tmp_path / "j").exists()
 
 
 def test_no_sampled_directions_for_large_or_priorless_spaces(registry, folders, tmp_path, monkeypatch):

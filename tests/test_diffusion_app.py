@@ -4,6 +4,7 @@ it) and a user's AutoencoderKL folder, both tiny random models written with save
 from __future__ import annotations
 
 from pathlib import Path
+from types import SimpleNamespace
 
 import numpy as np
 import pytest
@@ -100,8 +101,38 @@ def test_interpolation_tab(served, photo):
     gallery, *_, status = client.predict(vae, "two images", 0, 0, handle_file(photo), handle_file(photo), 3, "", "auto", [], 2, False,
                                          8, False, api_name="/interpolate")
     assert len(gallery) == 3
-    assert "no prior" in app_error(lambda: client.predict(vae, "two seeds", 1, 2, None, None, 4, "", "auto", [], 3, False, 8, False,
-                                                       api_name="/interpolate"))
+
+
+def test_diffusion_steps_setting_reaches_the_sampler(served):
+    """The "Diffusion steps" input decides how many DDIM steps decode each frame or map point (other models ignore it)."""
+    client, pipe, vae, _ = served
+
+    def frames(steps):
+        gallery, *_ = client.predict(pipe, "two seeds", 1, 2, None, None, 2, "", "auto", [], 3, False, 8, False, steps,
+                                     api_name="/interpolate")
+        return [np.asarray(Image.open(g["image"] if isinstance(g, dict) else g[0]), dtype=int) for g in gallery]
+
+    two, two_again, five = frames(2), frames(2), frames(5)
+    assert all((a == b).all() for a, b in zip(two, two_again, strict=True))
+    assert any(np.abs(a - b).mean() > 1 for a, b in zip(two, five, strict=True))
+    datasets, _ = client.predict(pipe, api_name="/map_datasets")
+    ds = datasets["choices"][0][0] if isinstance(datasets["choices"][0], list | tuple) else datasets["choices"][0]
+    one, _, _ = client.predict(pipe, ds, "pca", 2, None, 0, 2, api_name="/map_decode_point")
+    other, _, _ = client.predict(pipe, ds, "pca", 2, None, 0, 5, api_name="/map_decode_point")
+    assert np.abs(np.asarray(Image.open(one), dtype=int) - np.asarray(Image.open(other), dtype=int)).mean() > 1
+
+
+def test_diffusion_steps_shown_only_for_iterative_models(served):
+    from demos.common import decode_steps_view
+    from plugins.registry import Registry
+
+    _, _, _, tmp = served
+    reg = Registry().discover(None, use_entry_points=False)
+    pipe, vae = reg.add_file(tmp / "pipe"), reg.add_file(tmp / "kl")
+    ctx = SimpleNamespace(registry=reg, model=reg.get)
+    assert decode_steps_view(ctx, pipe)["visible"] is True
+    assert decode_steps_view(ctx, vae)["visible"] is False
+    assert decode_steps_view(ctx, None)["visible"] is False
 
 
 def test_latent_map_tab_on_a_large_latent(served):
@@ -134,6 +165,6 @@ def test_family_tab_with_stage_dominance(served):
     client, pipe, _, _ = served
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
-    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2]
+    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2, 0, 0, 4]  # 4 diffusion steps
     gallery, files, status, fproj, mproj = client.predict(*args, api_name="/family_children")
     assert len(gallery) == 2 and len([f for f in files if f.endswith(".npz")]) == 2 and "not a prediction" in status

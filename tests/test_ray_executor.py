@@ -103,6 +103,17 @@ def test_two_replicas_serve_and_a_second_front_end_shares_them(app, cluster):
     assert serve.status().applications[APP_NAME].deployments["ModelWorker"].replica_states.get("RUNNING") == 2
 
 
+def test_decode_options_reach_the_replicas(app, cluster, remote_only):
+    """A diffusion model's steps and clipping travel with the latents: the replica decodes as asked."""
+    d = app.latent_lab.registry.get("diffusion/digits")
+    z = d.sample(2, 3)
+    three, five = d.decode_options(3), d.decode_options(5, inverted=True)
+    remote = cluster.generate(d, z, **three)
+    assert torch.allclose(remote, d.generate(z, **three), atol=1e-5)
+    assert torch.allclose(cluster.generate(d, z, **five), d.generate(z, **five), atol=1e-5)
+    assert not torch.allclose(remote, d.generate(z, **five), atol=1e-3)
+
+
 def test_projection_through_ray_matches_in_process(app, client, digit_png, remote_only):
     _, _, _, status, _, files = client.predict(DIGITS, handle_file(digit_png), "latent", "mean", "mse", 12, False, 0, api_name="/project")
     assert "Done" in status
