@@ -60,7 +60,7 @@ def _shots(tmp_path) -> Path:
 def test_projection_in_a_real_browser(page, tmp_path):
     from playwright.sync_api import expect
 
-    photo = shared_path("data", "faces", "london", "smiling", "010_08.jpg")
+    photo = shared_path("data", "faces", "photos", "singnet_woman_portrait.jpg")  # public domain: the README shows it
     page.get_by_role("tab", name="Projection").click()
     page.locator("#proj_model input").first.click()
     page.get_by_role("option", name="Small AE — London faces", exact=False).first.click()
@@ -68,6 +68,7 @@ def test_projection_in_a_real_browser(page, tmp_path):
     page.locator("#proj_run").click()
     status = page.locator("#proj_status")
     expect(status).to_contain_text("Done", timeout=180_000)
+    expect(status).to_contain_text("tuned to this photo")  # a face: the decoder is then tuned to it (on by default)
     expect(status).to_contain_text("PSNR")
     expect(page.locator("#proj_preview img")).to_be_visible()
     expect(page.locator("#proj_target img")).to_be_visible()
@@ -94,8 +95,9 @@ def test_latent_map_click_decodes_the_point(page, tmp_path):
 def test_family_in_a_real_browser(page, tmp_path):
     from playwright.sync_api import expect
 
-    dad = shared_path("data", "faces", "london", "neutral", "012_03.jpg")
-    mum = shared_path("data", "faces", "london", "neutral", "011_03.jpg")
+    # Public-domain photos (the README shows this screenshot; the London images may not be published with the project).
+    dad = shared_path("data", "faces", "photos", "singnet_model_face.jpg")
+    mum = shared_path("data", "faces", "photos", "singnet_woman_portrait.jpg")
     page.get_by_role("tab", name="Family").click()
     page.locator("#family_father input[type=file]").set_input_files(str(dad))
     expect(page.locator("#family_father_crop img")).to_be_visible(timeout=60_000)  # aligned before anything slow
@@ -163,7 +165,7 @@ def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
     """Stop runs beside the projection (not queued behind it) and the run ends with what it has."""
     from playwright.sync_api import expect
 
-    photo = shared_path("data", "faces", "london", "smiling", "010_08.jpg")
+    photo = shared_path("data", "faces", "photos", "singnet_woman_portrait.jpg")  # public domain: the README shows it
     page.get_by_role("tab", name="Projection").click()
     page.locator("#proj_image input[type=file]").set_input_files(str(photo))
     page.locator("#proj_settings").get_by_text("Settings").first.click()
@@ -172,7 +174,7 @@ def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
     steps.press("Enter")
     page.locator("#proj_run").click()
     status = page.locator("#proj_status")
-    expect(status).to_contain_text("Step", timeout=60_000)
+    expect(status).to_contain_text("/5000", timeout=60_000)  # this run's steps (an earlier run's status also says "Step")
     page.locator("#proj_stop").click()
     expect(status).to_contain_text("Stopped at step", timeout=60_000)
     expect(page.locator("#proj_files")).to_contain_text(".npz")
