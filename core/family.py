@@ -35,9 +35,11 @@ if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DIS
     from PIL import Image
 
     from core.executor import Executor
+    from core.faces.colour import ColourMatch
     from core.model import LatentModel
 
 DOMINANCE = ("blend", "father", "mother")
+PATH_WEIGHT = 3.0  # core.pivotal's path term for two parents (bench: children of dissimilar parents stay one face)
 DISCLAIMER = "A child image is a latent-space blend of the two parents' photos, not a prediction of real children."
 
 
@@ -170,7 +172,8 @@ class Parent:
     reconstruction: Image.Image | None = None
     psnr: float = 0.0
     loss_name: str = ""
-    identity: float | None = None  # descriptor distance photo -> reconstruction (core.faces.identity)
+    identity: float | None = None  # descriptor distance photo -> reconstruction (core.faces.identity), the model's own output
+    identity_shown: float | None = None  # the same with the photo's colours put back (a global per-channel map), if any
     steps: int = 0
     stopped: bool = False  # the projection was stopped early: the latent is partial
     tuned: bool = False  # the reconstruction comes from the decoder tuned to both parents' photos (core.pivotal)
@@ -185,6 +188,7 @@ class Children:
     identity: list[tuple[float, float]]  # per child: identity distance to the father's and the mother's photo
     parents_distance: float  # the parents' photos' distance to each other
     warnings: list[str] = field(default_factory=list)
+    colour_weight: float | None = None  # mother's share of the skin-tone map put back on the children (None: none)
 
 
 class Family:
@@ -215,6 +219,9 @@ class Family:
         self._directions: list | None = None
         self.decoder: LatentModel = model  # what draws parents and children: the model, or its copy tuned to the parents
         self._tuned: tuple[tuple, LatentModel] | None = None  # (parents' keys, tuned copy): only the latest is kept
+        # Two parents are fitted on photos whose face colours are matched to each other (core.faces.colour), and each
+        # drawing gets its own / a child's gene-weighted colours back: see project().
+        self.colour: ColourMatch | None = None
 
     @property
     def directions(self) -> list:
@@ -278,11 +285,18 @@ class Family:
         decoder to both parents' photos (``tune_steps``, default the model's ``pivotal_tuning_steps``; see
         core.pivotal); yields ProjectionEvents, then TuningEvents.
 
+        With both parents, projection and tuning fit photos whose face colours are matched to each other (their
+        average; ``self.colour``): a latent blend of a pale and a dark face otherwise decodes to a patchwork of the
+        two. Each parent's drawing gets its own colours back and a child the gene-weighted blend, as one global
+        per-channel map; identity and PSNR are measured on the model's own output (``Parent.identity_shown``: with
+        the colours put back).
+
         Afterwards ``parents[who]`` hold latent, reconstruction, PSNR (inside the face), loss name and identity
         distance, measured on what ``self.decoder`` draws. A stopped run leaves partial results that are not reused.
         """
         import torch
 
+        from core.faces.colour import match_to_each_other
         from core.faces.mask import as_weights
         from core.images import from_pil
         from core.projection import ProjectionConfig
@@ -294,9 +308,13 @@ class Family:
         tune = self.model.pivotal_tuning_steps if tune_steps is None else int(tune_steps)
         if tune < 0:
             raise ValueError("The number of decoder-tuning steps cannot be negative.")
-        keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss) for w in usable}
-        target = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in usable])
+        photos = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in usable])
         weights = as_weights(np.stack([self.parents[w].mask for w in usable]))  # the faces only, not their backdrops
+        self.colour = match_to_each_other(photos, weights) if len(usable) == 2 else None
+        target = photos if self.colour is None else self.colour.apply(photos)
+        # A parent's target depends on both photos once their colours are matched, so its projection is keyed by both.
+        both = tuple((self.parents[w].digest, self.parents[w].face) for w in usable) if self.colour is not None else ()
+        keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss, both) for w in usable}
         todo = [w for w in usable if keys[w] not in self._projected]
         if todo:
             rows = [usable.index(w) for w in todo]
@@ -325,8 +343,9 @@ class Family:
 
         if self._tuned is None or self._tuned[0] != key:
             final = None
-            for ev in tune_decoder(self.model, latents, target, self.space, weights, TuningConfig(steps=steps, loss=loss),
-                                   should_stop):
+            path = PATH_WEIGHT if len(latents) == 2 else 0.0
+            for ev in tune_decoder(self.model, latents, target, self.space, weights,
+                                   TuningConfig(steps=steps, loss=loss, path=path), should_stop):
                 final = ev
                 if not ev.done:
                     yield ev
@@ -337,16 +356,26 @@ class Family:
 
     def _describe_parents(self, usable: list[str], latents, target, weights) -> None:
         """Each parent's reconstruction as ``self.decoder`` draws it, its PSNR inside the face and its identity distance."""
+        import torch
+
         from core.images import psnr, to_pil
 
         recon = self._draw(latents)
         face_psnr = psnr(recon, target.cpu(), weights)
-        images = to_pil(recon)
-        drawn = self._describe(images)
+        drawn = self._describe(to_pil(recon))
+        images = to_pil(self._recoloured(recon, torch.arange(len(usable), dtype=torch.float32)))
+        shown = drawn if self.colour is None else self._describe(images)
         for i, (w, rec) in enumerate(zip(usable, images, strict=True)):
             photo = self._photo_descriptor(self.parents[w])
             self.parents[w] = replace(self.parents[w], reconstruction=rec, psnr=float(face_psnr[i]),
-                                      identity=float(np.linalg.norm(drawn[i] - photo)), tuned=self.decoder is not self.model)
+                                      identity=float(np.linalg.norm(drawn[i] - photo)),
+                                      identity_shown=float(np.linalg.norm(shown[i] - photo)), tuned=self.decoder is not self.model)
+
+    def _recoloured(self, images: torch.Tensor, t: torch.Tensor | float) -> torch.Tensor:
+        """The model's drawings with the parents' colours put back, ``t`` (per image or one) = the mother's share."""
+        if self.colour is None:
+            return images
+        return self.colour.blend(t).undo(images.to(self.colour.mean.device)).cpu()
 
     def _projected_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         ps = [self._ready(w) for w in PARENTS]
@@ -367,14 +396,21 @@ class Family:
         warnings = self.check(settings)
         f, m = self._projected_latents()
         lat = make_children(self.model, f, m, self.space, settings, self.directions)
-        images = to_pil(self._draw(lat))
+        drawn = self._draw(lat)
         from core.faces.identity import distances
 
         parents = np.stack([self._photo_descriptor(p) for p in self.parents.values()])
-        kids = self._describe(images)
+        kids = self._describe(to_pil(drawn))  # identity of the model's own drawing, before the colours are put back
         identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
         parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
-        return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings)
+        share = self._colour_share(settings)
+        images = to_pil(self._recoloured(drawn, share))
+        return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings,
+                        None if self.colour is None else share)
+
+    def _colour_share(self, settings: ChildSettings) -> float:
+        """The mother's share of a child's colours: its layers' mean mother weight (gene weight and dominance)."""
+        return float(layer_weights(self.model, self.space, settings).mean())
 
     def morph(self, index: int, settings: ChildSettings, frames: int = 32) -> list[Image.Image]:
         """Frames of a father -> child ``index`` -> mother walk."""
@@ -384,9 +420,14 @@ class Family:
         n = int(settings.children)
         if isinstance(index, bool) or float(index) != int(index) or not 0 <= int(index) < n:
             raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
+        import torch
+
         f, m = self._projected_latents()
         kids = make_children(self.model, f, m, self.space, settings, self.directions)
-        return to_pil(self._draw(morph(f, kids[int(index)], m, frames)))
+        walk = morph(f, kids[int(index)], m, frames)
+        half, share = max(2, frames // 2), self._colour_share(settings)  # the colours walk as morph's latents do
+        t = torch.cat([torch.linspace(0, share, half), torch.linspace(share, 1, half)[1:]])
+        return to_pil(self._recoloured(self._draw(walk), t))
 
     def _draw(self, latents: torch.Tensor) -> torch.Tensor:
         """Images of latents in this family's space, drawn by ``self.decoder`` with ``decode_steps``."""

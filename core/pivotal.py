@@ -33,6 +33,11 @@ class TuningConfig:
     loss: str = "mse"
     locality: float = 1.0  # weight of ||G_tuned(z) - G(z)||² on prior samples (PTI's locality regulariser)
     locality_samples: int = 4  # fresh prior samples per step
+    # Weight of the path term when there are two pivots (a Family's parents): latents on the line between them are
+    # pulled towards what the base decoder draws there plus the blend of what tuning adds at each pivot, so children
+    # (blends of the pivots) stay one face instead of whatever the tuned weights make of the space between.
+    path: float = 0.0
+    path_samples: int = 4
     seed: int = 0
 
 
@@ -92,6 +97,8 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
             with torch.no_grad():
                 before = model.decode(z, space)
             loss = loss + cfg.locality * (tuned.decode(z, space) - before).pow(2).flatten(1).mean(1).sum()
+        if cfg.path > 0 and cfg.path_samples > 0 and len(pivots) == 2:
+            loss = loss + cfg.path * _path_term(model, tuned, pivots, targets, w, space, cfg.path_samples, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -102,6 +109,20 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
     with torch.no_grad():
         final = tuned.decode(pivots, space)
     yield TuningEvent(done, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, done=True)  # step < steps: stopped
+
+
+def _path_term(model: LatentModel, tuned: LatentModel, pivots: torch.Tensor, targets: torch.Tensor,
+               w: torch.Tensor | None, space: str, n: int, gen: torch.Generator) -> torch.Tensor:
+    """Mean squared distance of the tuned decoder at random points between two pivots from the base decoder there plus
+    the t-weighted blend of the corrections the pivots need (target - base drawing, inside the face weights)."""
+    t = torch.rand(n, generator=gen).to(pivots.device)
+    zp = torch.lerp(pivots[:1], pivots[1:2], t.reshape(-1, *([1] * (pivots.dim() - 1))))
+    with torch.no_grad():
+        fix = targets - model.decode(pivots, space)
+        if w is not None:
+            fix = fix * w.expand(2, *w.shape[1:]) if len(w) == 1 else fix * w
+        goal = model.decode(zp, space) + torch.lerp(fix[:1], fix[1:2], t.reshape(-1, 1, 1, 1))
+    return (tuned.decode(zp, space) - goal).pow(2).flatten(1).mean(1).sum()
 
 
 def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | None = None,

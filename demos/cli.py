@@ -272,7 +272,9 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     for p in fam.parents.values():
         p.reconstruction.save(out / f"{p.who}_projected.png")
         tuned = " (decoder tuned to both photos)" if p.tuned else ""
-        print(f"{p.who}: PSNR inside the face {p.psnr:.2f} dB, {verdict(p.identity)}{tuned}")
+        colours = (f"; with the photo's colours put back (one global map) {p.identity_shown:.2f}"
+                   if fam.colour is not None and p.identity_shown is not None else "")
+        print(f"{p.who}: PSNR inside the face {p.psnr:.2f} dB, {verdict(p.identity)}{tuned}{colours}")
     kids = fam.children(settings)
     s = kids.settings
     for i, (img, z, (to_f, to_m)) in enumerate(zip(kids.images, kids.latents, kids.identity, strict=True)):
@@ -284,6 +286,10 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
                     decoder=fam.decoder.card.title)
         print(f"child {i}: identity distance to father {to_f:.2f}, to mother {to_m:.2f}")
     save_mp4(fam.morph(0, settings, 32), out / "morph_child_0.mp4", fps=12, boomerang=True)
+    if kids.colour_weight is not None:
+        print(f"Identity is measured on the model's own drawings; the parents were fitted with their face colours matched "
+              f"to each other, and the children are shown with skin tones blended {1 - kids.colour_weight:.0%} father / "
+              f"{kids.colour_weight:.0%} mother (one global colour map).")
     n = len(kids.images)
     print(f"The parents are {kids.parents_distance:.2f} apart (below 0.6 reads as the same person). "
           f"Wrote {n} {'child' if n == 1 else 'children'}, their latents and morph_child_0.mp4 to {out}.\n{DISCLAIMER}")

@@ -116,6 +116,11 @@ def projection_status(fam) -> str:
     if any(p.tuned for p in done):
         text += (" The decoder was then tuned to these two photos (pivotal tuning: a private copy, kept only for this "
                  "session), so parents and children are drawn by it; PSNR is measured inside the face.")
+    if fam.colour is not None and len(done) == 2:
+        shown = "; ".join(f"{p.who} {p.identity_shown:.2f}" for p in done if p.identity_shown is not None)
+        text += (" Both photos were fitted with their face colours matched to each other (so children blend into one "
+                 "face); the pictures get each photo's colours back through one global colour map. Identity is measured "
+                 f"on the model's own drawing; with the colours put back it is {shown}.")
     stopped = [p for p in done if p.stopped]
     if stopped:
         text = (f"**Stopped at step {stopped[0].steps}**: partial projections are shown; press Project parents to finish. "
@@ -176,6 +181,9 @@ def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
     rows = "\n".join(f"| {i} | {f:.2f} | {m:.2f} |" for i, (f, m) in enumerate(kids.identity))
     table = (f"| child (left to right) | identity distance to father | to mother |\n|---|---|---|\n{rows}\n\n"
              f"The parents are {kids.parents_distance:.2f} apart; below 0.6 reads as the same person.")
+    if kids.colour_weight is not None:
+        table += (f" Distances are of the model's own drawings; the children are shown with the parents' skin tones "
+                  f"blended {1 - kids.colour_weight:.0%} father / {kids.colour_weight:.0%} mother (one global colour map).")
     notes = "".join(f"\n- {w}" for w in kids.warnings)
     return gallery, files, f"{count}.{notes}\n\n{table}\n\n_{caption(ctx, name)}. {DISCLAIMER}_"
 

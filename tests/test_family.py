@@ -174,6 +174,38 @@ def test_family_children_and_morph_validate_in_one_place(faces_family):
         fam.morph(3, ChildSettings(children=3))
 
 
+def test_children_of_a_pale_and_a_dark_parent_are_one_face_in_between(faces_family):
+    """The two in-the-wild photos that used to give half-pale, half-dark children: skin tone between the parents',
+    evener across the face than the parents' own, and each child closer to each parent than the parents are (the
+    children of the plain fit were 0.72-0.84 from them, the parents 0.77 apart)."""
+    from core.faces.colour import region_stats
+    from core.faces.mask import as_weights
+    from core.images import from_pil
+
+    fam = faces_family
+    pale = shared_path("data", "faces", "photos", "singnet_model_face.jpg")
+    dark = shared_path("data", "faces", "photos", "singnet_woman_portrait.jpg")
+    fam.set_parent("father", pale)
+    fam.set_parent("mother", dark)
+    list(fam.project(200))
+    ps = list(fam.parents.values())
+    assert all(p.tuned and p.identity < 0.6 and p.identity_shown < 0.6 for p in ps) and fam.colour is not None
+    kids = fam.children(ChildSettings(children=4, variation=0.25))
+    assert kids.colour_weight == pytest.approx(0.5)
+    assert all(max(to) < kids.parents_distance for to in kids.identity)
+    w = as_weights(ps[0].mask[None] * ps[1].mask[None])  # where both parents have face
+    tone = lambda imgs: torch.cat([from_pil(i, 3) for i in imgs]).mean(1, keepdim=True)  # noqa: E731
+    parents, children = tone([p.reconstruction for p in ps]), tone(kids.images)
+    p_mean, _ = region_stats(parents, w)
+    c_mean, _ = region_stats(children, w)
+    assert float(p_mean.min()) < float(c_mean.min()) and float(c_mean.max()) < float(p_mean.max())  # in between
+    blur = lambda x: torch.nn.functional.avg_pool2d(x, 9, 1, 4, count_include_pad=False)  # noqa: E731
+    _, p_patch = region_stats(blur(parents), w)
+    _, c_patch = region_stats(blur(children), w)
+    # No dark half: evener than the parents on average (the old patchwork children: 0.29 against the parents' 0.25).
+    assert float(c_patch.median()) < float(p_patch.mean())
+
+
 def test_family_refuses_a_model_without_faces(toy):
     from core.family import Family
 

@@ -51,6 +51,35 @@ def test_locality_keeps_the_rest_of_the_model_where_it_was():
     assert drift[10.0] < 0.5 * drift[0.0]
 
 
+def test_path_term_keeps_blends_of_two_pivots_between_what_they_draw():
+    """Between two parents' pivots the tuned faces decoder draws the base model's blend plus the blend of the
+    corrections each pivot needs, instead of whatever tuning made of the space between (a pale and a dark face)."""
+    from core.faces.mask import as_weights
+    from core.image_input import load_image, model_input
+    from core.images import from_pil
+    from plugins.small_ae import load_model
+
+    model = load_model("faces")
+    photos = [shared_path("data", "faces", "photos", n) for n in ("singnet_model_face.jpg", "singnet_woman_portrait.jpg")]
+    ins = [model_input(load_image(p), model.image_size, 3, align_face=True) for p in photos]
+    targets = torch.cat([from_pil(i.image, 3) for i in ins])
+    w = as_weights(np.stack([i.mask for i in ins]))
+    space = model.edit_space()
+    pivots = model.encode(targets, space).detach()
+    t = torch.linspace(0.1, 0.9, 9).reshape(-1, 1)
+    middle = torch.lerp(pivots[:1], pivots[1:2], t)
+    with torch.no_grad():
+        fix = (targets - model.decode(pivots, space)) * w
+        goal = model.decode(middle, space) + torch.lerp(fix[:1], fix[1:2], t.reshape(-1, 1, 1, 1))
+    off = {}
+    for path in (0.0, 3.0):
+        _, last = _final(tune_decoder(model, pivots, targets, space, w, TuningConfig(steps=60, path=path)))
+        with torch.no_grad():
+            off[path] = float((last.model.decode(middle, space) - goal).pow(2).mean())
+        assert last.psnr > float(psnr(model.decode(pivots, space), targets, w).mean())  # the pivots are still fitted
+    assert off[3.0] < 0.5 * off[0.0]
+
+
 def test_weights_limit_the_fit_and_stop_and_bad_steps():
     model = ToyLinear()
     targets, pivots = _off_manifold_targets(model, 1)

@@ -47,8 +47,12 @@ class ColourMatch:
         """The model's colours -> the photo's (display only; scores are taken on the model's own output)."""
         return ((images - self.ref_mean) / self.ref_std * self.std + self.mean).clamp(-1, 1)
 
-    def blend(self, t: float) -> ColourMatch:
-        """The map between the first (t = 0) and second (t = 1) image's colours, e.g. for a child of two parents."""
+    def blend(self, t: float | torch.Tensor) -> ColourMatch:
+        """The map between the first (t = 0) and second (t = 1) image's colours, e.g. for a child of two parents.
+
+        ``t`` is one weight, or one per image to map (N,), e.g. the frames of a father -> child -> mother walk.
+        """
+        t = torch.as_tensor(t, dtype=self.mean.dtype, device=self.mean.device).reshape(-1, 1, 1, 1)
         return ColourMatch(torch.lerp(self.mean[:1], self.mean[1:2], t), torch.lerp(self.std[:1], self.std[1:2], t),
                            self.ref_mean, self.ref_std)
 
@@ -86,3 +90,14 @@ def match_to_model(model: LatentModel, target: torch.Tensor, weights: torch.Tens
     mean, std = region_stats(target.float(), weights)
     ref_mean, ref_std = model_face_stats(model, weights, n)
     return ColourMatch(mean, std, ref_mean.to(mean.device), ref_std.to(mean.device))
+
+
+def match_to_each_other(target: torch.Tensor, weights: torch.Tensor) -> ColourMatch:
+    """The colour map that gives every target (N, C, H, W) the same face colours: the average of their own.
+
+    Why: a latent blend of a pale and a dark face decodes to a patchwork of the two; fitted on skin tones matched to
+    their middle, two parents differ only in what the model can blend (shape, features), and ``blend(t).undo`` puts a
+    child's in-between tone back as one global map. Photos that already look alike are left almost as they are.
+    """
+    mean, std = region_stats(target.float(), weights)
+    return ColourMatch(mean, std, mean.mean(0, keepdim=True), std.mean(0, keepdim=True))
