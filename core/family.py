@@ -39,7 +39,6 @@ if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DIS
     from core.model import LatentModel
 
 DOMINANCE = ("blend", "father", "mother")
-PATH_WEIGHT = 3.0  # core.pivotal's path term for two parents (bench: children of dissimilar parents stay one face)
 DISCLAIMER = "A child image is a latent-space blend of the two parents' photos, not a prediction of real children."
 
 
@@ -339,11 +338,11 @@ class Family:
 
     def _tune(self, key: tuple, latents, target, weights, steps: int, loss: str, should_stop) -> Iterator:
         """Tune a copy of the decoder to these parents (once per parents and settings; only the latest copy is kept)."""
-        from core.pivotal import TuningConfig, tune_decoder
+        from core.pivotal import TWO_PIVOT_PATH, TuningConfig, tune_decoder
 
         if self._tuned is None or self._tuned[0] != key:
             final = None
-            path = PATH_WEIGHT if len(latents) == 2 else 0.0
+            path = TWO_PIVOT_PATH if len(latents) == 2 else 0.0
             for ev in tune_decoder(self.model, latents, target, self.space, weights,
                                    TuningConfig(steps=steps, loss=loss, path=path), should_stop):
                 final = ev

@@ -25,6 +25,8 @@ from core import losses
 from core.images import psnr
 from core.model import LatentModel
 
+TWO_PIVOT_PATH = 3.0  # the path term used when tuning to two photos (Family's parents, Interpolation's endpoints)
+
 
 @dataclass
 class TuningConfig:
@@ -132,12 +134,14 @@ def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: T
 
     Yields ``core.projection.project``'s events (run by ``executor``, default here; its final ``done`` event
     included), then :func:`tune_decoder`'s, whose final event holds the tuned copy. ``tuning`` defaults to the
-    model's ``pivotal_tuning_steps`` with the projection's loss; nothing is tuned when its steps are 0 or the
+    model's ``pivotal_tuning_steps`` with the projection's loss (and, for two photos, the path term between them:
+    the frames of a walk from one to the other stay one face); nothing is tuned when its steps are 0 or the
     projection was stopped, so the projection's final event is then the last.
     """
     from core.executor import LOCAL
 
-    tuning = tuning or TuningConfig(steps=model.pivotal_tuning_steps, loss=config.loss)
+    tuning = tuning or TuningConfig(steps=model.pivotal_tuning_steps, loss=config.loss,
+                                    path=TWO_PIVOT_PATH if len(target) == 2 else 0.0)
     if tuning.steps < 0:
         raise ValueError("The number of decoder-tuning steps cannot be negative.")
     final = None
