@@ -172,6 +172,7 @@ def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
     steps = page.locator("#proj_steps input[type=number]")
     steps.fill("5000")  # ~a minute on a fast CPU: Stop always lands mid-run
     steps.press("Enter")
+    page.locator("#proj_tune input[type=checkbox]").uncheck()  # Stop must land in the projection, not the tuning after it
     page.locator("#proj_run").click()
     status = page.locator("#proj_status")
     expect(status).to_contain_text("/5000", timeout=60_000)  # this run's steps (an earlier run's status also says "Step")
