@@ -338,13 +338,12 @@ class Family:
 
     def _tune(self, key: tuple, latents, target, weights, steps: int, loss: str, should_stop) -> Iterator:
         """Tune a copy of the decoder to these parents (once per parents and settings; only the latest copy is kept)."""
-        from core.pivotal import TWO_PIVOT_PATH, TuningConfig, tune_decoder
+        from core.pivotal import default_tuning, tune_decoder
 
         if self._tuned is None or self._tuned[0] != key:
             final = None
-            path = TWO_PIVOT_PATH if len(latents) == 2 else 0.0
             for ev in tune_decoder(self.model, latents, target, self.space, weights,
-                                   TuningConfig(steps=steps, loss=loss, path=path), should_stop):
+                                   default_tuning(self.model, len(latents), loss, steps), should_stop):
                 final = ev
                 if not ev.done:
                     yield ev

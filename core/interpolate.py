@@ -153,17 +153,16 @@ StepReport = Callable[[int, int, float, str], None]  # (step, steps, psnr, stage
 
 def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
                   report: StepReport | None = None, weights: torch.Tensor | None = None,
-                  executor: Executor | None = None, tuning: TuningConfig | None = None) -> tuple[torch.Tensor, float, LatentModel]:
+                  executor: Executor | None = None, tuning: TuningConfig | int | None = None) -> tuple[torch.Tensor, float, LatentModel]:
     """Latents of ``images`` (N, C, H, W) in ``space``, the reconstruction PSNR, and the decoder that draws them.
 
     Always a projection with the model's own defaults (which start from the encoder when there
     is one): an interpolation's endpoints should look like the images, so an encoder's one-shot
     answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder. Then, for models
-    with ``pivotal_tuning_steps`` (faces; ``tuning`` overrides), a private copy of the decoder is tuned to the
+    with ``pivotal_tuning_steps`` (faces; ``tuning``: steps or a config, see ``core.pivotal.project_and_tune``), a private copy of the decoder is tuned to the
     images (``core.pivotal``) and returned: it draws the endpoints as these people, and the frames between them.
     ``weights``: the pixels that count (N or 1, 1, H, W), e.g. face masks; the PSNR is the decoder's, inside them.
     """
-    from core.images import psnr
     from core.pivotal import project_and_tune
     from core.projection import ProjectionConfig
 
@@ -177,14 +176,13 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
     assert projected is not None and projected.done
     if last.stage != "tuning":
         return projected.latent, projected.psnr, model
-    drawn = last.model.generate(projected.latent, space)
-    return projected.latent, float(psnr(drawn, images.to(drawn.device), weights).mean()), last.model
+    return projected.latent, last.psnr, last.model  # the tuned copy's PSNR at the pivots (inside the weights)
 
 
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
                     report: StepReport | None = None, weights: torch.Tensor | None = None,
                     executor: Executor | None = None,
-                    tuning: TuningConfig | None = None) -> tuple[torch.Tensor, torch.Tensor, float, LatentModel]:
+                    tuning: TuningConfig | int | None = None) -> tuple[torch.Tensor, torch.Tensor, float, LatentModel]:
     """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR and the
     decoder to draw the walk with. ``weights``, ``tuning``: see :func:`image_latents` (aligned faces: their masks, so
     only the faces drive the fit)."""

@@ -50,6 +50,7 @@ class TuningEvent:
     loss: float
     psnr: float  # of the pivots' reconstructions (inside the weights, if given)
     model: LatentModel | None = None  # the tuned copy, on the final event
+    preview: torch.Tensor | None = None  # what the copy draws at the pivots (CPU), on the final event
     done: bool = False
     stage: str = "tuning"
 
@@ -88,6 +89,7 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
     opt = torch.optim.Adam(params, lr=cfg.lr)
     gen = torch.Generator().manual_seed(cfg.seed)
     recon, done = None, 0
+    fixes = _corrections(model, pivots, targets, w, space) if cfg.path > 0 and cfg.path_samples > 0 and len(pivots) == 2 else None
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             break
@@ -99,8 +101,8 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
             with torch.no_grad():
                 before = model.decode(z, space)
             loss = loss + cfg.locality * (tuned.decode(z, space) - before).pow(2).flatten(1).mean(1).sum()
-        if cfg.path > 0 and cfg.path_samples > 0 and len(pivots) == 2:
-            loss = loss + cfg.path * _path_term(model, tuned, pivots, targets, w, space, cfg.path_samples, gen)
+        if fixes is not None:
+            loss = loss + cfg.path * _path_term(model, tuned, pivots, fixes, space, cfg.path_samples, gen)
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -110,38 +112,51 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
         p.grad = None
     with torch.no_grad():
         final = tuned.decode(pivots, space)
-    yield TuningEvent(done, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, done=True)  # step < steps: stopped
+    yield TuningEvent(done, cfg.steps, 0.0, float(psnr(final, targets, w).mean()), tuned, final.cpu(),  # step < steps: stopped
+                      done=True)
 
 
-def _path_term(model: LatentModel, tuned: LatentModel, pivots: torch.Tensor, targets: torch.Tensor,
-               w: torch.Tensor | None, space: str, n: int, gen: torch.Generator) -> torch.Tensor:
+@torch.no_grad()
+def _corrections(model: LatentModel, pivots: torch.Tensor, targets: torch.Tensor, w: torch.Tensor | None,
+                 space: str) -> torch.Tensor:
+    """What each pivot's drawing needs to become its target (target - base drawing), inside the face weights."""
+    fix = targets - model.decode(pivots, space)
+    return fix if w is None else fix * w.expand(len(fix), *w.shape[1:])
+
+
+def _path_term(model: LatentModel, tuned: LatentModel, pivots: torch.Tensor, fixes: torch.Tensor, space: str, n: int,
+               gen: torch.Generator) -> torch.Tensor:
     """Mean squared distance of the tuned decoder at random points between two pivots from the base decoder there plus
-    the t-weighted blend of the corrections the pivots need (target - base drawing, inside the face weights)."""
+    the t-weighted blend of the two pivots' corrections (``_corrections``)."""
     t = torch.rand(n, generator=gen).to(pivots.device)
     zp = torch.lerp(pivots[:1], pivots[1:2], t.reshape(-1, *([1] * (pivots.dim() - 1))))
     with torch.no_grad():
-        fix = targets - model.decode(pivots, space)
-        if w is not None:
-            fix = fix * w.expand(2, *w.shape[1:]) if len(w) == 1 else fix * w
-        goal = model.decode(zp, space) + torch.lerp(fix[:1], fix[1:2], t.reshape(-1, 1, 1, 1))
+        goal = model.decode(zp, space) + torch.lerp(fixes[:1], fixes[1:2], t.reshape(-1, 1, 1, 1))
     return (tuned.decode(zp, space) - goal).pow(2).flatten(1).mean(1).sum()
 
 
-def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | None = None,
+def default_tuning(model: LatentModel, photos: int, loss: str, steps: int | None = None) -> TuningConfig:
+    """The tuning every face workflow uses: the model's ``pivotal_tuning_steps`` (or ``steps``), and for two photos
+    (Family's parents, Interpolation's endpoints) the path term between them, so blends of the two stay one face."""
+    return TuningConfig(steps=model.pivotal_tuning_steps if steps is None else int(steps), loss=loss,
+                        path=TWO_PIVOT_PATH if photos == 2 else 0.0)
+
+
+def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | int | None = None,
                      should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None,
                      executor=None) -> Iterator:
     """Projection, then pivotal tuning at the latents found: the one path for "put these photos in, faithfully".
 
     Yields ``core.projection.project``'s events (run by ``executor``, default here; its final ``done`` event
-    included), then :func:`tune_decoder`'s, whose final event holds the tuned copy. ``tuning`` defaults to the
-    model's ``pivotal_tuning_steps`` with the projection's loss (and, for two photos, the path term between them:
-    the frames of a walk from one to the other stay one face); nothing is tuned when its steps are 0 or the
-    projection was stopped, so the projection's final event is then the last.
+    included), then :func:`tune_decoder`'s, whose final event holds the tuned copy. ``tuning``: None for
+    :func:`default_tuning` with the projection's loss, a number for the same with that many steps (the UI's and
+    CLI's setting), or a whole TuningConfig; nothing is tuned when its steps are 0 or the projection was stopped,
+    so the projection's final event is then the last.
     """
     from core.executor import LOCAL
 
-    tuning = tuning or TuningConfig(steps=model.pivotal_tuning_steps, loss=config.loss,
-                                    path=TWO_PIVOT_PATH if len(target) == 2 else 0.0)
+    if not isinstance(tuning, TuningConfig):
+        tuning = default_tuning(model, len(target), config.loss, tuning)
     if tuning.steps < 0:
         raise ValueError("The number of decoder-tuning steps cannot be negative.")
     final = None

@@ -129,8 +129,8 @@ def _progress(events, total: int, label: str):
 
 def project(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     from core.export import save_latent
-    from core.images import psnr, to_pil
-    from core.pivotal import TuningConfig, project_and_tune
+    from core.images import to_pil
+    from core.pivotal import project_and_tune
     from core.projection import ProjectionConfig
 
     model = _load(registry, args.model)
@@ -142,12 +142,10 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProjectionConfig.for_model(model, space, preview_every=0, steps=args.steps, init=args.init, loss=args.loss,
                                      seed=args.seed, optimize_noise=True if args.noise_maps else None)
-    tuning = None if args.tune_steps is None else TuningConfig(steps=args.tune_steps, loss=cfg.loss)
-    events = project_and_tune(model, target, cfg, tuning, weights=inp.weights, executor=executor)
+    events = project_and_tune(model, target, cfg, args.tune_steps, weights=inp.weights, executor=executor)
     ev, last = _progress(events, cfg.steps, Path(args.image).name)
     decoder = last.model if last.stage == "tuning" else None
-    shown = ev.preview if decoder is None else decoder.generate(ev.latent, space)
-    quality = ev.psnr if decoder is None else float(psnr(shown, target, inp.weights).mean())
+    shown, quality = (ev.preview, ev.psnr) if decoder is None else (last.preview, last.psnr)
     recon = to_pil(shown)[0]
     info, identity, extra = {}, "", ""
     if inp.reference is not None:
@@ -179,7 +177,6 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     from core.export import save_frames, save_gif, save_latent, save_mp4
     from core.images import to_pil
     from core.interpolate import describe, image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
-    from core.pivotal import TuningConfig
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
@@ -199,9 +196,8 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         pairs = [first, _target(registry, args.model, model, args.b, not args.no_align, shape=first[0].shape)]
         model = model.at_size(*first[0].shape)  # a VAE works at A's size (B is fitted to it)
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
-        tuning = None if args.tune_steps is None else TuningConfig(steps=args.tune_steps)
         a, b, _, decoder = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
-            model, plan, targets, steps, report, weights, executor, tuning))
+            model, plan, targets, steps, report, weights, executor, args.tune_steps))
     latents = walk(model, plan, a, b)
     frames = to_pil(executor.generate(decoder, latents, plan.space, **decode_kw))
     out = Path(args.out)

@@ -109,7 +109,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     (core.pivotal): the projection alone draws a lookalike, the tuned decoder draws this person."""
     from core.image_input import default_max_side
     from core.images import from_pil, to_pil
-    from core.pivotal import TuningConfig, project_and_tune
+    from core.pivotal import project_and_tune
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
@@ -123,13 +123,12 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     channels = gr.update(value=None, visible=bool(m.spaces[cfg.space].spatial))
     yield target_path, None, channels, f"Projecting into **{cfg.space}** of {m.card.title}{size}…{note}", None, None
     history, projected = [], None
-    tuning = None if tune else TuningConfig(steps=0)
     try:
-        for ev in project_and_tune(m, from_pil(img, m.channels), cfg, tuning, stop.is_set, inp.weights, ctx.executor):
+        for ev in project_and_tune(m, from_pil(img, m.channels), cfg, None if tune else 0, stop.is_set, inp.weights, ctx.executor):
             if ev.stage == "tuning":
                 progress(ev.step / ev.steps, desc=f"tuning the decoder: step {ev.step}/{ev.steps}")
                 if ev.done:
-                    tuned = to_pil(ev.model.generate(projected.latent, projected.space))[0]
+                    tuned = to_pil(ev.preview)[0]
                     yield target_path, ctx.save_image(request, tuned, "preview", min_side=256), *finished(
                         ctx, request, name, m, inp, tuned, projected, history, ev)
                 elif ev.step % max(1, ev.steps // 10) == 0:
@@ -161,11 +160,10 @@ def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: li
     labelled as such and never scored). ``tuned``: the final TuningEvent when the decoder was tuned; ``recon`` is then
     its drawing, and the projection's own (``ev.preview``) is offered beside it."""
     from core.export import save_latent
-    from core.images import from_pil, psnr, to_pil
+    from core.images import from_pil, to_pil
 
     target = from_pil(inp.image, m.channels)
-    shown = ev.preview if tuned is None else from_pil(recon, m.channels)
-    quality = ev.psnr if tuned is None else float(psnr(shown, target, inp.weights).mean())
+    shown, quality = (ev.preview, ev.psnr) if tuned is None else (tuned.preview, tuned.psnr)
     info, identity, extra = {}, "", []
     if tuned is not None:
         info = {"decoder": tuned.model.card.name, "projection_psnr": round(ev.psnr, 3)}
