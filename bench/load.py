@@ -3,7 +3,11 @@
 Prints, per endpoint, ok / failed / p50 / p95 seconds (light and heavy events apart, from three rounds), the
 server's RSS after a warm-up and after each round, the files left once the sessions have closed and after the
 server stops, the server's CPU while idle after the clients disconnect, and how fast a killed client's
-1000-step projection stops (server CPU in the seconds after the kill).
+1000-step projection stops (server CPU in the seconds after the kill). Light events are reported twice: those of the
+crowd (each visitor sends them right after its own heavy job, when many visitors' requests arrive at once) and those
+of one more visitor alone in its process sending light requests only, one a second, while the crowd's heavy jobs
+run. The clients share the server's cores here; ``--profile`` adds the server's own time per phase (Gradio's
+``GRADIO_PROFILING``), which tells the server's part of a wait from the clients' and the transport's.
 
     python -m bench.load                       # 20 clients x 10 requests, three rounds
     python -m bench.load --clients 4 --requests 5 --rounds 1      # a quick look
@@ -35,11 +39,13 @@ FACES, DIGITS = "small_ae/faces", "small_ae/digits"
 LIGHT = {"proj_model_card", "family_align", "map_decode_point", "map_datasets"}
 PHOTOS = [ROOT.parent / "shared" / "data" / "faces" / "london" / "neutral" / f"{n}_03.jpg" for n in ("001", "002")]
 OWNER_FILE = ".latent_lab_owner"
+PROBE = "probe:"  # results of the light-only visitor
+START_DELAY_S = 10.0  # a round's client processes start and import gradio_client before its visitors begin
 
 
 # ----- the server ------------------------------------------------------------------------------------------------
 class Server:
-    def __init__(self, tmp: Path, idle_s: float, concurrency: int | None) -> None:
+    def __init__(self, tmp: Path, idle_s: float, concurrency: int | None, profile: bool = False) -> None:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             self.port = s.getsockname()[1]
@@ -47,6 +53,8 @@ class Server:
         self.tmp = tmp
         env = {k: v for k, v in os.environ.items() if k not in ("GRADIO_TEMP_DIR", "GRADIO_SHARE")}
         env.update(TMPDIR=str(tmp), GRADIO_ANALYTICS_ENABLED="False", HF_HUB_OFFLINE="1", PYTHONUNBUFFERED="1")
+        if profile:
+            env["GRADIO_PROFILING"] = "1"  # Gradio's own per-phase timings, read back by ``traces``
         args = ["--idle-timeout", str(idle_s)] + (["--concurrency", str(concurrency)] if concurrency else [])
         self.log = tmp.parent / "server.log"
         self.proc = subprocess.Popen([sys.executable, str(ROOT / "app.py"), "--port", str(self.port), *args], cwd=ROOT,
@@ -67,6 +75,14 @@ class Server:
     def cpu_s(self) -> float:
         fields = Path(f"/proc/{self.proc.pid}/stat").read_text().rsplit(")", 1)[1].split()
         return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+    def traces(self) -> tuple[list[dict], dict]:
+        """Gradio's per-request phase timings (queue wait, pre/postprocess, the function) and its summary (which
+        alone has the uploads' times): only with ``GRADIO_PROFILING``."""
+        import httpx
+
+        get = lambda what: httpx.get(self.url + f"gradio_api/profiling/{what}", timeout=30).json()  # noqa: E731
+        return get("traces"), get("summary")
 
     def files(self) -> list[Path]:
         return [p for p in self.tmp.rglob("*") if p.is_file() and p.name != OWNER_FILE]
@@ -92,7 +108,9 @@ def plan(m: int, family: bool) -> list[str]:
     return [mix[i % len(mix)] for i in range(m)]
 
 
-def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout: float, out: list) -> None:
+def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout: float, out: list,
+            pause: float = 0.0, tag: str = "") -> None:
+    """One visitor's requests in order (``pause`` seconds between them); results recorded as ``tag + endpoint``."""
     from gradio_client import Client, handle_file
 
     client = Client(url, verbose=False)
@@ -100,8 +118,9 @@ def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout:
     try:
         for i, api in enumerate(requests):
             if time.time() > deadline:
-                out.append((api, False, 0.0, "round deadline"))
+                out.append((tag + api, False, 0.0, "round deadline"))
                 continue
+            time.sleep(pause if i else 0.0)
             if api in ("map", "map_decode_point") and dataset is None:
                 dataset = client.predict(DIGITS, api_name="/map_datasets")[0]["value"]
             args = {
@@ -119,17 +138,28 @@ def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout:
             t0 = time.perf_counter()
             try:
                 client.submit(*args, api_name=f"/{api}").result(timeout=timeout)
-                out.append((api, True, time.perf_counter() - t0, ""))
+                out.append((tag + api, True, time.perf_counter() - t0, ""))
             except Exception as e:  # noqa: BLE001 - a failed request is a figure, not a crash
-                out.append((api, False, time.perf_counter() - t0, f"{type(e).__name__}: {str(e)[:120]}"))
+                out.append((tag + api, False, time.perf_counter() - t0, f"{type(e).__name__}: {str(e)[:120]}"))
     finally:
         client.close()
 
 
-def _group(url: str, plans: list[list[str]], photo: str, deadline: float, timeout: float) -> list:
-    """Some visitors, one thread each, in one process (the results come back to the parent)."""
+def _client_process(nice: int) -> None:
+    """A client process starts: lower priority if asked, and gradio_client imported now (a second of CPU each) rather
+    than when the visitors start, so the visitors' own start-up is not in the server's figures."""
+    os.nice(nice)
+    import gradio_client  # noqa: F401
+
+
+def _group(url: str, plans: list[list[str]], photo: str, start_at: float, deadline: float, timeout: float,
+           pause: float = 0.0, tag: str = "") -> list:
+    """Some visitors, one thread each, in one process (the results come back to the parent); they start together at
+    ``start_at``."""
+    time.sleep(max(0.0, start_at - time.time()))
     out: list = []
-    threads = [threading.Thread(target=visitor, args=(url, p, photo, deadline, timeout, out), daemon=True) for p in plans]
+    threads = [threading.Thread(target=visitor, args=(url, p, photo, deadline, timeout, out, pause, tag), daemon=True)
+               for p in plans]
     for t in threads:
         t.start()
     for t in threads:
@@ -138,16 +168,23 @@ def _group(url: str, plans: list[list[str]], photo: str, deadline: float, timeou
 
 
 def run_round(url: str, n: int, m: int, photo: str, family: bool, round_timeout: float, timeout: float,
-              processes: int = 4) -> list:
+              processes: int = 4, nice: int = 0, probe: int = 0) -> list:
     """n visitors spread over ``processes`` client processes (one process's GIL would slow the clients, not the
-    server, and the latencies would say so)."""
+    server, and the latencies would say so); with ``probe``, one more visitor in its own process sends that many
+    light requests only, one a second, while the crowd's heavy jobs run (``PROBE`` + endpoint in the results)."""
     from concurrent.futures import ProcessPoolExecutor
 
-    deadline = time.time() + round_timeout
+    start_at = time.time() + START_DELAY_S
+    deadline = start_at + round_timeout
     plans = [plan(m, family)[k % 2:] + plan(m, family)[:k % 2] for k in range(n)]
     groups = [plans[i::processes] for i in range(min(processes, n))]
-    with ProcessPoolExecutor(len(groups)) as pool:
-        futures = [pool.submit(_group, url, g, photo, deadline, timeout) for g in groups]
+    light = [e for e in ("proj_model_card", "map_datasets", "map_decode_point", "family_align")
+             if family or not e.startswith("family")]
+    with ProcessPoolExecutor(len(groups) + bool(probe), initializer=_client_process, initargs=(nice,)) as pool:
+        futures = [pool.submit(_group, url, g, photo, start_at, deadline, timeout) for g in groups]
+        if probe:
+            futures.append(pool.submit(_group, url, [[light[i % len(light)] for i in range(probe)]], photo,
+                                       start_at + 5.0, deadline, timeout, 1.0, PROBE))
         return [r for f in futures for r in f.result()]
 
 
@@ -172,8 +209,36 @@ def killed_client(server: Server, photo: str) -> tuple[float, float]:
     return c5 - c0, server.cpu_s() - c5
 
 
+def _light(api: str) -> bool:
+    return api.removeprefix(PROBE) in LIGHT
+
+
 def _pct(values: list[float], q: float) -> float:
     return float(np.percentile(values, q)) if values else float("nan")
+
+
+PHASES = ("queue_wait", "preprocess", "fn_call", "postprocess", "total")
+
+
+def print_phases(traces: list[dict], summary: dict) -> None:
+    """Server-side p50 / p95 per phase for each endpoint (ms), and the uploads: the part of a visitor's wait the
+    server spends queueing, converting files, in our function, and saving outputs."""
+    by = defaultdict(list)
+    for t in traces:
+        by[str(t.get("fn_name"))].append(t)
+    print("\nserver-side phases, p50 / p95 ms (GRADIO_PROFILING; uploads are separate requests)")
+    print("| endpoint | n | " + " | ".join(PHASES) + " |")
+    print("|---|---|" + "---|" * len(PHASES))
+    for name in sorted(by, key=lambda k: (k not in LIGHT, k)):
+        if name == "gradio_file_upload":
+            continue
+        rows = by[name]
+        cells = [f"{_pct([r[p + '_ms'] for r in rows], 50):.0f} / {_pct([r[p + '_ms'] for r in rows], 95):.0f}"
+                 for p in PHASES]
+        print(f"| {name} | {len(rows)} | " + " | ".join(cells) + " |")
+    up = summary.get("upload")
+    if up:
+        print(f"uploads: {up['count']}, p50 {up['p50']:.0f} ms, p95 {up['p95']:.0f} ms")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -186,6 +251,13 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--round-timeout", type=float, default=600.0, help="no new request after this many seconds")
     ap.add_argument("--timeout", type=float, default=300.0, help="seconds one request may take")
     ap.add_argument("--processes", type=int, default=4, help="client processes the visitors are spread over")
+    ap.add_argument("--client-nice", type=int, default=0,
+                    help="run the client processes at this nice level (visitors are on other machines in a real "
+                         "deployment; here they share the server's cores)")
+    ap.add_argument("--probe", type=int, default=60,
+                    help="light requests of one more visitor, alone in its process, during each round (0: none)")
+    ap.add_argument("--profile", action="store_true",
+                    help="also print where light events spend their time on the server (Gradio's GRADIO_PROFILING)")
     a = ap.parse_args(argv)
     if min(a.clients, a.requests, a.rounds) < 1:
         ap.error("--clients, --requests and --rounds must be 1 or more")
@@ -199,13 +271,18 @@ def main(argv: list[str] | None = None) -> int:
         rng = np.random.default_rng(0)
         Image.fromarray(rng.integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
         (tmp / "server").mkdir()
-        server = Server(tmp / "server", a.idle, a.concurrency)
+        server = Server(tmp / "server", a.idle, a.concurrency, a.profile)
+        traces: tuple[list[dict], dict] = ([], {})
         try:
             t0 = time.time()
             warm = run_round(server.url, 2, len(plan(99, family)[:10]), str(photo), family, a.round_timeout, a.timeout)
             warm_failed = [r for r in warm if not r[1]]
             time.sleep(a.idle * 3)
             rss = [("after warm-up", server.rss_mb())]
+            if a.profile:
+                import httpx
+
+                httpx.post(server.url + "gradio_api/profiling/clear", timeout=30)
             print(f"warm-up: {len(warm) - len(warm_failed)}/{len(warm)} ok in {time.time() - t0:.0f} s"
                   + "".join(f"\n  failed {api}: {why}" for api, _, _, why in warm_failed))
             results: list = []
@@ -214,8 +291,8 @@ def main(argv: list[str] | None = None) -> int:
                 t0 = time.time()
                 c0 = server.cpu_s()
                 out = run_round(server.url, a.clients, a.requests, str(photo), family, a.round_timeout, a.timeout,
-                                a.processes)
-                wall, cpu = time.time() - t0, server.cpu_s() - c0
+                                a.processes, a.client_nice, a.probe)
+                wall, cpu = time.time() - t0 - START_DELAY_S, server.cpu_s() - c0
                 results += out
                 gone = time.time()  # the clients have disconnected: idle CPU, then the sessions' files
                 c1 = server.cpu_s()
@@ -227,6 +304,8 @@ def main(argv: list[str] | None = None) -> int:
                 rss.append((f"after round {r + 1}", server.rss_mb()))
                 rounds.append((r + 1, sum(ok for _, ok, _, _ in out), len(out), wall, cpu, idle_cpu, left,
                                time.time() - gone))
+            if a.profile:
+                traces = server.traces()
             stop_cpu = killed_client(server, str(photo))
             while server.files() and time.time() - gone < 60:
                 time.sleep(0.5)
@@ -246,12 +325,17 @@ def main(argv: list[str] | None = None) -> int:
     by = defaultdict(list)
     for api, ok, dt, why in results:
         by[api].append((ok, dt, why))
-    for api in sorted(by, key=lambda k: (k in LIGHT, k)):
+    for api in sorted(by, key=lambda k: (k.startswith(PROBE), _light(k), k)):
         ok = [dt for good, dt, _ in by[api] if good]
-        print(f"| {api} | {'light' if api in LIGHT else 'heavy'} | {len(ok)} | {len(by[api]) - len(ok)} | "
+        kind = "light, alone" if api.startswith(PROBE) else "light" if _light(api) else "heavy"
+        print(f"| {api} | {kind} | {len(ok)} | {len(by[api]) - len(ok)} | "
               f"{_pct(ok, 50):.2f} | {_pct(ok, 95):.2f} | {max(ok, default=float('nan')):.2f} |")
-    light = [dt for api, ok, dt, _ in results if ok and api in LIGHT]
-    print(f"\nall light events: p50 {_pct(light, 50):.2f} s, p95 {_pct(light, 95):.2f} s (target p95 < 1 s)")
+    light = [dt for api, ok, dt, _ in results if ok and _light(api) and not api.startswith(PROBE)]
+    print(f"\nthe crowd's light events: p50 {_pct(light, 50):.2f} s, p95 {_pct(light, 95):.2f} s (target p95 < 1 s)")
+    alone = [dt for api, ok, dt, _ in results if ok and api.startswith(PROBE)]
+    if alone:
+        print(f"a visitor sending light requests only, one a second, while the crowd's heavy jobs run: "
+              f"p50 {_pct(alone, 50):.2f} s, p95 {_pct(alone, 95):.2f} s")
     base = rss[0][1]
     print("server RSS: " + ", ".join(f"{k} {v:.0f} MB" for k, v in rss)
           + f"; growth after warm-up {100 * (max(v for _, v in rss) - base) / base:.1f} % (target < 10 %)")
@@ -262,6 +346,8 @@ def main(argv: list[str] | None = None) -> int:
     clients = me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime - server_cpu
     print(f"CPU of the client processes: {clients:.0f} s; load average at the end: "
           + " ".join(f"{x:.1f}" for x in os.getloadavg()))
+    if traces[0]:
+        print_phases(*traces)
     failures = defaultdict(int)
     for api, ok, _, why in results:
         if not ok:

@@ -1,7 +1,7 @@
 """Where heavy model work runs: one small interface, in-process by default.
 
-Projection, batched decoding (``generate``), encoding, a model's map datasets (``dataset``) and the latent map's
-PCA / UMAP / t-SNE fit (``latent_map``) go through an :class:`Executor`, so the app's
+Projection, pivotal tuning of a private decoder copy (``tune``), batched decoding (``generate``), encoding, a model's
+map datasets (``dataset``) and the latent map's PCA / UMAP / t-SNE fit (``latent_map``) go through an :class:`Executor`, so the app's
 front-end (Gradio, sessions, files) and the model work can scale apart: :class:`LocalExecutor` runs them in
 this process; ``demos.ray_executor.RayExecutor`` runs them on a Ray Serve deployment of model replicas on
 other machines (GPUs). Models are named by their registry name (``model.card.name``), so only that name,
@@ -18,10 +18,11 @@ from typing import Protocol, runtime_checkable
 import numpy as np
 import torch
 
-from core import projection
+from core import pivotal, projection
 from core.datasets import LatentDataset
 from core.latent_map import LatentMap, reduce
 from core.model import LatentModel
+from core.pivotal import TuningConfig, TuningEvent
 from core.projection import ProjectionConfig, ProjectionEvent
 
 
@@ -33,6 +34,13 @@ class Executor(Protocol):
                 should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None) -> Iterator[ProjectionEvent]:
         """``core.projection.project``: one event per step, a final ``done`` event (``stopped`` if asked to stop);
         ``weights``: the pixels that count (face masks)."""
+        ...
+
+    def tune(self, model: LatentModel, latents: torch.Tensor, targets: torch.Tensor, space: str,
+             weights: torch.Tensor | None = None, config: TuningConfig | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[TuningEvent]:
+        """``core.pivotal.tune_decoder``: one event per step, then a final ``done`` event holding the tuned copy
+        (``.model``, returned to the caller: it decodes the copy's pictures itself)."""
         ...
 
     def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
@@ -64,6 +72,11 @@ class LocalExecutor:
     def project(self, model: LatentModel, target: torch.Tensor, config: ProjectionConfig,
                 should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None) -> Iterator[ProjectionEvent]:
         return projection.project(model, target, config, should_stop, weights)  # looked up per call (tests patch it)
+
+    def tune(self, model: LatentModel, latents: torch.Tensor, targets: torch.Tensor, space: str,
+             weights: torch.Tensor | None = None, config: TuningConfig | None = None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator[TuningEvent]:
+        return pivotal.tune_decoder(model, latents, targets, space, weights, config, should_stop)
 
     def generate(self, model: LatentModel, latents: torch.Tensor, space: str | None = None, **decode_kw) -> torch.Tensor:
         return model.generate(latents, space, **decode_kw)

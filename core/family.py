@@ -338,12 +338,12 @@ class Family:
 
     def _tune(self, key: tuple, latents, target, weights, steps: int, loss: str, should_stop) -> Iterator:
         """Tune a copy of the decoder to these parents (once per parents and settings; only the latest copy is kept)."""
-        from core.pivotal import default_tuning, tune_decoder
+        from core.pivotal import default_tuning
 
         if self._tuned is None or self._tuned[0] != key:
             final = None
-            for ev in tune_decoder(self.model, latents, target, self.space, weights,
-                                   default_tuning(self.model, len(latents), loss, steps), should_stop):
+            for ev in self.executor.tune(self.model, latents, target, self.space, weights,
+                                         default_tuning(self.model, len(latents), loss, steps), should_stop):
                 final = ev
                 if not ev.done:
                     yield ev

@@ -147,8 +147,8 @@ def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: T
                      executor=None) -> Iterator:
     """Projection, then pivotal tuning at the latents found: the one path for "put these photos in, faithfully".
 
-    Yields ``core.projection.project``'s events (run by ``executor``, default here; its final ``done`` event
-    included), then :func:`tune_decoder`'s, whose final event holds the tuned copy. ``tuning``: None for
+    Yields ``core.projection.project``'s events, then :func:`tune_decoder`'s, whose final event holds the tuned copy
+    (both run by ``executor``, default here; the projection's final ``done`` event included). ``tuning``: None for
     :func:`default_tuning` with the projection's loss, a number for the same with that many steps (the UI's and
     CLI's setting), or a whole TuningConfig; nothing is tuned when its steps are 0 or the projection was stopped,
     so the projection's final event is then the last.
@@ -165,4 +165,4 @@ def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: T
         yield ev
     if tuning.steps == 0 or final is None or final.stopped:
         return
-    yield from tune_decoder(model, final.latent, target, final.space, weights, tuning, should_stop)
+    yield from (executor or LOCAL).tune(model, final.latent, target, final.space, weights, tuning, should_stop)

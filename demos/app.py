@@ -62,9 +62,12 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
     if heavy < 1:
         raise ValueError(f"--concurrency must be 1 or more, got {heavy}.")
     serving.assign_groups(demo, heavy, serving.light_concurrency())
+    ctx.heavy_threads = serving.HeavyThreads(heavy)  # heavy work ranked below pages and light events
     # Every handler, in every tab: a user's mistake is one log line, a real fault keeps its traceback.
     for block_fn in demo.fns.values():
         if block_fn.fn is not None:
+            if block_fn.concurrency_id == HEAVY:
+                block_fn.fn = ctx.heavy_threads.wrap(block_fn.fn)
             if block_fn.concurrency_id == HEAVY and not (block_fn.api_name or "").startswith("family_children_"):
                 # (the children's sliders re-render the same children: a second slider moved meanwhile just queues)
                 block_fn.fn = serving.one_heavy_per_session(block_fn.fn, ctx.heavy_running, lambda key: ctx.gone(key))
@@ -136,3 +139,5 @@ def _warm_up() -> None:
     import core.interpolate  # noqa: F401
     import core.losses  # noqa: F401
     import core.projection  # noqa: F401
+
+    serving.freeze_startup_objects()  # last: what start-up made is permanent

@@ -115,6 +115,7 @@ class AppContext:
     max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
     gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
     heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
+    heavy_threads: Any = None  # demos.serving.HeavyThreads: where heavy handlers run (set by build_app)
     _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
 
     def __post_init__(self) -> None:
@@ -228,6 +229,8 @@ class AppContext:
         """The app stops: no job writes anything more, and every session's files are deleted."""
         self._stop.set()
         self.executor.close()
+        if self.heavy_threads is not None:
+            self.heavy_threads.close()
         self.files.close()
         with self._lock:
             keys = list(self._caches)

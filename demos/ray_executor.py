@@ -4,7 +4,8 @@
 this process, and projection, decoding, encoding and the latent map's datasets and fits run on N replicas of one Ray Serve deployment
 (``ModelWorker``), one GPU each when the cluster has GPUs. Replicas load models by registry name through the
 same plugins, so only a model name, latents, target tensors and a ``ProjectionConfig`` go out, and events,
-latents and images come back. Decoding requests from many users are grouped by ``@serve.batch``.
+latents and images come back (and, after pivotal tuning, the tuned copy of the model, which the front-end decodes
+with). Decoding requests from many users are grouped by ``@serve.batch``.
 
 Why here and not in ``core``: ``core`` must import with torch and numpy alone, and a replica needs the plugin
 registry (``plugins``), which ``core`` never imports. ``demos`` is where the app is put together (the app
@@ -99,6 +100,20 @@ def _worker_class():
             try:
                 model = self.registry.get(name).at_size(*target.shape[-2:])  # a VAE at the photo's size
                 yield from project(model, target, config, should_stop=_StopPoll(self.board, job), weights=weights)
+            finally:
+                self.board.clear.remote(job)
+
+        def tune(self, name: str, latents: torch.Tensor, targets: torch.Tensor, space: str, weights: torch.Tensor | None,
+                 config, job: str) -> Iterator:
+            """Pivotal tuning of a copy of the model here; the final event carries the copy back to the front-end."""
+            from core.pivotal import tune_decoder
+
+            try:
+                model = self.registry.get(name).at_size(*targets.shape[-2:])
+                for ev in tune_decoder(model, latents, targets, space, weights, config, should_stop=_StopPoll(self.board, job)):
+                    if ev.model is not None:
+                        ev.model = ev.model.to("cpu")  # a GPU replica's copy must unpickle on a CPU-only front-end
+                    yield ev
             finally:
                 self.board.clear.remote(job)
 
@@ -239,9 +254,31 @@ class RayExecutor:
         if name is None:
             yield from LOCAL.project(model, target, config, should_stop, weights)
             return
-        job = uuid.uuid4().hex
         w = None if weights is None else torch.as_tensor(weights).detach().cpu()
-        stream = self._stream.project.remote(name, target.detach().cpu(), config, job, w)
+        yield from self._streamed(lambda job: self._stream.project.remote(name, target.detach().cpu(), config, job, w),
+                                  should_stop)
+
+    def tune(self, model: LatentModel, latents: torch.Tensor, targets: torch.Tensor, space: str,
+             weights: torch.Tensor | None = None, config=None,
+             should_stop: Callable[[], bool] | None = None) -> Iterator:
+        """On a replica (its own copy of the model; the tuned copy comes back in the final event, and this process
+        decodes with it: replicas know registry models only)."""
+        name = self._name(model)
+        if name is None:
+            yield from LOCAL.tune(model, latents, targets, space, weights, config, should_stop)
+            return
+        w = None if weights is None else torch.as_tensor(weights).detach().cpu()
+        args = (name, latents.detach().cpu(), targets.detach().cpu(), model.check_space(space), w, config)
+        for ev in self._streamed(lambda job: self._stream.tune.remote(*args, job), should_stop):
+            if ev.model is not None:
+                ev.model = ev.model.to(model.device)  # where this process's copy of the model lives
+            yield ev
+
+    def _streamed(self, start: Callable[[str], object], should_stop: Callable[[], bool] | None) -> Iterator:
+        """A replica's event stream for a new job id: Stop is passed on through the board, and a caller that goes
+        away stops the replica's work too."""
+        job = uuid.uuid4().hex
+        stream = start(job)
         asked, done = False, False
         try:
             for ev in _plain_errors(stream):

@@ -10,13 +10,16 @@ would hold a slot other visitors wait for). A job whose client has disconnected 
 
 from __future__ import annotations
 
+import contextvars
 import ctypes
 import ctypes.util
 import functools
 import gc
 import inspect
 import os
+import threading
 from collections.abc import Callable
+from concurrent.futures import ThreadPoolExecutor
 from contextvars import ContextVar
 
 import gradio as gr
@@ -76,6 +79,62 @@ def assign_groups(demo: gr.Blocks, heavy: int, light: int) -> None:
         elif fn.concurrency_limit == "default" and fn.concurrency_id == str(id(fn.fn)):
             fn.concurrency_id = LIGHT
             fn.concurrency_limit = light
+
+
+HEAVY_NICE = 10  # how far below the front-end the OS ranks heavy work (Linux nice: 10 gets ~1/10 of a busy core's share)
+
+
+class HeavyThreads:
+    """Threads the OS ranks below the rest of the app (``nice`` +10), for heavy jobs' work.
+
+    Why: on a CPU server a projection keeps a core busy, and a visitor's 0.1 s model card, face alignment or the
+    server's own HTTP work then waits for its turn on the cores. A heavy handler's body runs here (each step of a
+    stream in turn), so the OS serves those first and heavy jobs take what is left. A thread's nice cannot be lowered
+    again without privileges, so these threads are kept for heavy work only; ``nice`` 0 (or a system that refuses)
+    leaves them at the app's own priority."""
+
+    def __init__(self, n: int, nice: int = HEAVY_NICE) -> None:
+        self.niced: list[bool] = []
+        self.pool = ThreadPoolExecutor(max(1, n), thread_name_prefix="latent-lab-heavy", initializer=self._lower,
+                                       initargs=(nice,))
+
+    def _lower(self, nice: int) -> None:
+        try:
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), os.getpriority(os.PRIO_PROCESS, 0) + nice)
+            self.niced.append(nice > 0)
+        except (AttributeError, OSError):  # not Linux, or not allowed: same priority as the app
+            self.niced.append(False)
+
+    def _run(self, fn: Callable, *args):
+        """``fn(*args)`` on a heavy thread, in the caller's context (Gradio's request and progress live in it)."""
+        return self.pool.submit(contextvars.copy_context().run, fn, *args).result()
+
+    def wrap(self, fn: Callable) -> Callable:
+        """``fn`` (a generator function stays one) with its work on these threads; the caller's thread waits."""
+        if inspect.isgeneratorfunction(fn):
+            @functools.wraps(fn)
+            def stream(*args, **kwargs):
+                gen = fn(*args, **kwargs)  # creating a generator runs none of its body
+                try:
+                    while True:
+                        try:
+                            item = self._run(next, gen)
+                        except StopIteration as stop:
+                            return stop.value
+                        yield item
+                finally:
+                    self._run(gen.close)  # a Stop or a gone client: the generator's clean-up runs here too
+
+            return stream
+
+        @functools.wraps(fn)
+        def call(*args, **kwargs):
+            return self._run(functools.partial(fn, *args, **kwargs))
+
+        return call
+
+    def close(self) -> None:
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
 
 def one_heavy_per_session(fn: Callable, running: dict[str, object], gone: Callable[[str], bool]) -> Callable:
@@ -193,6 +252,16 @@ def limit_malloc_arenas(n: int = 2) -> bool:
     them and RSS only grows. A few shared arenas keep it reusable (the ``MALLOC_ARENA_MAX`` setting, at run time)."""
     libc = _libc()
     return bool(libc is not None and libc.mallopt(-8, n))  # -8: M_ARENA_MAX
+
+
+def freeze_startup_objects() -> int:
+    """Move everything alive now (Gradio's blocks, modules, torch) out of the cycle collector's reach
+    (``gc.freeze``): a full collection of the app's ~300k start-up objects holds the GIL ~0.2 s, and each one (ours
+    after sessions end, or Python's own) stalled every visitor's light requests. Objects made later are collected as
+    usual. Returns how many objects were frozen."""
+    gc.collect()
+    gc.freeze()
+    return gc.get_freeze_count()
 
 
 def release_memory() -> None:

@@ -67,7 +67,7 @@ def remote_only(monkeypatch):
     def refuse(*_a, **_k):
         raise AssertionError("heavy work ran in-process, not on the Ray replicas")
 
-    for method in ("project", "generate", "encode", "dataset", "latent_map"):
+    for method in ("project", "tune", "generate", "encode", "dataset", "latent_map"):
         monkeypatch.setattr(LocalExecutor, method, refuse)
 
 
@@ -129,6 +129,26 @@ def test_projection_through_ray_matches_in_process(app, client, digit_png, remot
     img = model_input(load_image(digit_png, channels=3, min_side=8), m.image_size, m.channels, False, 0).image
     final = list(project(m, from_pil(img, m.channels), projection_config(m, "latent", "mean", "mse", 12, 0, False)))[-1]
     assert np.allclose(remote, final.latent.numpy(), atol=1e-4)
+
+
+def test_pivotal_tuning_runs_on_a_replica_and_its_copy_comes_back(app, cluster, remote_only):
+    from core.pivotal import TuningConfig, tune_decoder
+
+    m = app.latent_lab.registry.get("small_ae/faces")
+    space = m.check_space(None)
+    pivot, target = m.sample(1, 5), m.generate(m.sample(1, 6))  # tune the drawing at one latent towards another face
+    cfg = TuningConfig(steps=10)
+    events = list(cluster.tune(m, pivot, target, space, None, cfg))
+    final = events[-1]
+    assert [ev.step for ev in events[:-1]] == list(range(1, 11)) and final.done and final.step == 10
+    assert final.model is not None and final.model.card.name == "small_ae/faces+tuned"
+    local = list(tune_decoder(m, pivot, target, space, None, cfg))[-1]
+    with torch.no_grad():
+        base, here, there = m.generate(pivot), local.model.generate(pivot), final.model.generate(pivot)
+    moved = (here - base).abs().max()
+    assert moved > 1e-3  # the tuning changed the drawing ...
+    assert (there - here).abs().max() < 0.1 * moved  # ... and the replica's copy draws what tuning here gives
+    assert abs(final.psnr - local.psnr) < 0.05
 
 
 def test_interpolation_from_seeds_through_ray_matches_in_process(app, client, remote_only):

@@ -3,6 +3,7 @@ a disconnected client's job stops, bounded caches. Each server test launches its
 
 from __future__ import annotations
 
+import inspect
 import os
 import signal
 import subprocess
@@ -312,6 +313,68 @@ def test_the_reaper_hands_memory_back_after_sessions_end():
         assert "gone" not in ctx._caches
     finally:
         ctx.close()
+
+
+def test_heavy_handlers_run_on_lower_priority_threads_in_the_callers_context():
+    import contextvars
+
+    from demos.serving import HeavyThreads
+
+    var = contextvars.ContextVar("request", default=None)
+    threads = HeavyThreads(1)
+    seen, cleaned = [], []
+
+    def stream(n):
+        try:
+            for i in range(n):
+                seen.append((threading.current_thread().name, var.get(),
+                             os.getpriority(os.PRIO_PROCESS, threading.get_native_id())))
+                yield i
+            return "done"
+        finally:
+            cleaned.append(threading.current_thread().name)
+
+    try:
+        var.set("visitor-a")
+        wrapped = threads.wrap(stream)
+        assert inspect.isgeneratorfunction(wrapped)  # Gradio streams only generator functions
+        gen = wrapped(3)
+        assert list(gen) == [0, 1, 2]
+        assert all(name.startswith("latent-lab-heavy") and value == "visitor-a" for name, value, _ in seen)
+        if threads.niced[0]:
+            assert all(nice > os.getpriority(os.PRIO_PROCESS, 0) for *_, nice in seen)
+        gen = wrapped(10)
+        next(gen)
+        gen.close()  # a Stop or a gone client: the handler's own clean-up runs, on its thread
+        assert cleaned[-1].startswith("latent-lab-heavy") and len(seen) == 4
+        assert threads.wrap(lambda x, y=1: (threading.current_thread().name, x + y))(2, y=3)[1] == 5
+    finally:
+        threads.close()
+
+
+def test_start_up_objects_leave_the_cycle_collector_and_later_cycles_are_still_freed():
+    import gc
+    import weakref
+
+    from demos import serving
+
+    class Node:
+        pass
+
+    before = Node()
+    before.self = before  # a cycle made before the freeze: frozen with the rest
+    try:
+        frozen = serving.freeze_startup_objects()
+        assert frozen > 1000 and gc.get_freeze_count() == frozen
+        assert not any(o is before for o in gc.get_objects())  # out of the collector's generations
+        after = Node()
+        after.self = after
+        gone = weakref.ref(after)
+        del after
+        serving.release_memory()
+        assert gone() is None  # what sessions make later is still collected
+    finally:
+        gc.unfreeze()
 
 
 def test_a_batch_keeps_each_visitors_request_and_refuses_a_mismatch():
