@@ -22,6 +22,7 @@ class ModelCard:
     source: str  # URL, or "built-in"
     licence_url: str = ""
     attribution: str = ""
+    size_multiple: int = 0  # a model that works at any size whose sides are multiples of this (VAEs); 0: ``resolution`` only
     commercial_use: bool = True
     extra: dict[str, str] = field(default_factory=dict)
 
@@ -31,7 +32,9 @@ class ModelCard:
             self.description,
             "",
             f"- **Trained on:** {self.trained_on}",
-            f"- **Resolution:** {self.resolution}×{self.resolution}",
+            f"- **Resolution:** any width and height that are multiples of {self.size_multiple} "
+            f"({self.resolution}×{self.resolution} by default)" if self.size_multiple
+            else f"- **Resolution:** {self.resolution}×{self.resolution}",
             "- **Licence:** "
             + (f"[{self.licence}]({self.licence_url})" if self.licence_url else self.licence)
             + ("" if self.commercial_use else " — **non-commercial use only**"),

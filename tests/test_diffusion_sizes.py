@@ -88,6 +88,17 @@ def test_sizes_that_are_not_multiples_are_refused_plainly(vaes, tmp_path):
         unet.at_size(16, 32)
 
 
+def test_vae_cards_say_any_multiple_of_their_factor_works(vaes):
+    from plugins.diffusion.catalog import CATALOG
+
+    for model in vaes.values():
+        side = model.image_size
+        assert f"multiples of {model.size_multiple} ({side}×{side} by default)" in model.card.to_markdown()
+    for name in ("diffusion/sd-vae-ft-mse", "diffusion/taesd"):  # shown before any download
+        assert "any width and height that are multiples of 8" in CATALOG[name][1].to_markdown()
+    assert "- **Resolution:** 256×256" in CATALOG["diffusion/ddpm-celebahq-256"][1].to_markdown()  # fixed size
+
+
 def test_second_image_takes_the_first_ones_size(vaes):
     model = vaes["AutoencoderTiny"]
     first = input_for(model, _photo(203, 75), max_side=512)

@@ -12,14 +12,14 @@ CATALOG: dict[str, tuple[str, ModelCard, tuple[str, ...]]] = {
                     "4 x H/8 x W/8 latent at the photo's own size (any multiple of 8; 256 px: 4 x 32 x 32). No prior: latents "
                     "come from images.",
         trained_on="OpenImages (the original SD VAE), decoder fine-tuned on LAION-Aesthetics and LAION-Humans subsets",
-        resolution=256, licence="MIT", source="https://huggingface.co/stabilityai/sd-vae-ft-mse",
+        resolution=256, licence="MIT", source="https://huggingface.co/stabilityai/sd-vae-ft-mse", size_multiple=8,
         extra={"Latent": "4 x H/8 x W/8 (posterior mode x 0.18215); 4 x 32 x 32 at 256 px"}), ()),
     "diffusion/taesd": ("madebyollin/taesd", ModelCard(
         name="diffusion/taesd", title="TAESD (AutoencoderTiny)",
         description="A tiny autoencoder distilled from the Stable Diffusion VAE: the same 4-channel latent at a "
                     "fraction of the cost, at the photo's own size (any multiple of 8). No prior: latents come from images.",
         trained_on="distilled from the SD VAE on LAION-derived images (see the repository)",
-        resolution=256, licence="MIT", source="https://huggingface.co/madebyollin/taesd",
+        resolution=256, licence="MIT", source="https://huggingface.co/madebyollin/taesd", size_multiple=8,
         extra={"Latent": "4 x H/8 x W/8; 4 x 32 x 32 at 256 px"}), ()),
     "diffusion/ddpm-celebahq-256": ("google/ddpm-ema-celebahq-256", ModelCard(
         name="diffusion/ddpm-celebahq-256", title="DDPM CelebA-HQ 256 (EMA)",

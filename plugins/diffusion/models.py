@@ -14,6 +14,7 @@ early, coarse steps can follow one parent and its late, fine steps the other.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Iterator
 
@@ -51,6 +52,7 @@ class VAEModel(LatentModel):
         if size % self.factor:
             raise ValueError(f"{card.title} needs images whose side is a multiple of {self.factor}; got {size}.")
         self.image_size = size
+        self.card = dataclasses.replace(card, resolution=size, size_multiple=self.factor)  # the card says any size works
         self.scale = float(getattr(cfg, "scaling_factor", 1.0) or 1.0) if kind == "AutoencoderKL" else 1.0
         self.spaces = self._resized(size, size)
         self.to(self.device)
