@@ -102,6 +102,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
         footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(FileAccess, files=ctx.files)]},
     )
     ctx.gone = serving.client_gone(demo)
+    ctx.queued = serving.queued_events(demo)
     ctx.start_reaper(lambda: _busy_sessions(demo), after=serving.release_memory)
     _close = demo.close
 

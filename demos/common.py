@@ -114,6 +114,8 @@ class AppContext:
     _reaper: threading.Thread | None = None
     max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
     gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
+    # the ids of a session's queued events for some endpoints (set by launch; serving.queued_events)
+    queued: Callable[[str, tuple[str, ...]], set[str]] = lambda key, apis: set()
     heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
     heavy_threads: Any = None  # demos.serving.HeavyThreads: where heavy handlers run (set by build_app)
     _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
@@ -166,6 +168,10 @@ class AppContext:
             except SessionError as e:
                 raise gr.Error(str(e)) from e
         return path
+
+    def queued_events(self, request: gr.Request | None, apis: tuple[str, ...]) -> set[str]:
+        """Ids of this session's events for ``apis`` still waiting in the queue."""
+        return self.queued(_session_key(request), apis)
 
     def client_gone(self, request: gr.Request | None) -> bool:
         """True once the client of this request has disconnected: its job should stop, nobody will see the result."""

@@ -225,7 +225,7 @@ def _finish(gen):
 
 
 def stop_family(ctx: AppContext, request: gr.Request = None) -> None:
-    request_stop(ctx, request, "family")
+    request_stop(ctx, request, "family", ("family_project", "family_children"))
 
 
 def first_face() -> int:

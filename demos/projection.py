@@ -221,7 +221,7 @@ def latent_channels(ctx: AppContext, request, m, ev) -> tuple[list[tuple[str, st
 
 
 def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
-    request_stop(ctx, request, "projection")
+    request_stop(ctx, request, "projection", ("project",))
 
 
 def build(ctx: AppContext, demo: gr.Blocks) -> None:

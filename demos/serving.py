@@ -193,6 +193,22 @@ def client_gone(demo: gr.Blocks) -> Callable[[str], bool]:
     return gone
 
 
+def queued_events(demo: gr.Blocks) -> Callable[[str, tuple[str, ...]], set[str]]:
+    """``queued(session, apis)``: the ids of that session's events for those endpoints still waiting in the queue
+    (not started), so a Stop pressed while a job waits can reach it when it starts."""
+
+    def queued(key: str, apis: tuple[str, ...]) -> set[str]:
+        queue = getattr(demo, "_queue", None)
+        waiting = set()
+        for event_queue in list(getattr(queue, "event_queue_per_concurrency_id", {}).values()):
+            for event in list(event_queue.queue):
+                if session_key(event.session_hash) == key and getattr(event.fn, "api_name", None) in apis:
+                    waiting.add(event._id)
+        return waiting
+
+    return queued
+
+
 def plain_queue_full(demo: gr.Blocks) -> None:
     """Replace Gradio's "Queue is full. Max size is …" with BUSY, counting the requests ahead."""
     queue = demo._queue

@@ -55,17 +55,36 @@ class StopFlag(threading.Event):
 
 
 def stop_flag(ctx: AppContext, request: gr.Request | None, job: str) -> StopFlag:
-    """A fresh (cleared) stop flag for this session's ``job``; a run takes one as it starts."""
+    """A fresh stop flag for this session's ``job``; a run takes one as it starts. It starts set when Stop was
+    pressed while this very run waited in the queue (the run then ends at once, with what it started from)."""
     flag = StopFlag(lambda: ctx.client_gone(request))
-    ctx.session_cache(request)[("stop", job)] = flag
+    cache = ctx.session_cache(request)
+    cache[("stop", job)] = flag
+    asked = cache.get(("stop while queued", job), set())
+    event = _event_id()
+    if event is not None and event in asked:
+        asked.discard(event)
+        flag.set()
     return flag
 
 
-def request_stop(ctx: AppContext, request: gr.Request | None, job: str) -> None:
-    """Ask this session's running ``job`` to stop after its current step."""
-    flag = ctx.session_cache(request).get(("stop", job))
+def request_stop(ctx: AppContext, request: gr.Request | None, job: str, apis: tuple[str, ...] = ()) -> None:
+    """Ask this session's running ``job`` to stop after its current step, and its runs of ``apis`` still waiting in
+    the queue to stop as they start (else a Stop pressed while waiting was lost and the job ran in full)."""
+    cache = ctx.session_cache(request)
+    flag = cache.get(("stop", job))
     if flag is not None:
         flag.set()
+    waiting = ctx.queued_events(request, apis)
+    if waiting:
+        cache.setdefault(("stop while queued", job), set()).update(waiting)
+
+
+def _event_id() -> str | None:
+    """The id of the event being run (Gradio keeps it in a context variable)."""
+    from gradio.context import LocalContext
+
+    return LocalContext.event_id.get(None)
 
 
 def _resolved(fn: Callable) -> dict:

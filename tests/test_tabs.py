@@ -53,6 +53,29 @@ def _error(call) -> str:
 
 
 # ----- Projection ------------------------------------------------------------------------------------------------
+def test_a_stop_pressed_while_the_run_waits_in_the_queue_stops_that_run_as_it_starts(ctx, digit):
+    from gradio.context import LocalContext
+
+    from demos.projection import project_image, stop_projection
+
+    ctx.queued = lambda key, apis: {"waiting-run"} if "project" in apis else set()
+    try:
+        stop_projection(ctx)  # pressed while the session's run waits for a heavy slot
+    finally:
+        ctx.queued = lambda key, apis: set()
+    token = LocalContext.event_id.set("another-run")
+    try:
+        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
+        assert "Done" in last[3]  # a different run is not stopped
+        LocalContext.event_id.set("waiting-run")
+        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 200, False, 0)
+        assert "Stopped at step 0" in last[3]  # the run that waited ends at once, with where it started
+        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
+        assert "Done" in last[3]  # and only once
+    finally:
+        LocalContext.event_id.reset(token)
+
+
 def test_stop_says_where_and_offers_the_partial_latent(ctx, digit):
     from demos.projection import project_image, stop_projection
 
