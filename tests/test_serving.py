@@ -116,6 +116,32 @@ def test_a_second_heavy_job_of_one_session_is_refused_with_a_sentence(served, di
 
 
 
+def test_a_stop_pressed_while_a_run_waits_in_the_queue_reaches_that_run(served, digit_png):
+    from demos.sessions import session_key
+    from demos.wiring import request_stop
+
+    demo = served(concurrency=1)
+    ctx = demo.latent_lab
+    first, second = Client(demo.local_url, verbose=False), Client(demo.local_url, verbose=False)
+    served.gate.clear()
+    running = first.submit(*_project_args(digit_png, 30), api_name="/project")
+    assert _wait(lambda: served.steps["n"] > 5)
+    waiting = second.submit(*_project_args(digit_png, 50), api_name="/project")
+    assert _wait(lambda: ctx.queued(session_key(second.session_hash), ("project",)), 30)  # it waits for the slot
+
+    class SecondsStop:  # what the second visitor's Stop button sends (a private endpoint, not callable by a client)
+        session_hash = second.session_hash
+        cookies = {"latent_lab_owner": second.cookies["latent_lab_owner"]}
+        username = None
+
+    request_stop(ctx, SecondsStop(), "projection", ("project",))
+    served.gate.set()
+    assert running.result()[3].startswith("**Done.**")  # the other visitor's run is untouched
+    assert "Stopped at step 0" in waiting.result()[3]  # the waiting run ended as it started
+    first.close()
+    second.close()
+
+
 def test_a_full_queue_says_how_many_are_ahead(served, digit_png):
     import httpx
 
