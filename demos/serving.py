@@ -107,7 +107,12 @@ class HeavyThreads:
 
     def _run(self, fn: Callable, *args):
         """``fn(*args)`` on a heavy thread, in the caller's context (Gradio's request and progress live in it)."""
-        return self.pool.submit(contextvars.copy_context().run, fn, *args).result()
+        context = contextvars.copy_context()
+        try:
+            future = self.pool.submit(context.run, fn, *args)
+        except RuntimeError:  # the app is stopping (pool shut down): a stream's clean-up still runs, here
+            return context.run(fn, *args)
+        return future.result()
 
     def wrap(self, fn: Callable) -> Callable:
         """``fn`` (a generator function stays one) with its work on these threads; the caller's thread waits."""
