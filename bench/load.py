@@ -36,7 +36,7 @@ from PIL import Image
 
 ROOT = Path(__file__).resolve().parent.parent
 FACES, DIGITS = "small_ae/faces", "small_ae/digits"
-LIGHT = {"proj_model_card", "family_align", "map_decode_point", "map_datasets"}
+LIGHT = ("proj_model_card", "map_datasets", "map_decode_point", "family_align")  # the lone visitor cycles through them
 PHOTOS = [ROOT.parent / "shared" / "data" / "faces" / "london" / "neutral" / f"{n}_03.jpg" for n in ("001", "002")]
 OWNER_FILE = ".latent_lab_owner"
 PROBE = "probe:"  # results of the light-only visitor
@@ -178,8 +178,7 @@ def run_round(url: str, n: int, m: int, photo: str, family: bool, round_timeout:
     deadline = start_at + round_timeout
     plans = [plan(m, family)[k % 2:] + plan(m, family)[:k % 2] for k in range(n)]
     groups = [plans[i::processes] for i in range(min(processes, n))]
-    light = [e for e in ("proj_model_card", "map_datasets", "map_decode_point", "family_align")
-             if family or not e.startswith("family")]
+    light = [e for e in LIGHT if family or not e.startswith("family")]
     with ProcessPoolExecutor(len(groups) + bool(probe), initializer=_client_process, initargs=(nice,)) as pool:
         futures = [pool.submit(_group, url, g, photo, start_at, deadline, timeout) for g in groups]
         if probe:
