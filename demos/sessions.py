@@ -85,6 +85,10 @@ class SessionFiles:
         self._ended: dict[str, float] = {}
         self.closed = False
 
+    def root(self) -> Path:
+        """The app's private folder: every upload and output lives under it."""
+        return self._root()
+
     # ----- sessions ----------------------------------------------------------------------------------------------
     def touch(self, key: str, owner: Owner | None) -> None:
         """Bind ``key`` to ``owner`` (the first caller) and note activity; refuses other clients and ended sessions."""
