@@ -318,12 +318,40 @@ def flow_pairs(n_pairs: int) -> dict[str, list[tuple[Path, Path]]]:
             "in the wild": list(zip(wild[0::2], wild[1::2], strict=False))[:n_pairs]}
 
 
-def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int | None]) -> None:
+def texture(images: list[Image.Image], mask: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Mean |Laplacian| of each image's grey levels outside and inside the face mask: ghost hairlines, blotches and
+    patchy skin are edges a clean face does not have, so a child's texture over its parents' (reconstructions, same
+    frame, same model) measures artefacts without a reference picture."""
+    grey = np.stack([np.asarray(im.convert("L"), dtype=np.float32) / 255 for im in images])
+    lap = np.abs(4 * grey[:, 1:-1, 1:-1] - grey[:, :-2, 1:-1] - grey[:, 2:, 1:-1] - grey[:, 1:-1, :-2] - grey[:, 1:-1, 2:])
+    w = np.clip(mask[1:-1, 1:-1], 0, 1)
+    inside = (lap * w).sum((1, 2)) / max(w.sum(), 1e-6)
+    outside = (lap * (1 - w)).sum((1, 2)) / max((1 - w).sum(), 1e-6)
+    return outside, inside
+
+
+def faces_found(images: list[Image.Image]) -> np.ndarray:
+    """1 where dlib's detector finds exactly one face in an image (upscaled to DESCRIBE_SIDE), else 0."""
+    from core.faces import default_detector
+
+    detector = default_detector()
+    return np.array([len(detector.detect(im.convert("RGB").resize((DESCRIBE_SIDE, DESCRIBE_SIDE), Image.LANCZOS))) == 1
+                     for im in images], dtype=float)
+
+
+def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int | None], sheet_dir: Path | None = None,
+                      variation: float = 0.25) -> None:
     """What a user gets: core.family.Family with the tab's defaults (masked projection, then decoder tuning), per pair.
 
-    Identity is photo (256 px aligned crop) -> what the session draws; children at gene 0.5, variation 0.25, 4 each.
-    Seconds are two photos -> 4 children including alignment, after the model and dlib are loaded (first pair excluded).
+    Identity is photo (256 px aligned crop) -> what the session draws; children at gene 0.5, 4 each. Balance: median
+    |d(child, father) - d(child, mother)|; siblings: median distance between two children of a family; closer: share
+    of *each* child closer to each parent than the parents are to each other; artefacts: the children's texture
+    (mean |Laplacian|) outside / inside the face over their parents' reconstructions' (1 = as clean as the parents), and
+    the share of children in which dlib finds one face. Seconds are two photos -> 4 children including alignment,
+    after the model and dlib are loaded (first pair excluded). ``sheet_dir``: one contact sheet per set (father's
+    photo, reconstruction, 4 children, mother's reconstruction, photo).
     """
+    from core.faces.identity import distances
     from core.family import ChildSettings, Family
     from plugins.registry import Registry
 
@@ -331,12 +359,14 @@ def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int 
     model = reg.get(name)
     for tune in tune_steps:
         label = f"tune {model.pivotal_tuning_steps if tune is None else tune}"
-        print(f"\n### {name}: the Family flow ({steps} projection steps, {label} decoder steps)\n")
-        print("| pairs | parent identity median | share < 0.6 | PSNR in face (median) | parents' distance | mean child -> each "
-              "parent (median) | child closer to each parent than the parents are | s per family (median) |")
-        print("|---|---|---|---|---|---|---|---|")
+        print(f"\n### {name}: the Family flow ({steps} projection steps, {label} decoder steps, variation {variation})\n")
+        print("| pairs | parents' identity (median) | parents' distance | balance | siblings | each child closer to each "
+              "parent than the parents are | texture outside / inside face (child ÷ parents) | one face found | "
+              "s per family |")
+        print("|---|---|---|---|---|---|---|---|---|")
         for set_name, pairs in flow_pairs(n_pairs).items():
-            ident, face_psnr, parents_d, child_d, closer, seconds, used = [], [], [], [], 0, [], 0
+            m = {k: [] for k in ("ident", "parents_d", "balance", "sib", "closer", "out", "in", "found", "s")}
+            rows = []
             for k, (fp, mp) in enumerate(pairs):
                 t = time.perf_counter()
                 fam = Family(model, name, reg.entry(name).tags)
@@ -346,23 +376,42 @@ def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int 
                     continue
                 for _ in fam.project(steps, tune_steps=tune):
                     pass
-                kids = fam.children(ChildSettings(gene_weight=0.5, variation=0.25, children=4))
+                kids = fam.children(ChildSettings(gene_weight=0.5, variation=variation, children=4))
                 if k:
-                    seconds.append(time.perf_counter() - t)
-                used += 1
-                ident += [p.identity for p in fam.parents.values()]
-                face_psnr += [p.psnr for p in fam.parents.values()]
-                to = np.array(kids.identity).mean(0)
-                parents_d.append(kids.parents_distance)
-                child_d += list(to)
-                closer += int(to[0] < kids.parents_distance and to[1] < kids.parents_distance)
-            if not used:
+                    m["s"].append(time.perf_counter() - t)
+                d = np.array(kids.identity)
+                desc = describe(kids.images)
+                m["ident"] += [p.identity for p in fam.parents.values()]
+                m["parents_d"].append(kids.parents_distance)
+                m["balance"] += list(np.abs(d[:, 0] - d[:, 1]))
+                m["sib"] += list(distances(desc, desc)[np.triu_indices(len(desc), 1)])
+                m["closer"] += list((d < kids.parents_distance).all(1))
+                mask = np.mean([p.mask for p in fam.parents.values()], 0)
+                parents_tex = texture([p.reconstruction for p in fam.parents.values()], mask)
+                kid_tex = texture(kids.images, mask)
+                m["out"] += list(kid_tex[0] / parents_tex[0].mean())
+                m["in"] += list(kid_tex[1] / parents_tex[1].mean())
+                m["found"] += list(faces_found(kids.images))
+                rows.append([fam.parents["father"].crop, fam.parents["father"].reconstruction, *kids.images,
+                             fam.parents["mother"].reconstruction, fam.parents["mother"].crop])
+            if not rows:
                 continue
-            ident = np.array(ident)
-            print(f"| {set_name} ({used}) | {np.median(ident):.3f} | {np.mean(ident < SAME_PERSON) * 100:.0f} % | "
-                  f"{np.median(face_psnr):.1f} | {np.median(parents_d):.3f} | {np.median(child_d):.3f} | "
-                  f"{closer / used * 100:.0f} % ({closer}/{used}) | {np.median(seconds) if seconds else float('nan'):.1f} |",
-                  flush=True)
+            med = {k: float(np.median(v)) if len(v) else float("nan") for k, v in m.items()}
+            print(f"| {set_name} ({len(rows)}) | {med['ident']:.3f} | {med['parents_d']:.3f} | {med['balance']:.3f} | "
+                  f"{med['sib']:.3f} | {np.mean(m['closer']) * 100:.0f} % | {med['out']:.2f} / {med['in']:.2f} | "
+                  f"{np.mean(m['found']) * 100:.0f} % | {med['s']:.1f} |", flush=True)
+            if sheet_dir is not None:
+                _save_sheet(sheet_dir / f"family_{name.replace('/', '_')}_{set_name.replace(' ', '_')}.png", rows)
+
+
+def _save_sheet(path: Path, rows: list[list[Image.Image]], side: int = 128) -> None:
+    sheet = Image.new("RGB", (side * max(len(r) for r in rows), side * len(rows)), "white")
+    for r, row in enumerate(rows):
+        for c, im in enumerate(row):
+            sheet.paste(im.convert("RGB").resize((side, side), Image.LANCZOS), (c * side, r * side))
+    path.parent.mkdir(parents=True, exist_ok=True)
+    sheet.save(path)
+    print(f"contact sheet: {path}")
 
 
 def face_models(only: str | None) -> list:
@@ -391,13 +440,14 @@ def main() -> None:
     p.add_argument("--threads", type=int, default=2)
     p.add_argument("--flow", type=int, default=0, metavar="PAIRS",
                    help="only the app's Family flow (per pair: masked projection + decoder tuning) on this many pairs per set")
+    p.add_argument("--sheet-dir", type=Path, default=None, help="with --flow: write one Family contact sheet per set here")
     p.add_argument("--flow-tune", default="default,0", help="decoder-tuning steps to compare in the flow ('default' = the model's)")
     a = p.parse_args()
     torch.set_num_threads(a.threads)
     if a.flow:
         tunes = [None if t == "default" else int(t) for t in a.flow_tune.split(",") if t]
         for model in face_models(a.model):
-            family_flow_table(model.card.name, a.flow, a.steps, tunes)
+            family_flow_table(model.card.name, a.flow, a.steps, tunes, a.sheet_dir, a.variation)
         return
     if not FACES.is_dir():
         print(f"The shared face data is not at {FACES}: nothing to measure.")

@@ -1,13 +1,14 @@
 """Blend two parents' latents into children.
 
-A child is a point between the two projected parents: per layer, a weight
-alpha in [0, 1] picks how much comes from the mother (0 = father's layer,
-1 = mother's). In a per-layer space (StyleGAN's W+) coarse layers carry face
-shape and pose, middle ones features, fine ones colour and texture, so each
-group can be dominated by one parent or blended. Children of the same parents
-differ by a seeded variation drawn from the model's own sample distribution
-(so it stays on the data manifold), and can be moved along attribute
-directions such as age and gender.
+A child inherits each of the model's traits (whitened principal axes of its
+latents, per layer group in a per-layer space) from one parent or the other,
+drawn at random around the gene weight (0 = all father, 1 = all mother), plus a
+small seeded mutation from the model's own population spread: siblings differ,
+and each takes the gene weight's share from each parent (core.inheritance). In
+a per-layer space (StyleGAN's W+) coarse layers carry face shape and pose,
+middle ones features, fine ones colour and texture, so each group can also be
+given wholly to one parent. Children are then balanced by identity (Family)
+and can be moved along attribute directions such as age and gender.
 
 This is a latent-space blend, not a prediction of what real children of
 these people would look like.
@@ -15,9 +16,6 @@ these people would look like.
 :class:`Family` is the workflow the Family tab, its API and ``python app.py family`` share: photos ->
 aligned parents -> one batched projection -> children and morphs, with each result as an object
 (:class:`Parent`, :class:`Children`) and every setting judged by :func:`check_settings`.
-
-Why one file of ~410 lines: the child arithmetic (layer weights, blending, morph) and the Family session
-that drives it are read together; splitting them would scatter one workflow.
 """
 
 from __future__ import annotations
@@ -47,12 +45,14 @@ class ChildSettings:
     gene_weight: float = 0.5  # 0 = all father, 1 = all mother (layers set to "blend")
     dominance: dict[str, str] = field(default_factory=dict)  # layer group -> blend / father / mother
     attributes: dict[str, float] = field(default_factory=dict)  # direction name -> amount, in std of the data along it
-    variation: float = 0.0  # 0 = the pure blend; ~0.3 = siblings that clearly differ
+    variation: float = 0.0  # mutation: new traits on top of the inherited ones, in population std (0 = none)
     seed: int = 0
     children: int = 4
 
 
 MAX_CHILDREN = 64
+BALANCE_STEPS = 6  # identity evaluations per family to even out each child's resemblance (see Family.children)
+BALANCE_RANGE = 0.35  # how far along the father -> mother axis a child may be moved for that (1 = the whole way)
 
 
 def check_settings(model: LatentModel, space: str, settings: ChildSettings, directions: Sequence | None = ()) -> list[str]:
@@ -114,28 +114,44 @@ def make_children(
     space: str,
     settings: ChildSettings,
     directions: Sequence = (),
+    shift: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape))."""
+    """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape)).
+
+    Each child inherits every trait from one parent or the other (core.inheritance), so siblings differ and each
+    takes the gene weight's share from the mother; ``variation`` adds a mutation. ``shift`` (children,) moves each
+    child along the father -> mother axis before the attribute directions are applied (Family's identity balance).
+    """
+    import torch
+
     from core.direction import apply_direction
+    from core.inheritance import inherit, parent_axis_shift, trait_basis
 
     space = model.check_space(space)
     f = model.check_latents(father, space)[:1]
     m = model.check_latents(mother, space)[:1]
     check_settings(model, space, settings, directions)
-    alpha = layer_weights(model, space, settings).to(f.device)
-    child = model.blend(f, m, alpha)  # lerp (exact at alpha 0 and 1); a Gaussian noise space may slerp
-    n = int(settings.children)
-    children = child.expand(n, *child.shape[1:]).clone()
-    if settings.variation > 0:
-        # Deviations of fresh samples from the centre: model-shaped variation, seeded per family.
-        deltas = model.sample(n, seed=settings.seed, space=space) - model.mean_latent(space).to(f.device)
-        children = children + settings.variation * deltas
+    basis = trait_basis(model, space)
+    gene, fixed = _group_genes(model, space, settings)
+    children, _ = inherit(basis, f, m, gene, fixed, int(settings.children), int(settings.seed), float(settings.variation))
+    if shift is not None:
+        children = parent_axis_shift(basis, children, f, m, torch.as_tensor(shift, dtype=torch.float32))
     by_name = {d.name: d for d in directions}
     for name, amount in settings.attributes.items():
         if amount:
             d = by_name[name]
             children = apply_direction(children, d, float(amount) * d.std)  # amounts are in std of the data along d
     return children
+
+
+def _group_genes(model: LatentModel, space: str, settings: ChildSettings) -> tuple[torch.Tensor, torch.Tensor]:
+    """Per layer group: the mother's share (groups, 1) and -1 / 0 / 1 for drawn / father's / mother's (groups, 1)."""
+    import torch
+
+    groups = list(model.layer_groups(space)) if model.spaces[space].per_layer else ["all"]
+    who = [settings.dominance.get(g, "blend") for g in groups]
+    fixed = torch.tensor([[-1.0 if w == "blend" else float(w == "mother")] for w in who])
+    return torch.full((len(groups), 1), float(settings.gene_weight)), fixed
 
 
 def morph(father: torch.Tensor, child: torch.Tensor, mother: torch.Tensor, frames: int = 24) -> torch.Tensor:
@@ -218,6 +234,7 @@ class Family:
         self._directions: list | None = None
         self.decoder: LatentModel = model  # what draws parents and children: the model, or its copy tuned to the parents
         self._tuned: tuple[tuple, LatentModel] | None = None  # (parents' keys, tuned copy): only the latest is kept
+        self._kids: tuple[tuple, Children] | None = None  # the latest children (morphs walk to the very child shown)
         # Two parents are fitted on photos whose face colours are matched to each other (core.faces.colour), and each
         # drawing gets its own / a child's gene-weighted colours back: see project().
         self.colour: ColourMatch | None = None
@@ -388,23 +405,56 @@ class Family:
         return check_settings(self.model, self.space, settings, self.directions)
 
     def children(self, settings: ChildSettings) -> Children:
-        """The children of the projected parents, with each child's identity distance to each parent's photo."""
+        """The children of the projected parents, with each child's identity distance to each parent's photo.
+
+        Each child is balanced by identity, not by latent distance alone: it is moved along the father -> mother axis
+        (a few bisection steps, :data:`BALANCE_STEPS`) until its dlib distances to the two photos split as the gene
+        weight says (at 0.5: as close to one as to the other). Which traits it inherited stays the same.
+        """
+        from core.faces.identity import distances
         from core.images import to_pil
 
         warnings = self.check(settings)
+        key = (repr(settings), id(self.decoder), *((p.digest, p.face, id(p.latent)) for p in self.parents.values()))
+        if self._kids is not None and self._kids[0] == key:
+            return self._kids[1]
         f, m = self._projected_latents()
-        lat = make_children(self.model, f, m, self.space, settings, self.directions)
-        drawn = self._draw(lat)
-        from core.faces.identity import distances
-
         parents = np.stack([self._photo_descriptor(p) for p in self.parents.values()])
-        kids = self._describe(to_pil(drawn))  # identity of the model's own drawing, before the colours are put back
-        identity = [(float(a), float(b)) for a, b in distances(kids, parents)]
-        parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
         share = self._colour_share(settings)
+        lat, drawn, identity = self._balanced(f, m, settings, parents, share)
+        parents_distance = float(distances(parents[:1], parents[1:])[0, 0])
         images = to_pil(self._recoloured(drawn, share))
-        return Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings,
+        kids = Children(lat.cpu(), images, self.space, settings, identity, parents_distance, warnings,
                         None if self.colour is None else share)
+        self._kids = (key, kids)
+        return kids
+
+    def _balanced(self, f, m, settings: ChildSettings, parents: np.ndarray, share: float):
+        """Children latents, drawings and (to father, to mother) identity distances, each child shifted along the
+        parents' axis so that d(father) / (d(father) + d(mother)) meets the mother's share (bisection per child)."""
+        import torch
+
+        from core.faces.identity import distances
+        from core.images import to_pil
+
+        n = int(settings.children)
+        lo, hi = torch.full((n,), -BALANCE_RANGE), torch.full((n,), BALANCE_RANGE)
+        shift = torch.zeros(n)
+        best: list = [None] * n
+        steps = BALANCE_STEPS if 0.0 < share < 1.0 else 1
+        for _ in range(steps):
+            lat = make_children(self.model, f, m, self.space, settings, self.directions, shift=shift)
+            drawn = self._draw(lat)
+            d = distances(self._describe(to_pil(drawn)), parents)  # the model's own drawing, before recolouring
+            ratio = torch.as_tensor(d[:, 0] / np.maximum(d.sum(1), 1e-9), dtype=torch.float32)
+            for i in range(n):
+                miss = abs(float(ratio[i]) - share)
+                if best[i] is None or miss < best[i][0]:
+                    best[i] = (miss, lat[i], drawn[i], (float(d[i, 0]), float(d[i, 1])))
+            lo = torch.where(ratio < share, shift, lo)  # too close to the father: move towards the mother
+            hi = torch.where(ratio < share, hi, shift)
+            shift = (lo + hi) / 2
+        return (torch.stack([b[1] for b in best]), torch.stack([b[2] for b in best]), [b[3] for b in best])
 
     def _colour_share(self, settings: ChildSettings) -> float:
         """The mother's share of a child's colours: its layers' mean mother weight (gene weight and dominance)."""
@@ -421,8 +471,8 @@ class Family:
         import torch
 
         f, m = self._projected_latents()
-        kids = make_children(self.model, f, m, self.space, settings, self.directions)
-        walk = morph(f, kids[int(index)], m, frames)
+        kid = self.children(settings).latents[int(index) : int(index) + 1].to(f.device)  # the child shown, balanced
+        walk = morph(f, kid, m, frames)
         half, share = max(2, frames // 2), self._colour_share(settings)  # the colours walk as morph's latents do
         t = torch.cat([torch.linspace(0, share, half), torch.linspace(share, 1, half)[1:]])
         return to_pil(self._recoloured(self._draw(walk), t))

@@ -8,12 +8,15 @@ passes through low-norm, atypical latents. ``lerp`` suits learned spaces
 
 from __future__ import annotations
 
+import dataclasses
 import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, NamedTuple
 
 import torch
+
+from core.faces.colour import ColourMatch, match_to_each_other
 
 if TYPE_CHECKING:
     from core.executor import Executor
@@ -179,17 +182,75 @@ def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: i
     return projected.latent, last.psnr, last.model  # the tuned copy's PSNR at the pivots (inside the weights)
 
 
+class Endpoints(NamedTuple):
+    """Two images' latents, the reconstruction PSNR, the decoder that draws them, and (two faces) their colour map."""
+
+    a: torch.Tensor
+    b: torch.Tensor
+    psnr: float
+    decoder: LatentModel
+    colour: ColourMatch | None = None  # the walk is fitted on colours matched to each other; frames get theirs back
+
+
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
                     report: StepReport | None = None, weights: torch.Tensor | None = None,
                     executor: Executor | None = None,
-                    tuning: TuningConfig | int | None = None) -> tuple[torch.Tensor, torch.Tensor, float, LatentModel]:
+                    tuning: TuningConfig | int | None = None) -> Endpoints:
     """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR and the
     decoder to draw the walk with. ``weights``, ``tuning``: see :func:`image_latents` (aligned faces: their masks, so
-    only the faces drive the fit)."""
+    only the faces drive the fit).
+
+    Two faces (``weights`` given) are fitted on photos whose face colours are matched to each other, as Family does
+    (core.faces.colour): a walk between a pale and a dark face otherwise flips from one to the other half-way. The
+    frames get the photos' colours back by :func:`render_walk` (``Endpoints.colour``); the PSNR is the model's own.
+    """
     if len(images) != 2:
         raise ValueError(f"Give exactly two images, not {len(images)}.")
+    colour = None
+    if weights is not None and images.shape[1] == 3:
+        colour = match_to_each_other(images, weights)
+        images = colour.apply(images)
     latents, psnr, decoder = image_latents(model, images, plan.space, steps, report, weights, executor, tuning)
-    return latents[:1], latents[1:], psnr, decoder
+    return Endpoints(latents[:1], latents[1:], psnr, decoder, colour)
+
+
+EVEN_OVERSAMPLE = 3  # latents decoded per frame to space a walk's frames evenly by what they show
+
+
+def render_walk(decoder: LatentModel, plan: InterpolationPlan, a: torch.Tensor, b: torch.Tensor,
+                executor: Executor | None = None, colour: ColourMatch | None = None,
+                decode: dict | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """The walk's latents and frames (N, C, H, W) as ``decoder`` draws them, the photos' colours put back (``colour``).
+
+    A straight line in latent space is not even in what it shows: a decoder can hold a look and then flip hair or
+    background within one step. The line is decoded :data:`EVEN_OVERSAMPLE` times more finely and the frames are
+    taken at equal steps of the pixel distance travelled, so no frame-to-frame jump stands out (the first and last
+    frames stay A and B). ``decode``: the model's ``decode_options``; a model that samples to decode (diffusion: its
+    options are not empty) is decoded once per frame, at even steps of the line, as oversampling would cost it dearly.
+    """
+    from core.executor import LOCAL
+
+    executor = executor or LOCAL
+    factor = 1 if decode else EVEN_OVERSAMPLE
+    dense_plan = dataclasses.replace(plan, frames=(plan.frames - 1) * factor + 1)
+    dense = walk(decoder, dense_plan, a, b)
+    images = executor.generate(decoder, dense, plan.space, **(decode or {})).cpu()
+    t = torch.linspace(0, 1, len(dense))
+    steps = (images[1:] - images[:-1]).abs().flatten(1).mean(1)
+    travelled = torch.cat([torch.zeros(1), steps.cumsum(0)])
+    if float(travelled[-1]) > 0:
+        goals = torch.linspace(0, float(travelled[-1]), plan.frames)
+        pick = torch.searchsorted(travelled, goals).clamp(max=len(dense) - 1)
+        earlier = (pick - 1).clamp(min=0)
+        closer = (goals - travelled[earlier]).abs() < (travelled[pick] - goals).abs()
+        pick = torch.where(closer, earlier, pick)
+        pick[0], pick[-1] = 0, len(dense) - 1
+    else:
+        pick = torch.linspace(0, len(dense) - 1, plan.frames).round().long()
+    frames = images[pick]
+    if colour is not None:
+        frames = colour.blend(t[pick]).undo(frames.to(colour.mean.device)).cpu()
+    return dense[pick], frames
 
 
 def walk(model: LatentModel, plan: InterpolationPlan, a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:

@@ -23,6 +23,7 @@ import torch
 
 from core import losses
 from core.images import psnr
+from core.inheritance import random_mixtures, trait_basis
 from core.model import LatentModel
 
 TWO_PIVOT_PATH = 3.0  # the path term used when tuning to two photos (Family's parents, Interpolation's endpoints)
@@ -35,9 +36,9 @@ class TuningConfig:
     loss: str = "mse"
     locality: float = 1.0  # weight of ||G_tuned(z) - G(z)||² on prior samples (PTI's locality regulariser)
     locality_samples: int = 4  # fresh prior samples per step
-    # Weight of the path term when there are two pivots (a Family's parents): latents on the line between them are
-    # pulled towards what the base decoder draws there plus the blend of what tuning adds at each pivot, so children
-    # (blends of the pivots) stay one face instead of whatever the tuned weights make of the space between.
+    # Weight of the path term when there are two pivots (a Family's parents): random children of the two (see
+    # _path_term) are pulled towards what the base decoder draws there plus the blend of what tuning adds at each
+    # pivot, so children stay one clean face instead of whatever the tuned weights make of the space around them.
     path: float = 0.0
     path_samples: int = 4
     seed: int = 0
@@ -126,12 +127,13 @@ def _corrections(model: LatentModel, pivots: torch.Tensor, targets: torch.Tensor
 
 def _path_term(model: LatentModel, tuned: LatentModel, pivots: torch.Tensor, fixes: torch.Tensor, space: str, n: int,
                gen: torch.Generator) -> torch.Tensor:
-    """Mean squared distance of the tuned decoder at random points between two pivots from the base decoder there plus
-    the t-weighted blend of the two pivots' corrections (``_corrections``)."""
-    t = torch.rand(n, generator=gen).to(pivots.device)
-    zp = torch.lerp(pivots[:1], pivots[1:2], t.reshape(-1, *([1] * (pivots.dim() - 1))))
+    """Mean squared distance of the tuned decoder at random children of the two pivots (core.inheritance: random gene
+    weights, trait draws and mutations, i.e. where Family's children and Interpolation's frames land, not only the
+    straight line) from the base decoder there plus the blend of the two pivots' corrections (``_corrections``) by
+    each child's share of the mother."""
+    zp, share = random_mixtures(trait_basis(model, space), pivots, n, gen)
     with torch.no_grad():
-        goal = model.decode(zp, space) + torch.lerp(fixes[:1], fixes[1:2], t.reshape(-1, 1, 1, 1))
+        goal = model.decode(zp, space) + torch.lerp(fixes[:1], fixes[1:2], share.to(fixes).reshape(-1, 1, 1, 1))
     return (tuned.decode(zp, space) - goal).pow(2).flatten(1).mean(1).sum()
 
 

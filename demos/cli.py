@@ -176,7 +176,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
 
     from core.export import save_frames, save_gif, save_latent, save_mp4
     from core.images import to_pil
-    from core.interpolate import describe, image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
+    from core.interpolate import describe, image_endpoints, plan_interpolation, render_walk, seed_endpoints, whole_number
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
@@ -185,7 +185,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     decode_kw = model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
-    decoder = model
+    decoder, colour = model, None
     if args.seeds is not None:
         a, b = seed_endpoints(model, plan, *args.seeds)
     else:
@@ -196,10 +196,10 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
         pairs = [first, _target(registry, args.model, model, args.b, not args.no_align, shape=first[0].shape)]
         model = model.at_size(*first[0].shape)  # a VAE works at A's size (B is fitted to it)
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
-        a, b, _, decoder = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
+        a, b, _, decoder, colour = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
             model, plan, targets, steps, report, weights, executor, args.tune_steps))
-    latents = walk(model, plan, a, b)
-    frames = to_pil(executor.generate(decoder, latents, plan.space, **decode_kw))
+    latents, images = render_walk(decoder, plan, a, b, executor, colour, decode_kw)
+    frames = to_pil(images)
     out = Path(args.out)
     save_frames(frames, out / "frames")
     save_gif(frames, out / "interpolation.gif", fps=args.fps)

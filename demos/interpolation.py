@@ -44,7 +44,7 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     import torch
 
     from core.images import from_pil
-    from core.interpolate import image_endpoints, plan_interpolation, seed_endpoints, walk, whole_number
+    from core.interpolate import image_endpoints, plan_interpolation, render_walk, seed_endpoints, whole_number
 
     if source not in (SEEDS, IMAGES):
         raise gr.Error(f"Endpoints are '{SEEDS}' or '{IMAGES}', not '{source}'.")
@@ -52,7 +52,7 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     from_images = source == IMAGES
     plan = plan_interpolation(m, frames, space or None, method, mixing or [], from_images)  # ValueError -> one-line gr.Error
     decode_kw = m.decode_options(decode_steps, inverted=from_images)
-    proj_note, decoder = "", m
+    proj_note, decoder, colour = "", m, None
     if from_images:
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
         from core.image_input import default_max_side, stacked_weights
@@ -72,27 +72,29 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
             what = "projecting" if stage == "projecting" else "tuning the decoder to both images"
             progress(i / n, desc=f"{what}: step {i}/{n}, PSNR {p:.1f} dB")
 
-        a, b, psnr, decoder = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs), executor=ctx.executor)
+        a, b, psnr, decoder, colour = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs),
+                                                      executor=ctx.executor)
         tuned = ", then the decoder tuned to both images (pivotal tuning: a private copy draws this walk)" if decoder is not m else ""
         where = " inside the faces" if inputs[0].mask is not None else ""
-        proj_note = f" Endpoints projected ({n_steps} steps){tuned}; PSNR{where} {psnr:.1f} dB."
+        matched = " Fitted on face colours matched to each other; each frame gets its share of both photos' colours back." \
+            if colour is not None else ""
+        proj_note = f" Endpoints projected ({n_steps} steps){tuned}; PSNR{where} {psnr:.1f} dB.{matched}"
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
                               whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
-    latents = walk(m, plan, a, b)
     progress(0.9, desc="decoding frames")
-    yield export(ctx, name, decoder, plan, latents, fps, boomerang, request, proj_note, decode_kw)
+    latents, images = render_walk(decoder, plan, a, b, ctx.executor, colour, decode_kw)
+    yield export(ctx, name, decoder, plan, latents, images, fps, boomerang, request, proj_note)
 
 
-def export(ctx: AppContext, name: str, model, plan, latents, fps: float, boomerang: bool, request: gr.Request | None,
-           note: str = "", decode_kw: dict | None = None) -> tuple:
-    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs;
-    ``decode_kw``: the model's ``decode_options``."""
+def export(ctx: AppContext, name: str, model, plan, latents, images, fps: float, boomerang: bool,
+           request: gr.Request | None, note: str = "") -> tuple:
+    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs."""
     from core.export import save_gif, save_latent, save_mp4
     from core.images import to_pil
     from core.interpolate import describe
 
-    frames = to_pil(ctx.executor.generate(model, latents, plan.space, **(decode_kw or {})))
+    frames = to_pil(images)
     label = caption(ctx, name)
     paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames)]
     views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames)]

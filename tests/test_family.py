@@ -1,4 +1,5 @@
-"""Blending parents into children: weights per layer, exact parents at the ends, seeded variation, directions."""
+"""Children of two parents: inherited traits (siblings differ, balanced, seeded), exact parents at the ends, per-layer
+dominance, mutation, directions."""
 
 from __future__ import annotations
 
@@ -31,21 +32,53 @@ def test_gene_weight_ends_are_the_parents(toy):
     for gene, parent in ((0.0, f), (1.0, m)):
         kids = make_children(toy, f, m, "latent", ChildSettings(gene_weight=gene, variation=0.0, children=3))
         assert kids.shape == (3, 6)
-        assert torch.allclose(kids, parent.expand(3, -1), atol=1e-6)
-    mid = make_children(toy, f, m, "latent", ChildSettings(gene_weight=0.25, children=1))
-    assert torch.allclose(mid[0], (0.75 * f + 0.25 * m)[0], atol=1e-6)
+        assert torch.allclose(kids, parent.expand(3, -1), atol=1e-5)
 
 
-def test_variation_is_seeded_and_scaled(toy):
+@pytest.mark.parametrize("gene", [0.5, 0.3])
+def test_children_inherit_traits_siblings_differ_and_the_mean_sits_at_the_gene(gene):
+    """No cross-fade: each child takes each trait from one parent (siblings differ with no mutation at all), takes the
+    gene weight's share of the parents' difference, and many children average to the blend at that gene weight."""
+    from core.inheritance import inherit, trait_basis
+
+    toy = ToyLinear(dim=64)  # as many traits as the built-in faces model: with few traits, balance biases the mean
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    settings = ChildSettings(gene_weight=gene, variation=0.0, children=64, seed=3)
+    kids = make_children(toy, f, m, "latent", settings)
+    assert len(torch.unique(kids.round(decimals=4), dim=0)) > 32  # siblings differ
+    basis = trait_basis(toy, "latent")
+    (cf, _), (cm, _), (ck, _) = basis.split(f), basis.split(m), basis.split(kids)
+    t = ((ck - cf) / (cm - cf))[:, 0]  # per trait: 0 = the father's, 1 = the mother's
+    assert torch.allclose(t, t.round(), atol=1e-3)  # each trait from one parent, not a mix
+    _, shares = inherit(basis, f, m, torch.full((1, 1), gene), -torch.ones(1, 1), 64, 3)
+    assert torch.allclose(shares, ((t.round() * (cm - cf)[:, 0] ** 2).sum(1) / ((cm - cf) ** 2).sum()), atol=1e-4)
+    assert (shares - gene).abs().max() < 0.1  # each child balanced in the latent
+    lerp = torch.lerp(f, m, gene)
+    spread = (m - f).norm()
+    assert (kids.mean(0) - lerp[0]).norm() < 0.15 * spread  # the mean child sits at the gene setting
+    assert (kids - lerp).norm(dim=1).median() > 0.2 * spread  # while no child is the blend itself
+
+
+def test_a_seed_repeats_a_family_and_more_children_keep_the_first(toy):
     f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
     a = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=4))
     b = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=4))
     c = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=8, children=4))
     assert torch.equal(a, b) and not torch.allclose(a, c)
     assert len(torch.unique(a, dim=0)) == 4  # siblings differ
-    centre = (f + m) / 2
+    more = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=6))
+    assert torch.allclose(more[:4], a)
+
+
+def test_variation_is_a_mutation_scaled_in_population_std(toy):
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    inherited = make_children(toy, f, m, "latent", ChildSettings(variation=0.0, seed=7, children=4))
+    a = make_children(toy, f, m, "latent", ChildSettings(variation=0.3, seed=7, children=4))
     small = make_children(toy, f, m, "latent", ChildSettings(variation=0.1, seed=7, children=4))
-    assert torch.allclose(small - centre, (a - centre) / 3, atol=1e-5)
+    assert torch.allclose(small - inherited, (a - inherited) / 3, atol=1e-5)  # the same traits, a third of the mutation
+    population = toy.sample(2000, seed=5).std(0).norm()
+    mutation = (a - inherited).norm(dim=1).mean()
+    assert 0.1 * population < mutation < 0.6 * population
 
 
 def test_attribute_moves_by_std_units(toy):
@@ -73,8 +106,9 @@ def test_per_layer_dominance_on_stylegan(sg2):
     assert torch.allclose(alpha[groups["middle"]], torch.tensor(0.3))
     f, m = sg2.sample(1, 1, "w+"), sg2.sample(1, 2, "w+")
     kid = make_children(sg2, f, m, "w+", ChildSettings(gene_weight=0.3, dominance={"coarse": "father", "fine": "mother"}, children=1))
-    assert torch.equal(kid[0, groups["coarse"]], f[0, groups["coarse"]])
-    assert torch.equal(kid[0, groups["fine"]], m[0, groups["fine"]])
+    assert torch.allclose(kid[0, groups["coarse"]], f[0, groups["coarse"]], atol=1e-4)
+    assert torch.allclose(kid[0, groups["fine"]], m[0, groups["fine"]], atol=1e-4)
+    assert not torch.allclose(kid[0, groups["middle"]], f[0, groups["middle"]], atol=1e-3)  # drawn: some traits are hers
     with pytest.raises(ValueError, match="Unknown layer group"):
         layer_weights(sg2, "w+", ChildSettings(dominance={"eyes": "father"}))
 

@@ -141,10 +141,54 @@ def test_image_endpoints_tune_a_decoder_that_draws_both_images():
     images = torch.rand(2, 3, 8, 8, generator=torch.Generator().manual_seed(1)) * 1.6 - 0.8  # off the 6-d model's range
     plan = plan_interpolation(model, 5, None, "auto", [], True)
     stages = []
-    a, b, plain, same = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]), tuning=TuningConfig(steps=0))
+    a, b, plain, same, colour = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]),
+                                                tuning=TuningConfig(steps=0))
+    assert colour is None  # no face weights: the photos' colours are fitted as they are
     assert same is model and set(stages) == {"projecting"}
-    a, b, tuned_psnr, decoder = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]),
-                                                tuning=TuningConfig(steps=40, lr=1e-2, locality=0.0))
+    a, b, tuned_psnr, decoder, _ = image_endpoints(model, plan, images, 10, lambda *r: stages.append(r[3]),
+                                                   tuning=TuningConfig(steps=40, lr=1e-2, locality=0.0))
     assert decoder is not model and "tuning" in stages
     drawn = decoder.generate(torch.cat([a, b]))
     assert tuned_psnr == pytest.approx(float(psnr(drawn, images).mean()), abs=1e-4) and tuned_psnr > plain + 1.0
+
+
+def test_render_walk_spaces_frames_evenly_by_what_they_show():
+    """A decoder that holds a look and then flips within one step (as hair and background did between two photos):
+    the straight line's frames have one jump; the walk's frames have none larger than twice the median step."""
+    from core.interpolate import InterpolationPlan, path, render_walk
+    from tests.toy import ToyLinear
+
+    class Flip(ToyLinear):
+        def _decode(self, latents, space, **kwargs):
+            x = torch.sigmoid(25 * (latents.sum(-1, keepdim=True) - 0.5))  # flips around the middle of the line
+            return (torch.linspace(-1, 1, 3 * 8 * 8) * (2 * x - 1)).reshape(-1, 3, 8, 8)
+
+    model = Flip()
+    a, b = torch.zeros(1, 6), torch.full((1, 6), 1 / 6)
+    plan = InterpolationPlan("latent", "lerp", 16)
+    jumps = lambda imgs: (imgs[1:] - imgs[:-1]).abs().flatten(1).mean(1)  # noqa: E731
+    straight = jumps(model.decode(path(a, b, 16)))
+    assert straight.max() > 3 * straight.median()  # the problem, on the plain line
+    latents, frames = render_walk(model, plan, a, b)
+    steps = jumps(frames)
+    assert len(frames) == 16 and torch.allclose(latents[0], a[0]) and torch.allclose(latents[-1], b[0])
+    assert steps.max() <= 2 * steps.median()
+    assert torch.allclose(frames, model.decode(latents), atol=1e-6)  # the frames are what their latents draw
+
+
+def test_two_face_photos_are_fitted_on_matched_colours_and_frames_get_theirs_back():
+    from core.interpolate import image_endpoints, plan_interpolation, render_walk
+    from core.pivotal import TuningConfig
+    from tests.toy import ToyLinear
+
+    model = ToyLinear()
+    g = torch.Generator().manual_seed(2)
+    pale = (torch.rand(1, 3, 8, 8, generator=g) * 0.2 + 0.6)
+    dark = (torch.rand(1, 3, 8, 8, generator=g) * 0.2 - 0.7)
+    images, weights = torch.cat([pale, dark]), torch.ones(2, 1, 8, 8)
+    plan = plan_interpolation(model, 5, None, "auto", [], True)
+    ends = image_endpoints(model, plan, images, 5, weights=weights, tuning=TuningConfig(steps=0))
+    assert ends.colour is not None
+    _, frames = render_walk(ends.decoder, plan, ends.a, ends.b, colour=ends.colour)
+    tone = frames.mean((1, 2, 3))
+    assert tone[0] > 0.4 and tone[-1] < -0.4 and bool((tone[1:] <= tone[:-1] + 1e-6).all())  # pale to dark, evenly
