@@ -23,6 +23,7 @@ TUNE_HELP = ("decoder-tuning steps after projection (pivotal tuning: the decoder
 
 
 _RUN_DIR: Path | None = None
+_INDUCTOR_DIR: list[str | None] = [None]  # the TORCHINDUCTOR_CACHE_DIR this process set (inside _RUN_DIR)
 
 
 MAX_SIDE_HELP = ("models that work at any size (VAEs): the photo is used at its own aspect, each side rounded to a multiple of "
@@ -47,6 +48,10 @@ def _private_environment(keep_files: bool = False) -> Path:
             print(f"Removed {gone}, left by an earlier run of Latent Lab that did not stop cleanly.", file=sys.stderr)
         _RUN_DIR = private_dir.create(base, keep=keep_files)
         os.environ["GRADIO_TEMP_DIR"] = str(_RUN_DIR)
+        # Importing torch._dynamo (which torch's own modules do) makes torch inductor's cache folder, by default
+        # $TMPDIR/torchinductor_<user>, left behind empty; the app compiles nothing, so it lives and goes with the run.
+        if os.environ.get("TORCHINDUCTOR_CACHE_DIR") in (None, _INDUCTOR_DIR[0]):  # unless the user chose one
+            _INDUCTOR_DIR[0] = os.environ["TORCHINDUCTOR_CACHE_DIR"] = str(_RUN_DIR / "torchinductor")
         if keep_files:
             print(f"--keep-files: uploads and outputs are kept in {_RUN_DIR} (delete it yourself).", file=sys.stderr)
         else:

@@ -11,6 +11,11 @@ run. The clients share the server's cores here; ``--profile`` adds the server's 
 
     python -m bench.load                       # 20 clients x 10 requests, three rounds
     python -m bench.load --clients 4 --requests 5 --rounds 1      # a quick look
+    python -m bench.load --flood               # one client floods heavy jobs; how long another visitor waits
+
+``--flood``: one ``gradio_client`` session submits 20 face projections at once (100 steps, then pivotal tuning), then
+one raw-HTTP client (its cookie kept, a fresh session hash per call) submits 20 more; each time it prints how many ran
+and how many were refused, and how long a second visitor's 5-step projection waited for its turn and took in all.
 
 Bounded: every request has a timeout, each round a deadline (``--round-timeout``), and the server is stopped at the
 end whatever happens. The Family requests need the London photos in ../shared (they are skipped without them).
@@ -208,6 +213,119 @@ def killed_client(server: Server, photo: str) -> tuple[float, float]:
     return c5 - c0, server.cpu_s() - c5
 
 
+# ----- flood: one client against fair turns --------------------------------------------------------------------------
+def _first_output(jobs: list, seen: dict, stop: threading.Event, ended: dict | None = None) -> None:
+    """Note when each gradio_client job's first output (or its end) arrives: its turn has come; and its end."""
+    ended = {} if ended is None else ended
+    while not stop.is_set():
+        for i, job in enumerate(list(jobs)):
+            if i not in seen and (job.outputs() or job.done()):
+                seen[i] = time.monotonic()
+            if i not in ended and job.done():
+                ended[i] = time.monotonic()
+        time.sleep(0.05)
+
+
+def _newcomer(url: str, photo: str, timeout: float) -> tuple[float, float, str]:
+    """A second visitor's 5-step projection while the flood is on: (wait for its turn s, total s, outcome)."""
+    from gradio_client import Client, handle_file
+
+    client = Client(url, verbose=False)
+    seen: dict = {}
+    stop = threading.Event()
+    t0 = time.monotonic()
+    job = client.submit(FACES, handle_file(photo), None, "auto", "mse", 5, False, 0, False, tune=False, api_name="/project")
+    watch = threading.Thread(target=_first_output, args=([job], seen, stop), daemon=True)
+    watch.start()
+    try:
+        outcome = "ok" if str(job.result(timeout=timeout)[3]).startswith("**Done.**") else "no result"
+    except Exception as e:  # noqa: BLE001 - a figure, not a crash
+        outcome = f"{type(e).__name__}: {str(e)[:100]}"
+    total = time.monotonic() - t0
+    stop.set()
+    watch.join(5)
+    client.close()
+    return seen.get(0, t0 + total) - t0, total, outcome
+
+
+def _sse_outcome(text: str) -> str:
+    """'ran' / 'refused' / 'failed: …' from a /call stream."""
+    if "event: complete" in text:
+        return "ran"
+    if "event: error" in text:
+        return "refused" if "already have a job running" in text or "Busy:" in text else f"failed: {text[-160:]!r}"
+    return f"failed: {text[-160:]!r}"
+
+
+def flood(server: Server, photo: str, n: int, steps: int, timeout: float) -> list[tuple]:
+    """The two floods; per flood: (who, ran, refused, failed, newcomer's wait s, newcomer's total s, its outcome)."""
+    import httpx
+    from gradio_client import Client, handle_file
+
+    from core.image_input import default_max_side
+
+    rows = []
+    # 1. one gradio_client session submits n projections at once (tuning on: the model tunes after projecting)
+    client = Client(server.url, verbose=False)
+    args = (FACES, handle_file(photo), None, "auto", "mse", steps, False, 0, False)
+    jobs = [client.submit(*args, tune=True, api_name="/project") for _ in range(n)]
+    seen: dict = {}
+    ended: dict = {}
+    stop = threading.Event()
+    threading.Thread(target=_first_output, args=(jobs, seen, stop, ended), daemon=True).start()
+    time.sleep(3.0)  # refusals come at once
+    wait, total, outcome = _newcomer(server.url, photo, timeout)
+    ran = refused = failed = 0
+    took = []
+    for i, job in enumerate(jobs):
+        try:
+            ok = str(job.result(timeout=timeout)[3]).startswith("**Done.**")
+            ran, failed = ran + ok, failed + (not ok)
+            time.sleep(0.2)
+            took.append(ended.get(i, time.monotonic()) - seen.get(i, time.monotonic()))
+        except Exception as e:  # noqa: BLE001 - counted
+            hit = "already have a job running" in str(e) or "Busy:" in str(e)
+            refused, failed = refused + hit, failed + (not hit)
+    stop.set()
+    client.close()
+    rows.append(("one gradio_client session", ran, refused, failed, wait, total, outcome))
+    print("  the flood's jobs that ran took (first output to end) "
+          + ", ".join(f"{t:.0f}" for t in took) + " s")
+
+    # 2. raw HTTP: one client (its cookie kept), a fresh session hash per call (/call makes one each time)
+    with httpx.Client(base_url=server.url, timeout=timeout) as raw:
+        raw.get("config")  # the app sets its owner cookie
+
+        def call() -> str:  # each call its own upload (a session's uploads go when that session ends)
+            path = raw.post("gradio_api/upload", files={"files": ("photo.jpg", Path(photo).read_bytes())}).json()[0]
+            data = [FACES, {"path": path, "meta": {"_type": "gradio.FileData"}}, None, "auto", "mse", steps, False, 0,
+                    False, default_max_side(), True]
+            return raw.post("gradio_api/call/project", json={"data": data}).json()["event_id"]
+
+        events = [call() for _ in range(n)]
+        answers: dict = {}
+
+        def read(event: str) -> None:
+            try:
+                answers[event] = _sse_outcome(raw.get(f"gradio_api/call/project/{event}").text)
+            except Exception as e:  # noqa: BLE001 - counted
+                answers[event] = f"failed: {type(e).__name__}"
+
+        readers = [threading.Thread(target=read, args=(e,), daemon=True) for e in events]
+        for t in readers:
+            t.start()
+        time.sleep(3.0)
+        wait, total, outcome = _newcomer(server.url, photo, timeout)
+        for t in readers:
+            t.join(timeout)
+    got = list(answers.values())
+    rows.append(("raw HTTP, fresh session hash per call", got.count("ran"), got.count("refused"),
+                 sum(a.startswith("failed") for a in got), wait, total, outcome))
+    for why in sorted({a for a in got if a.startswith("failed")})[:3]:
+        print(f"  raw HTTP {why}")
+    return rows
+
+
 def _light(api: str) -> bool:
     return api.removeprefix(PROBE) in LIGHT
 
@@ -257,7 +375,14 @@ def main(argv: list[str] | None = None) -> int:
                     help="light requests of one more visitor, alone in its process, during each round (0: none)")
     ap.add_argument("--profile", action="store_true",
                     help="also print where light events spend their time on the server (Gradio's GRADIO_PROFILING)")
+    ap.add_argument("--flood", action="store_true",
+                    help="instead: one client submits --flood-jobs face projections at once, through gradio_client and "
+                         "then raw HTTP; a second visitor's 5-step projection is timed during each")
+    ap.add_argument("--flood-jobs", type=int, default=20)
+    ap.add_argument("--flood-steps", type=int, default=100)
     a = ap.parse_args(argv)
+    if a.flood:
+        return main_flood(a)
     if min(a.clients, a.requests, a.rounds) < 1:
         ap.error("--clients, --requests and --rounds must be 1 or more")
     family = all(p.is_file() for p in PHOTOS)
@@ -353,6 +478,35 @@ def main(argv: list[str] | None = None) -> int:
             failures[f"{api}: {why}"] += 1
     for why, count in sorted(failures.items(), key=lambda kv: -kv[1])[:10]:
         print(f"  failed x{count}: {why}")
+    return 0
+
+
+def main_flood(a) -> int:
+    photo = PHOTOS[0]
+    if not photo.is_file():
+        print(f"note: {photo} not found: a random image stands in for the face photo", file=sys.stderr)
+    with tempfile.TemporaryDirectory(prefix="latent_lab_flood_") as tmp:
+        tmp = Path(tmp)
+        if not photo.is_file():
+            photo = tmp / "photo.png"
+            Image.fromarray(np.random.default_rng(0).integers(0, 255, (64, 64, 3), dtype=np.uint8)).save(photo)
+        (tmp / "server").mkdir()
+        server = Server(tmp / "server", a.idle, a.concurrency)
+        try:
+            t0 = time.time()
+            warm = _newcomer(server.url, str(photo), a.timeout)  # loads the model: the floods then time turns only
+            print(f"warm-up 5-step projection: {warm[1]:.1f} s ({warm[2]})")
+            rows = flood(server, str(photo), a.flood_jobs, a.flood_steps, a.timeout)
+        finally:
+            code = server.stop()
+    print(f"\nflood: {a.flood_jobs} projections of {a.flood_steps} steps (then tuning) from one client, {os.cpu_count()} "
+          f"cores, server --concurrency {a.concurrency or 'default'}, {time.time() - t0:.0f} s in all (server exit {code})\n")
+    print("| flooding client | ran | refused | failed | second visitor's 5-step projection: wait for its turn s | "
+          "total s | outcome |")
+    print("|---|---|---|---|---|---|---|")
+    for who, ran, refused, failed, wait, total, outcome in rows:
+        print(f"| {who} | {ran} | {refused} | {failed} | {wait:.1f} | {total:.1f} | {outcome} |")
+    print("target: the second visitor's projection done within 45 s on 2 cores")
     return 0
 
 

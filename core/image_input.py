@@ -30,6 +30,11 @@ MAX_SIDE = 2048
 # Formats with no reduced decoding (PNG, WebP, TIFF, ...) are read in full first: above this many pixels they are
 # refused, so one upload costs at most ~100 MB while it is read (Pillow holds RGB as 4 bytes a pixel).
 MAX_FULL_DECODE_PIXELS = 16_000_000
+# A progressive JPEG (or one whose colours come in separate scans) is not decoded in one pass: libjpeg keeps every
+# DCT coefficient of the whole image (2 bytes each) while it reads, whatever the draft scale. Above this many bytes
+# of coefficients it is refused (about 16 megapixels with the usual half-resolution colour, 8 with full), so reading
+# one costs no more than reading a format decoded in full.
+MAX_JPEG_COEFFICIENT_BYTES = 48 * 2**20
 
 
 class ImageInputError(ValueError):
@@ -93,10 +98,13 @@ def _open(source: ImageSource, max_pixels: int, max_side: int | None = None) -> 
     else:
         data = source
     try:
+        start = data.tell()
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             img = Image.open(data)
             _check_pixels(img.size, max_pixels)
+            if max_side and img.format == "JPEG":
+                _check_jpeg_passes(data, start, img.size)
             if max_side and img.format != "JPEG" and img.size[0] * img.size[1] > MAX_FULL_DECODE_PIXELS:
                 raise ImageInputError(
                     f"The image is too large to read as {img.format or 'this format'} ({img.size[0]}×{img.size[1]}): "
@@ -116,6 +124,78 @@ def _open(source: ImageSource, max_pixels: int, max_side: int | None = None) -> 
     except (OSError, SyntaxError, ValueError) as e:
         raise ImageInputError(f"The image file is damaged or incomplete and cannot be read ({e}).") from e
     return img
+
+
+def _check_jpeg_passes(data: BinaryIO, start: int, size: tuple[int, int]) -> None:
+    """Refuse a multi-pass JPEG whose coefficients alone would cost more than a format decoded in full."""
+    pos = data.tell()
+    try:
+        data.seek(start)
+        needed = jpeg_coefficient_bytes(data)
+    finally:
+        data.seek(pos)
+    if needed > MAX_JPEG_COEFFICIENT_BYTES:
+        limit = size[0] * size[1] * MAX_JPEG_COEFFICIENT_BYTES / needed / 1e6
+        raise ImageInputError(
+            f"The image is too large to read as a progressive JPEG ({size[0]}×{size[1]}): more than {limit:.0f} megapixels "
+            "in this form. Save it as a standard (baseline) JPEG, or resize it, and upload it again.")
+
+
+_SOF_PROGRESSIVE = {0xC2, 0xC6, 0xCA, 0xCE}
+_SOF = {0xC0, 0xC1, 0xC3, 0xC5, 0xC7, 0xC9, 0xCB, 0xCD, 0xCF} | _SOF_PROGRESSIVE
+
+
+def jpeg_coefficient_bytes(f: BinaryIO) -> int:
+    """Bytes of DCT coefficients libjpeg holds at once to decode the JPEG at ``f``'s position: 0 for a one-pass file.
+
+    A file needs the whole coefficient image when it is progressive, or when its first scan does not carry every
+    colour component. Only the headers before the first scan are read.
+    """
+    if f.read(2) != b"\xff\xd8":
+        return 0
+    frame = None
+    while True:
+        byte = f.read(1)
+        if not byte:
+            return 0
+        if byte != b"\xff":
+            continue  # not at a marker: tolerate junk between segments, as libjpeg does
+        marker = f.read(1)
+        while marker == b"\xff":  # fill bytes
+            marker = f.read(1)
+        if not marker:
+            return 0
+        m = marker[0]
+        if m == 0x01 or 0xD0 <= m <= 0xD9:
+            continue  # markers without a length
+        head = f.read(2)
+        if len(head) < 2:
+            return 0
+        segment = f.read(max(0, int.from_bytes(head, "big") - 2))
+        if m in _SOF and len(segment) >= 6:
+            height, width, count = int.from_bytes(segment[1:3], "big"), int.from_bytes(segment[3:5], "big"), segment[5]
+            factors = [(b >> 4 or 1, b & 15 or 1) for b in segment[7:6 + 3 * count:3]]
+            frame = (m in _SOF_PROGRESSIVE, width, height, factors)
+        elif m == 0xDA:  # start of scan: what follows is image data
+            if frame is None or not segment:
+                return 0
+            progressive, width, height, factors = frame
+            if not progressive and segment[0] >= len(factors):
+                return 0
+            return _coefficient_bytes(width, height, factors)
+
+
+def _coefficient_bytes(width: int, height: int, factors: list[tuple[int, int]]) -> int:
+    """libjpeg's whole-image coefficient arrays: per component, 8x8 blocks of 2-byte coefficients, padded to its factors."""
+    def up(a: int, b: int) -> int:  # a / b rounded up
+        return (a + b - 1) // b
+
+    hmax, vmax = max(h for h, _ in factors), max(v for _, v in factors)
+    total = 0
+    for h, v in factors:
+        blocks_w, blocks_h = up(up(width * h, hmax), 8), up(up(height * v, vmax), 8)
+        total += up(blocks_w, h) * h * up(blocks_h, v) * v * 64 * 2
+    return total
 
 
 def _check_bytes(size: int) -> None:

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import logging
 import sys
 import threading
+import time
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -12,7 +14,7 @@ from starlette.middleware import Middleware
 
 from core.private_dir import IDLE_S
 from demos import family, interpolation, latent_map, models_tab, projection, serving
-from demos.common import HEAVY, AppContext, user_errors
+from demos.common import HEAVY, AppContext, plain_refusals, user_errors
 from demos.file_access import FileAccess
 from demos.login_guard import LoginGuard
 from demos.sessions import session_key
@@ -57,21 +59,24 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         demo.unload(ctx.end_session)
-    # Fair serving (demos/serving.py): light events in their own group, one heavy job per session at a time.
+    # Fair serving (demos/serving.py): light events in their own group; heavy jobs take fair turns at `heavy` slots.
     heavy = concurrency if concurrency is not None else serving.default_concurrency()
     if heavy < 1:
         raise ValueError(f"--concurrency must be 1 or more, got {heavy}.")
-    serving.assign_groups(demo, heavy, serving.light_concurrency())
+    serving.assign_groups(demo, serving.ADMITTED, serving.light_concurrency())
     ctx.heavy_threads = serving.HeavyThreads(heavy)  # heavy work ranked below pages and light events
+    ctx.fair_turns = serving.FairTurns(heavy)
+    ctx.files.client_busy = lambda owner: ctx.fair_turns.has_jobs(("client", owner.token, owner.user))
     # Every handler, in every tab: a user's mistake is one log line, a real fault keeps its traceback.
     for block_fn in demo.fns.values():
         if block_fn.fn is not None:
-            if block_fn.concurrency_id == HEAVY:
-                block_fn.fn = ctx.heavy_threads.wrap(block_fn.fn)
-            if block_fn.concurrency_id == HEAVY and not (block_fn.api_name or "").startswith("family_children_"):
-                # (the children's sliders re-render the same children: a second slider moved meanwhile just queues)
-                block_fn.fn = serving.one_heavy_per_session(block_fn.fn, ctx.heavy_running, lambda key: ctx.gone(key))
             block_fn.fn = user_errors(block_fn.fn)
+            if block_fn.concurrency_id == HEAVY:
+                # (the children's sliders re-render the same children: a newer slider move replaces a waiting one)
+                block_fn.fn = serving.take_turns(block_fn.fn, ctx.fair_turns, ctx.heavy_threads, lambda key: ctx.gone(key),
+                                                 api=block_fn.api_name,
+                                                 replaceable=(block_fn.api_name or "").startswith("family_children_"))
+    plain_refusals(demo)  # and a value no handler could take, or a fault of ours, is a sentence too (never "error": null)
     demo.queue(default_concurrency_limit=heavy, max_size=serving.QUEUE_SIZE)
     serving.plain_queue_full(demo)
     serving.keep_batch_requests(demo)  # batch=True events (map clicks) save each visitor's output in their own session
@@ -99,18 +104,23 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     demo.launch(
         server_name=host, server_port=port, share=share, auth=login_guard.gradio_auth() if login_guard else None,
         max_file_size=max_file_size, prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS,
-        footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(FileAccess, files=ctx.files)]},
+        footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(serving.CookieSent), Middleware(FileAccess, files=ctx.files)]},
     )
     ctx.gone = serving.client_gone(demo)
-    ctx.queued = serving.queued_events(demo)
+    ctx.queued = serving.queued_events(demo, ctx.fair_turns)
     ctx.start_reaper(lambda: _busy_sessions(demo), after=serving.release_memory)
     _close = demo.close
 
     def close(*args, **kwargs):  # stopping the server ends every session: their files go, running jobs write nothing
+        log = logging.getLogger("uvicorn.error")
+        level = log.level
         try:
-            return _close(*args, **kwargs)
+            _no_grace(demo)
+            return _close(*args, **kwargs)  # returns once the server's thread has ended
         finally:
+            log.setLevel(level)
             ctx.close()
+
 
     demo.close = close
     if share and not getattr(demo, "share_url", None):
@@ -122,10 +132,23 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     if block:
         print(f"Latent Lab is running at {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None) else ""))
         try:
-            demo.block_thread()
+            while demo.is_running:  # not demo.block_thread(): on Ctrl-C it waits for open connections before closing
+                time.sleep(0.1)
         finally:
             demo.close()
     return demo
+
+
+def _no_grace(demo: gr.Blocks) -> None:
+    """Stop serving without waiting for open connections: uvicorn's graceful shutdown waits for every stream to end
+    (an open page's heartbeat, a running job's updates), and Gradio gives up on it only after 5 s per close. Every
+    session ends with the server anyway, so nobody is left to receive what those streams would still send."""
+    server = getattr(demo, "server", None)
+    if server is not None:
+        # The streams cut short end as cancelled tasks, each logged with a traceback: expected here, not faults.
+        logging.getLogger("uvicorn.error").setLevel(logging.CRITICAL)
+        server.force_exit = True
+        server.should_exit = True
 
 
 def _busy_sessions(demo: gr.Blocks) -> set[str]:

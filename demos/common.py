@@ -15,8 +15,10 @@ from __future__ import annotations
 
 import functools
 import inspect
+import math
 import sys
 import threading
+import traceback
 import types
 import uuid
 from collections.abc import Callable
@@ -29,7 +31,7 @@ from gradio.data_classes import FileData
 
 from core.private_dir import IDLE_S
 from demos.sessions import SessionError, SessionFiles, owner_of, session_key
-from plugins.registry import Registry
+from plugins.registry import Registry, UnknownModelError
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
 LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
@@ -40,16 +42,17 @@ DECODE_STEPS = 50  # a diffusion model's sampling steps per decoded image, by de
 def user_errors(fn: Callable) -> Callable:
     """Wrap an event handler so a user's mistake is one log line and a plain message, not a traceback.
 
-    A gr.Error, or a ValueError from validating the user's input, reaches the user
-    as a gr.Error and the server log as one line; any other exception is a real
-    fault and keeps Gradio's full traceback. Generators stay generators (Gradio
+    A gr.Error, a ValueError from validating the user's input, or an unknown model
+    name reaches the user as a gr.Error and the server log as one line; any other
+    exception is a real fault: its full traceback is logged and the visitor gets a
+    general sentence (:func:`plain_refusals`). Generators stay generators (Gradio
     streams them).
     """
 
     def refuse(e: Exception) -> gr.Error:
         error = e if isinstance(e, gr.Error) else gr.Error(str(e))
         error.print_exception = False
-        print(f"user error in {getattr(fn, '__name__', 'a handler')}: {error.message}", file=sys.stderr)
+        print(f"user error in {getattr(fn, '__name__', 'a handler')}: {error.message[:300]}", file=sys.stderr)
         return error
 
     if inspect.isgeneratorfunction(fn):
@@ -57,7 +60,7 @@ def user_errors(fn: Callable) -> Callable:
         def stream(*args, **kwargs):
             try:
                 yield from fn(*args, **kwargs)
-            except (gr.Error, ValueError) as e:
+            except (gr.Error, ValueError, UnknownModelError) as e:
                 error = refuse(e)
                 raise error from (None if error is e else e)
 
@@ -67,11 +70,117 @@ def user_errors(fn: Callable) -> Callable:
     def call(*args, **kwargs):
         try:
             return fn(*args, **kwargs)
-        except (gr.Error, ValueError) as e:
+        except (gr.Error, ValueError, UnknownModelError) as e:
             error = refuse(e)
             raise error from (None if error is e else e)
 
     return call
+
+
+FAULT = ("Something went wrong on the server while handling this request (it has been logged). "
+         "Try again, or with other settings.")
+
+
+def finite_number(value: Any, what: str, low: float | None = None, high: float | None = None) -> float | int | None:
+    """A number input, or a gr.Error naming it: NaN and infinity slip through range checks (every comparison
+    with NaN is false), so they are refused here by name, as are non-numbers and values outside [low, high]."""
+    if value is None:
+        return None
+    if isinstance(value, bool) or not isinstance(value, (int, float)):
+        raise gr.Error(f"{what} must be a number; got {_shown(value)}.")
+    if not math.isfinite(value):
+        raise gr.Error(f"{what} must be a finite number; got {value}.")
+    if (low is not None and value < low) or (high is not None and value > high):
+        raise gr.Error(f"{what} must be from {low:g} to {high:g}; got {value:g}." if low is not None and high is not None
+                       else f"{what} must be at least {low:g}; got {value:g}." if low is not None
+                       else f"{what} must be at most {high:g}; got {value:g}.")
+    return value
+
+
+def _shown(value: Any, limit: int = 40) -> str:
+    text = repr(value)
+    return text if len(text) <= limit else text[:limit] + "…"
+
+
+def _input_name(block: Any) -> str:
+    """How a refusal names an input: its label up to any explanation in brackets, else its elem_id."""
+    label = getattr(block, "label", None) or (getattr(block, "elem_id", None) or "").replace("_", " ")
+    return label.split(" (")[0].strip() or "A value"
+
+
+def _check_inputs(block_fn: Any, inputs: Any, state: Any = None) -> None:
+    """What the components would fail on obscurely (or, for NaN, not at all), refused by name before they run;
+    ``state``: the session's copies of the components (a range changed by an update is the one that holds)."""
+    if not isinstance(inputs, list):
+        raise gr.Error("The request's data must be a list of the endpoint's values (see its API page).")
+    if len(inputs) < len(block_fn.inputs):
+        raise gr.Error(f"This endpoint takes {len(block_fn.inputs)} values (see its API page); got {len(inputs)}.")
+    for block, value in zip(block_fn.inputs, inputs, strict=False):
+        if state is not None and getattr(block, "_id", None) in state:
+            block = state[block._id]
+        if isinstance(block, (gr.Number, gr.Slider)):
+            finite_number(value, _input_name(block), getattr(block, "minimum", None), getattr(block, "maximum", None))
+        elif isinstance(block, (gr.Radio, gr.Textbox)) or (isinstance(block, gr.Dropdown) and not block.multiselect):
+            if isinstance(value, (list, dict)):
+                raise gr.Error(f"{_input_name(block)} takes one value, not a {type(value).__name__}.")
+        elif isinstance(block, gr.CheckboxGroup) and value is not None:
+            if not isinstance(value, list) or not all(isinstance(v, (str, int, float)) for v in value):
+                raise gr.Error(f"{_input_name(block)} takes a list of its choices.")
+        elif isinstance(block, gr.Checkbox) and value is not None and not isinstance(value, bool):
+            raise gr.Error(f"{_input_name(block)} takes true or false; got {_shown(value)}.")
+        elif isinstance(block, (gr.Image, gr.File)) and value is not None:
+            files = value if isinstance(value, list) and getattr(block, "file_count", "single") != "single" else [value]
+            if not all(isinstance(f, dict) and isinstance(f.get("path"), str) and f["path"] for f in files):
+                raise gr.Error(f"{_input_name(block)} must be a file sent as {{\"path\": …}}, the path "
+                               "POST /gradio_api/upload returned (see the API page).")
+
+
+def plain_refusals(demo: gr.Blocks) -> None:
+    """Every refusal reaches the visitor as a sentence: Gradio sends a message only for a gr.Error (anything else
+    arrives as ``"error": null``). A value the components cannot take is refused by name with one log line; a fault
+    of the app itself keeps its traceback in the log and the visitor gets a general sentence."""
+    from gradio.exceptions import InvalidPathError
+
+    preprocess, process = demo.preprocess_data, demo.process_api
+
+    async def checked_preprocess(block_fn, inputs, *args, **kwargs):
+        try:
+            _check_inputs(block_fn, inputs, kwargs.get("state", args[0] if args else None))
+            return await preprocess(block_fn, inputs, *args, **kwargs)
+        except Exception as e:
+            if isinstance(e, gr.Error):
+                error = e
+            elif isinstance(e, InvalidPathError):
+                error = gr.Error("A file sent to this endpoint was not uploaded to this app: upload it first "
+                                 "(POST /gradio_api/upload) and send the path that returns.")
+            else:
+                error = gr.Error("A value sent to this endpoint is not of the kind it takes (see its API page).")
+            error.print_exception = False
+            print(f"refused input of {block_fn.api_name or block_fn.name}: {error.message[:300]}", file=sys.stderr)
+            raise error from None
+
+    async def guarded_process(*args, **kwargs):
+        block_fn = kwargs.get("block_fn", args[0] if args else None)
+        inputs = kwargs.get("inputs", args[1] if len(args) > 1 else None)
+        if getattr(block_fn, "batch", False) and not (  # one list per input, one value per request in each
+                isinstance(inputs, (list, tuple)) and len(inputs) >= len(block_fn.inputs) and inputs
+                and all(isinstance(column, (list, tuple)) and len(column) == len(inputs[0]) > 0 for column in inputs)):
+            error = gr.Error(f"This endpoint takes {len(block_fn.inputs)} values (see its API page).")
+            error.print_exception = False
+            print(f"refused input of {block_fn.api_name}: {error.message}", file=sys.stderr)
+            raise error
+        try:
+            return await process(*args, **kwargs)
+        except Exception as e:
+            if isinstance(e, gr.Error):
+                raise
+            traceback.print_exc()  # a fault of ours: its traceback for the log, a sentence for the visitor
+            error = gr.Error(FAULT)
+            error.print_exception = False
+            raise error from None
+
+    demo.preprocess_data = checked_preprocess
+    demo.process_api = guarded_process
 
 
 def _raw_path(self: gr.Image, payload: FileData | None) -> str | None:
@@ -116,7 +225,6 @@ class AppContext:
     gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
     # the ids of a session's queued events for some endpoints (set by launch; serving.queued_events)
     queued: Callable[[str, tuple[str, ...]], set[str]] = lambda key, apis: set()
-    heavy_running: dict[str, object] = field(default_factory=dict)  # session -> its running heavy job (one each)
     heavy_threads: Any = None  # demos.serving.HeavyThreads: where heavy handlers run (set by build_app)
     _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
 
@@ -196,7 +304,6 @@ class AppContext:
         self._ended_count += 1
         with self._lock:
             self._caches.pop(key, None)
-            self.heavy_running.pop(key, None)
             private = [n for n, k in self._private_models.items() if k == key]
             for name in private:
                 del self._private_models[name]

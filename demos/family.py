@@ -45,11 +45,23 @@ def set_parents(ctx: AppContext, name, fpath, mpath, fface, mface, request):
     fam = family_for(ctx, name, request)
     for who, path, face in (("father", fpath, fface), ("mother", mpath, mface)):
         ctx.track_upload(request, path)
-        fam.set_parent(who, path, face or 0)
+        if fam.set_parent(who, path, face or 0).error and path:
+            _drop_if_unreadable(ctx, path)
     errors = [p for p in fam.parents.values() if p.error]
     if errors and all(p.crop is None for p in fam.parents.values()):
         raise gr.Error(f"{errors[0].who.capitalize()}'s photo: {errors[0].error}")
     return fam
+
+
+def _drop_if_unreadable(ctx: AppContext, path: str) -> None:
+    """A refused upload that is not an image at all is deleted at once, as the other tabs do (a photo with no face
+    found, or a face number out of range, stays: another face can still be chosen)."""
+    from core.image_input import ImageInputError, load_image
+
+    try:
+        load_image(path, channels=3, min_side=16)
+    except ImageInputError:
+        ctx.files.drop(path)
 
 
 def parent_notes(fam) -> list[str]:
@@ -318,7 +330,10 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 extra = gr.Dropdown([], value=None, label="Another direction", allow_custom_value=True, elem_id="family_extra")
                 extra_amount = gr.Slider(-3, 3, value=0, step=0.1, label="Amount (std)", elem_id="family_extra_amount")
             directions_note = gr.Markdown("", elem_id="family_directions")
-            variation = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation between children", elem_id="family_variation")
+            variation = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation between children", elem_id="family_variation",
+                                  info="Each child inherits every trait from one parent or the other, so siblings differ "
+                                       "even at 0. This adds new traits of its own (a mutation), in the model's "
+                                       "population standard deviations.")
             with gr.Row():
                 seed = gr.Number(0, precision=0, label="Seed", elem_id="family_seed")
                 count = gr.Slider(1, 12, value=4, step=1, label="Children", elem_id="family_count")

@@ -116,7 +116,7 @@ def compute(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str 
 
 
 def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, progress=gr.Progress()):
-    progress(0, desc=f"{how.upper()} of the latents (UMAP and t-SNE can take a minute the first time)")
+    progress(0, desc=f"{str(how).upper()} of the latents (UMAP and t-SNE can take a minute the first time)")
     data, lmap, fig = compute(ctx, name, ds, how, n_dims, by)
     extra = f" · explained variance {lmap.info['explained_variance']}" if "explained_variance" in lmap.info else ""
     if "summarised" in lmap.info:  # a large latent (a VAE's 4 x 32 x 32, a noise image): mapped by a low-pass summary

@@ -62,12 +62,19 @@ def add_server_pickle(ctx: AppContext, text: str, title: str | None, tags: tuple
 def add_uploaded_pickle(ctx: AppContext, path: str, request: gr.Request | None, title: str | None,
                         tags: tuple[str, ...]) -> str:
     """Register an uploaded model file: for this session only (deleted with it), or for everyone with
-    --allow-shared-uploads. Which plugin reads it is the registry's business."""
+    --allow-shared-uploads. Which plugin reads it is the registry's business. A refused upload is deleted at once."""
     ctx.own_input(request, path)
     if ctx.allow_shared_uploads:
-        return ctx.registry.add_file(path, title=title, tags=tags, copy=True)
+        try:
+            return ctx.registry.add_file(path, title=title, tags=tags, copy=True)
+        finally:  # refused, or copied into the shared cache: the upload itself is not needed any more
+            ctx.files.drop(path)
     folder = ctx.session_dir(request)
-    entry, plugin = ctx.registry.file_entry(path, title=title, tags=tags, copy=False, cache_root=folder / "model_cache")
+    try:
+        entry, plugin = ctx.registry.file_entry(path, title=title, tags=tags, copy=False, cache_root=folder / "model_cache")
+    except Exception:
+        ctx.files.drop(path)  # a refused upload is deleted at once, as on every other tab
+        raise
     name = f"{entry.name}-{uuid.uuid4().hex[:8]}"  # one per session: two visitors' identical files stay apart
     card = dataclasses.replace(entry.card, name=name, source=f"uploaded in your session ({Path(path).name}); private to it")
     private = dataclasses.replace(entry, card=card)

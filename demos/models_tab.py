@@ -7,6 +7,9 @@ tab imports no plugin.
 
 from __future__ import annotations
 
+import os
+import re
+
 import gradio as gr
 
 from demos.common import AppContext
@@ -14,6 +17,40 @@ from demos.wiring import bind
 from plugins.contract import FACES
 
 HEADERS = ["id", "model", "status", "resolution", "licence", "source"]
+
+# An absolute path inside a message (not the tail of a URL or of a relative name): shown by its last part only.
+_ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")
+
+
+def without_server_paths(text: str) -> str:
+    """``text`` with every absolute path cut to its base name: a refusal must not tell a visitor where files live."""
+    return _ABSOLUTE_PATH.sub(r"\1", text)
+
+
+def _refusal(e: Exception, file_path: str | None) -> str:
+    if isinstance(e, OSError) and not isinstance(e, ValueError):
+        what = f"the file {os.path.basename(file_path)}" if file_path else "the model file"
+        return f"Could not read {what}: {e.strerror or type(e).__name__}."
+    return without_server_paths(str(e))
+
+
+def _no_stray_temp_file(upload: gr.File) -> gr.File:
+    """Hand on the uploaded file's path without Gradio's extra temporary file.
+
+    ``gr.File`` (type "filepath") opens a ``NamedTemporaryFile(delete=False)`` in its cache for each upload it
+    preprocesses, never writes to it and loses its name, so every upload left an empty file until the app stopped.
+    The upload itself is owned and deleted by the app's session files as before.
+    """
+    from gradio.utils import NamedString
+    from gradio_client.utils import is_valid_file
+
+    def process(f) -> NamedString:
+        if upload.file_types and not is_valid_file(f.path, upload.file_types):
+            raise gr.Error(f"Upload a model file ({', '.join(upload.file_types)}).")
+        return NamedString(f.path)
+
+    upload._process_single_file = process
+    return upload
 
 
 def table(ctx: AppContext) -> list[list[str]]:
@@ -56,7 +93,7 @@ def add_model(ctx: AppContext, file_path: str | None, path_text: str | None, tit
         else:
             name = add_server_pickle(ctx, path_text, title_text or None, tags)
     except (ValueError, OSError) as e:
-        raise gr.Error(str(e)) from e
+        raise gr.Error(_refusal(e, file_path)) from e
     where = "every model list" if ctx.allow_shared_uploads or not file_path else "your session's model lists (private to you)"
     return f"Added **{ctx.registry.entry(name).card.title}** (`{name}`). It is now in {where}."
 
@@ -79,8 +116,8 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                     "Download in a model panel; folders or repositories with their own code are refused. "
                     "The checkpoint's own licence applies to its outputs.")
         with gr.Row():
-            upload = gr.File(label=f"Upload a model file ({', '.join(suffixes) or 'none readable'})", file_types=suffixes or None,
-                             elem_id="models_pkl_upload")
+            upload = _no_stray_temp_file(gr.File(label=f"Upload a model file ({', '.join(suffixes) or 'none readable'})",
+                                                 file_types=suffixes or None, elem_id="models_pkl_upload"))
             local_path = gr.Textbox(label="…or the name of a file in the server's models folder",
                                     placeholder="network-snapshot.pkl", elem_id="models_pkl_path",
                                     visible=ctx.models_dir is not None)

@@ -84,6 +84,9 @@ class SessionFiles:
         self._live: dict[tuple[str, Owner], int] = {}  # open heartbeats per (session, client)
         self._ended: dict[str, float] = {}
         self.closed = False
+        # Whether a client has a job running or still waiting for its turn (set by the app: demos/serving.FairTurns);
+        # such a client is not gone, even when none of its sessions has touched anything yet.
+        self.client_busy: Callable[[Owner], bool] = lambda owner: False
 
     def root(self) -> Path:
         """The app's private folder: every upload and output lives under it."""
@@ -206,7 +209,8 @@ class SessionFiles:
         left. An upload that another session uses, or another client also sent (same content, same path), stays.
         """
         still_used = set().union(*self._used.values()) if self._used else set()
-        client_gone = owner is None or (not self._client_live(owner) and owner not in self._owners.values())
+        client_gone = owner is None or (not self._client_live(owner) and owner not in self._owners.values()
+                                        and not self.client_busy(owner))
         candidates = set(used)
         if owner is not None and client_gone:
             candidates |= {p for p, (owners, _) in self._claims.items() if owner in owners}
@@ -232,7 +236,8 @@ class SessionFiles:
         with self._lock:
             still_used = set().union(*self._used.values()) if self._used else set()
             stale = [p for p, (owners, t) in self._claims.items()
-                     if now - t >= self.idle_s and p not in still_used and not any(self._client_live(o) for o in owners)]
+                     if now - t >= self.idle_s and p not in still_used
+                     and not any(self._client_live(o) or self.client_busy(o) for o in owners)]
             for p in stale:
                 del self._claims[p]
         if not self.keep_files:

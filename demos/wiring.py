@@ -69,8 +69,9 @@ def stop_flag(ctx: AppContext, request: gr.Request | None, job: str) -> StopFlag
 
 
 def request_stop(ctx: AppContext, request: gr.Request | None, job: str, apis: tuple[str, ...] = ()) -> None:
-    """Ask this session's running ``job`` to stop after its current step, and its runs of ``apis`` still waiting in
-    the queue to stop as they start (else a Stop pressed while waiting was lost and the job ran in full)."""
+    """Ask this session's running ``job`` to stop after its current step; its runs of ``apis`` waiting for their turn
+    leave the line at once (``serving.FairTurns``), and any still in Gradio's own queue stop as they start (else a Stop
+    pressed while waiting was lost and the job ran in full)."""
     cache = ctx.session_cache(request)
     flag = cache.get(("stop", job))
     if flag is not None:

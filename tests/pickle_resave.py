@@ -8,6 +8,7 @@ import pickle
 import sys
 import types
 import warnings
+from collections.abc import Callable
 from pathlib import Path
 
 import torch
@@ -50,10 +51,14 @@ class _Reader(pickle.Unpickler):
         return super().find_class(module, name)
 
 
-def resave(src: Path, protocol: int) -> bytes:
-    """The bytes of ``src`` re-pickled with ``protocol`` (globals keep their original module and name)."""
+def resave(src: Path, protocol: int, edit: Callable[[dict], None] | None = None) -> bytes:
+    """The bytes of ``src`` re-pickled with ``protocol`` (globals keep their original module and name).
+
+    ``edit`` may change the unpickled data first (persistent objects are ``_Persistent`` with their ``meta``)."""
     with open(src, "rb") as f:
         data = _Reader(f).load()
+    if edit is not None:
+        edit(data)
     saved = {}
     for qual, attrs in _FAKE.items():  # make the stand-ins findable under the original names while pickling
         parts = qual.split(".")

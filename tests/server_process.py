@@ -26,6 +26,11 @@ def app_files(tmpdir: Path) -> list[Path]:
     return sorted(p for p in tmpdir.rglob("*") if p.is_file())
 
 
+def everything_in(tmpdir: Path) -> list[Path]:
+    """Every file *and folder* under the server's TMPDIR: after a stop not even an empty folder may be left."""
+    return sorted(tmpdir.rglob("*"))
+
+
 class ServerProcess:
     def __init__(self, tmpdir: Path, *args: str, ignore_sigint: bool = False, cache: Path | None = None) -> None:
         self.tmpdir = tmpdir
@@ -57,10 +62,13 @@ class ServerProcess:
         return self.log.read_text(errors="replace") if self.log.exists() else ""
 
     def signal(self, sig: int, timeout: float = 60) -> int:
-        """Send ``sig`` and wait for the exit; returns the exit status."""
+        """Send ``sig`` and wait for the exit; returns the exit status (``stop_s``: how long the exit took)."""
+        start = time.monotonic()
         self.proc.send_signal(sig)
         try:
-            return self.proc.wait(timeout)
+            code = self.proc.wait(timeout)
+            self.stop_s = time.monotonic() - start
+            return code
         except subprocess.TimeoutExpired:
             self.kill()
             raise

@@ -2,6 +2,7 @@
 
 import io
 import struct
+import sys
 import zlib
 
 import numpy as np
@@ -154,3 +155,77 @@ def test_palette_with_transparency():
 def test_fit_square_centre_crop():
     img = fit_square(_gradient(100, 50), 32)
     assert img.size == (32, 32)
+
+
+# ----- progressive JPEGs: libjpeg holds every coefficient while reading one, whatever the draft scale ---------------
+README_JPEG_MB = 32  # the README: "a 7900×7900 photo costs about 32 MB while it is read"
+
+_PEAK_PROBE = r"""
+import json, sys
+sys.path.insert(0, sys.argv[2])
+from core.image_input import ImageInputError, load_image
+def peak_mb():  # VmHWM, not getrusage: ru_maxrss survives exec and would start at pytest's own peak
+    return int(next(x for x in open("/proc/self/status") if x.startswith("VmHWM:")).split()[1]) / 1024
+idle = peak_mb()
+try:
+    size, message = list(load_image(sys.argv[1]).size), None
+except ImageInputError as e:
+    size, message = None, str(e)
+print(json.dumps({"extra_mb": peak_mb() - idle, "size": size, "message": message}))
+"""
+
+
+def _read_in_fresh_process(path) -> dict:
+    import json
+    import subprocess
+
+    from tests.conftest import ROOT
+
+    out = subprocess.run([sys.executable, "-c", _PEAK_PROBE, str(path), str(ROOT)], capture_output=True, text=True,
+                         timeout=120)
+    assert out.returncode == 0, out.stderr
+    return json.loads(out.stdout)
+
+
+def _header(sof: int, components: list[tuple[int, int]], scan_components: int, w=6000, h=4000) -> bytes:
+    """SOI, a frame header and a scan header: all a reader looks at before the image data."""
+    sof_body = struct.pack(">BHHB", 8, h, w, len(components)) + b"".join(
+        bytes([i + 1, (hs << 4) | vs, 0]) for i, (hs, vs) in enumerate(components))
+    sos_body = bytes([scan_components]) + b"".join(bytes([i + 1, 0]) for i in range(scan_components)) + b"\x00\x3f\x00"
+    app = b"\xff\xe1" + struct.pack(">H", 2 + 300) + b"x" * 300  # an EXIF-sized segment first
+    return (b"\xff\xd8" + app + bytes([0xFF, sof]) + struct.pack(">H", 2 + len(sof_body)) + sof_body
+            + b"\xff\xda" + struct.pack(">H", 2 + len(sos_body)) + sos_body + b"\x12\x34")
+
+
+def test_coefficient_buffer_is_counted_only_for_multi_pass_jpegs():
+    from core.image_input import jpeg_coefficient_bytes
+
+    colour_420 = [(2, 2), (1, 1), (1, 1)]
+    assert jpeg_coefficient_bytes(io.BytesIO(_header(0xC0, colour_420, 3))) == 0  # baseline, one interleaved scan
+    progressive = jpeg_coefficient_bytes(io.BytesIO(_header(0xC2, colour_420, 1)))
+    assert progressive == 6000 * 4000 * 3 // 2 * 2  # 2 bytes per coefficient; chroma at a quarter of the pixels
+    separate_scans = jpeg_coefficient_bytes(io.BytesIO(_header(0xC0, colour_420, 1)))  # sequential, one colour a scan
+    assert separate_scans == progressive
+    assert jpeg_coefficient_bytes(io.BytesIO(_header(0xC2, [(1, 1)] * 3, 3))) == 6000 * 4000 * 3 * 2  # full colour
+    assert jpeg_coefficient_bytes(io.BytesIO(b"not a jpeg")) == 0
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status")
+def test_a_huge_progressive_jpeg_costs_no_more_than_the_readme_says(tmp_path):
+    path = tmp_path / "huge_progressive.jpg"
+    Image.linear_gradient("L").resize((7900, 7900)).convert("RGB").save(path, quality=90, progressive=True)
+    r = _read_in_fresh_process(path)
+    assert r["message"] is not None and "progressive JPEG (7900×7900)" in r["message"], r
+    assert "baseline" in r["message"] and r["message"].endswith("again.")
+    assert r["extra_mb"] < README_JPEG_MB, r  # reading it in full took 196 MB
+
+
+@pytest.mark.skipif(not sys.platform.startswith("linux"), reason="reads the peak from /proc/self/status")
+def test_a_progressive_photo_of_usual_size_is_still_read(tmp_path):
+    from core.image_input import MAX_JPEG_COEFFICIENT_BYTES
+
+    path = tmp_path / "photo_progressive.jpg"
+    Image.linear_gradient("L").resize((4000, 3000)).convert("RGB").save(path, quality=90, progressive=True)  # 12 MP, 4:2:0
+    r = _read_in_fresh_process(path)
+    assert r["message"] is None and r["size"] == [2000, 1500], r  # decoded at half scale
+    assert r["extra_mb"] < MAX_JPEG_COEFFICIENT_BYTES / 2**20 + 40, r  # its coefficients plus the reduced image

@@ -85,3 +85,19 @@ def test_unused_uploads_go_when_their_client_has_no_session_left(store, tmp_path
     store.heartbeat("s1", A, -1)
     store.end("s1", A)
     assert not Path(used).exists() and not Path(unused).exists()
+
+
+def test_a_clients_uploads_outlive_its_ended_session_while_it_has_a_job_waiting(store, tmp_path):
+    """A REST client's first session ends while its next job still waits for its turn (it has touched nothing yet):
+    the upload that job will use must not be deleted as "the client is gone"."""
+    first, waiting = _upload(tmp_path, "first.png"), _upload(tmp_path, "next.png")
+    store.claim([first, waiting], A)
+    store.use(first, "s1", A)
+    jobs = {A}
+    store.client_busy = lambda owner: owner in jobs
+    store.end("s1", A)
+    assert not Path(first).exists() and Path(waiting).exists()  # the used one goes, the waiting job's stays
+    store.use(waiting, "s2", A)  # the waiting job starts and takes its input
+    jobs.clear()
+    store.end("s2", A)
+    assert not Path(waiting).exists()

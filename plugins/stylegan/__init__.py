@@ -216,6 +216,17 @@ def _local_card(name: str, resolution: int, title: str | None, source: str, orig
     )
 
 
+def _reason(e: Exception, src: Path) -> str:
+    """Why ``src`` was refused, naming no folder (a visitor must not learn server paths) and the file only once."""
+    text = str(e)
+    for full in {str(src.resolve()), str(src.absolute()), str(src)}:
+        text = text.replace(full, src.name)
+    for prefix in (f"'{src.name}' was refused: ", f"{src.name} (G_ema): "):
+        if text.startswith(prefix):
+            return text[len(prefix):]
+    return text
+
+
 def local_model_entry(
     path: str | os.PathLike,
     *,
@@ -239,7 +250,7 @@ def local_model_entry(
 
     src = Path(path).expanduser()
     if not src.is_file():
-        raise ValueError(f"No file at {src}: give the path of a StyleGAN network pickle (.pkl).")
+        raise ValueError(f"No file at {src.name}: give the path of a StyleGAN network pickle (.pkl).")
     if src.stat().st_size == 0:
         raise ValueError(f"{src.name} is empty: it is not a StyleGAN network pickle.")
     stem = f"{_slug(Path(src.name).stem)}-{file_sha256(src)[:8]}"
@@ -251,13 +262,13 @@ def local_model_entry(
         except ImportError:  # our loader is missing: not the file's fault, so not a ValueError
             raise
         except Exception as e:
-            raise ValueError(f"{src.name} is not a usable StyleGAN network pickle: {e}") from e
+            raise ValueError(f"{src.name} is not a usable StyleGAN network pickle: {_reason(e, src)}") from e
     info = {
         "title": title,
         "tags": list(tags),
         "resolution": int(getattr(generator, "img_resolution", 0) or 0),
         "original": src.name,
-        "source": f"uploaded file {src.name}" if copy else f"local file {src}",
+        "source": f"uploaded file {src.name}" if copy else f"local file {src.name}",  # every visitor sees it: no folder
     }
     if copy:
         if not target.is_file():
@@ -288,7 +299,7 @@ def _entry_for_local(path: Path, stem: str, info: dict, cache_root: str | os.Pat
         from plugins.stylegan.download import NotDownloadedError
 
         if not path.is_file():
-            raise NotDownloadedError(f"{card.title} is gone: the file {path} no longer exists; add it again.")
+            raise NotDownloadedError(f"{card.title} is gone: its file {path.name} no longer exists; add it again.")
         return load_pickle_model(path, card, cache_root=cache_root)
 
     tags = (LOCAL_FILE, *(str(t) for t in info.get("tags") or ()))

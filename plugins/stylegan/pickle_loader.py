@@ -14,7 +14,9 @@ Pickles re-saved with protocol 2 name ``__builtin__.set`` and encode bytes as
 ``_codecs.encode(text, 'latin1')``: both are allowed, the latter only with exactly that codec.
 Any other global (``os.system``, ``builtins.exec``, ...) raises :class:`UnsafePickleError`.
 The generator ``G_ema`` is then rebuilt as our own module from the stored attributes, and
-every tensor is checked by name and shape.
+every tensor is checked by name and shape. Attributes are untrusted too: those that size the network are
+compared with the stored tensors first, and building it may not allocate more than the stored weights explain
+(:func:`build_checked`), so a few tampered bytes cannot cost gigabytes before the shape check.
 
 Why one file of ~500 lines: the restricted unpickler, its allow-list and the reconstruction of each network
 class are one security boundary, reviewed as a whole.
@@ -25,13 +27,16 @@ from __future__ import annotations
 import collections
 import io
 import math
+import os
 import pickle
+import re
 import warnings
 from pathlib import Path
 from typing import IO, Any
 
 import numpy as np
 import torch
+from torch.overrides import TorchFunctionMode
 
 from plugins.stylegan import networks_stylegan2 as sg2
 from plugins.stylegan import networks_stylegan3 as sg3
@@ -113,6 +118,9 @@ def _load_storage(data: Any) -> Any:
         raise NetworkPickleError(f"corrupt tensor storage ({type(e).__name__}: {e})") from None
     if not isinstance(storage, torch.TypedStorage | torch.UntypedStorage):
         raise UnsafePickleError(f"refused a tensor storage that decodes to {type(storage).__name__}")
+    untyped = storage._untyped_storage if isinstance(storage, torch.TypedStorage) else storage
+    if untyped.nbytes() > len(data):  # the budget check in build_checked counts storage bytes as bytes of the file
+        raise NetworkPickleError("corrupt tensor storage: it holds more bytes than the file stores for it")
     return storage
 
 
@@ -203,9 +211,15 @@ class RestrictedUnpickler(pickle.Unpickler):
         raise UnsafePickleError("refused persistent id (network pickles use none)")
 
 
+def _display_name(source: Any) -> str:
+    """The file's base name for messages: they may reach a visitor, who must never see a server path."""
+    name = source if isinstance(source, str | Path) else getattr(source, "name", None)
+    return Path(name).name if isinstance(name, str | Path) and str(name) else "the pickle"
+
+
 def read_network_pickle(source: str | Path | IO[bytes]) -> dict:
     """Unpickle a network pickle into plain data: the top-level dict with :class:`PersistentRecord` modules."""
-    name = str(source) if isinstance(source, str | Path) else getattr(source, "name", "<file object>")
+    name = _display_name(source)
     f = open(source, "rb") if isinstance(source, str | Path) else source  # noqa: SIM115
     try:
         head = f.read(2)
@@ -440,9 +454,8 @@ def _collect_tensors(rec: PersistentRecord, prefix: str, out: dict[str, torch.Te
             _collect_tensors(sub, f"{prefix}{name}.", out)
 
 
-def load_state_checked(G: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
-    """Copy tensors into G by name; every expected tensor must be present with its shape, and nothing else."""
-    expected = G.state_dict()
+def _check_shapes(expected: dict[str, torch.Tensor], tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Every expected tensor present with its shape and a float dtype, and nothing else."""
     missing = [k for k in expected if k not in tensors]
     extra = [k for k in tensors if k not in expected]
     if missing or extra:
@@ -457,6 +470,12 @@ def load_state_checked(G: torch.nn.Module, tensors: dict[str, torch.Tensor], sou
             raise NetworkPickleError(f"{source}: tensor {k} has shape {list(tensors[k].shape)}, expected {list(t.shape)}.")
         if not tensors[k].is_floating_point():
             raise NetworkPickleError(f"{source}: tensor {k} has dtype {tensors[k].dtype}, expected a float tensor.")
+
+
+def load_state_checked(G: torch.nn.Module, tensors: dict[str, torch.Tensor], source: str) -> None:
+    """Copy tensors into G by name; every expected tensor must be present with its shape, and nothing else."""
+    expected = G.state_dict()
+    _check_shapes(expected, tensors, source)
     with torch.no_grad():
         for k, t in expected.items():
             t.copy_(tensors[k])
@@ -473,32 +492,198 @@ def build_generator(config: dict) -> torch.nn.Module:
     raise NetworkPickleError(f"Unknown generator family {family!r} (expected 'stylegan2' or 'stylegan3').")
 
 
-def generator_from_record(G: PersistentRecord, source: str = "G_ema") -> torch.nn.Module:
-    """Rebuild ``G_ema`` (a record tree) as our module, verify its attributes, and copy its tensors."""
+class _AllocationBudget(TorchFunctionMode):
+    """While a generator is built: refuse any new tensor that would take the total past ``limit`` bytes, before it exists.
+
+    Every tensor of our modules' constructors comes from a factory with an explicit size (``randn``, ``zeros``,
+    ``eye``, ...), so counting those bounds what building costs, whatever the arguments claim. Modes are per thread.
+    """
+
+    _SIZED = (torch.empty, torch.zeros, torch.ones, torch.rand, torch.randn, torch.full)
+
+    def __init__(self, limit: int, stored: int, source: str) -> None:
+        super().__init__()
+        self.limit, self.stored, self.source, self.used = limit, stored, source, 0
+
+    def __torch_function__(self, func, types, args=(), kwargs=None):
+        kwargs = kwargs or {}
+        shape = self._shape(func, args, kwargs)
+        if shape is not None:
+            self.used += 4 * math.prod(shape)  # our modules hold float32
+            if self.used > self.limit:
+                raise NetworkPickleError(
+                    f"{self.source}: its arguments describe a network larger than the weights it stores "
+                    f"(a tensor of shape {shape} would be needed; the file stores {self.stored:,} bytes of weights)."
+                )
+        return func(*args, **kwargs)
+
+    def _shape(self, func, args, kwargs) -> list[int] | None:
+        try:
+            if func is torch.eye:
+                n = int(args[0] if args else kwargs["n"])
+                m = args[1] if len(args) > 1 and not isinstance(args[1], torch.Tensor) else kwargs.get("m")
+                return [n, n if m is None else int(m)]
+            if func in self._SIZED:
+                size = kwargs.get("size", args[0] if len(args) == 1 or func is torch.full else args)
+                size = [size] if isinstance(size, int) else size
+                shape = [int(v) for v in size]
+                return shape if all(v >= 0 for v in shape) else None
+        except (TypeError, ValueError, KeyError, IndexError):
+            return None  # not a size we can read: torch itself refuses it
+        return None
+
+
+# NVIDIA's largest released generators make 1024 px images; a file claiming more than this is refused before
+# anything is built (the image and its activations would be allocated at the first render).
+MAX_RESOLUTION = 4096
+
+
+def _positive_int(value: Any, what: str, source: str, minimum: int = 1) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or value < minimum:
+        raise NetworkPickleError(f"{source}: {what} is {value!r}, which is not a whole number of at least {minimum}.")
+    return value
+
+
+def _check_declared_sizes(G: PersistentRecord, config: dict, family: str, source: str) -> None:
+    """Compare the constructor arguments that size the network with the stored tensors, before anything is built.
+
+    A file may claim any sizes: built as claimed, a network can need gigabytes before a shape check refuses it.
+    Here the sizes the weights themselves show win, and what only the arguments decide (how many layers,
+    the image size) is bounded by what the file holds.
+    """
+    z_dim = _positive_int(config["z_dim"], "z_dim", source)
+    w_dim = _positive_int(config["w_dim"], "w_dim", source)
+    c_dim = _positive_int(config["c_dim"], "c_dim", source, minimum=0)
+    _positive_int(config["img_channels"], "img_channels", source)
+    res = _positive_int(config["img_resolution"], "img_resolution", source, minimum=4)
+    if res > MAX_RESOLUTION:
+        raise NetworkPickleError(f"{source}: img_resolution is {res}, larger than the {MAX_RESOLUTION} px this app supports.")
+    mapping = _sub(G, "mapping", "MappingNetwork")
+    mk = config["mapping_kwargs"]
+    fcs = [n for n in (mapping.state.get("_modules") or {}) if re.fullmatch(r"fc\d+", str(n))]
+    num_layers = _positive_int(mk["num_layers"], "the mapping network's num_layers", source)
+    if num_layers != len(fcs):
+        raise NetworkPickleError(
+            f"{source}: the mapping network claims {num_layers} layers, but the file holds {len(fcs)}."
+        )
+    w_avg = _tensor(mapping, "w_avg")
+    if tuple(w_avg.shape) != (w_dim,):
+        raise NetworkPickleError(
+            f"{source}: w_dim is {w_dim}, but the stored tensor mapping.w_avg has shape {list(w_avg.shape)}, not [{w_dim}]."
+        )
+    fc0 = _tensor(_sub(mapping, "fc0"), "weight")
+    inputs = z_dim + (mk.get("embed_features", 0) if c_dim > 0 else 0)
+    if fc0.ndim != 2 or fc0.shape[1] != inputs:
+        raise NetworkPickleError(
+            f"{source}: z_dim is {z_dim}, but the stored tensor mapping.fc0.weight has shape {list(fc0.shape)}, "
+            f"not [..., {inputs}]."
+        )
+    if c_dim > 0:
+        embed = _tensor(_sub(mapping, "embed"), "weight")
+        if embed.ndim != 2 or embed.shape[1] != c_dim:
+            raise NetworkPickleError(
+                f"{source}: c_dim is {c_dim}, but the stored tensor mapping.embed.weight has shape "
+                f"{list(embed.shape)}, not [..., {c_dim}]."
+            )
+    syn = config["synthesis_kwargs"]
+    if family == "stylegan2":
+        stored = [int(r) for r in _attr(_sub(G, "synthesis"), "block_resolutions")]
+        if stored != [2**i for i in range(2, int(math.log2(res)) + 1)]:
+            raise NetworkPickleError(
+                f"{source}: img_resolution is {res}, but the file holds synthesis blocks for {stored}."
+            )
+        return
+    # StyleGAN3: sizes are not visible in any tensor; each must stay near the image size (paper: + 2 * margin)
+    limit = 2 * res + 64
+    sizes = [("the input", syn["input"]["size"])] + [
+        (spec["name"], size) for spec in syn["layers"] for size in (spec["in_size"], spec["out_size"])
+    ]
+    for name, size in sizes:
+        if any(isinstance(v, bool) or not isinstance(v, int) or not 1 <= v <= limit for v in size):
+            raise NetworkPickleError(
+                f"{source}: {name} claims a feature map of {size} pixels, which does not fit an image of {res} px."
+            )
+
+
+def _stored_bytes(tensors: dict[str, torch.Tensor]) -> int:
+    """Bytes of the distinct storages behind ``tensors``: what the file really holds."""
+    seen: dict[int, int] = {}
+    for t in tensors.values():
+        storage = t.untyped_storage()
+        seen[storage.data_ptr()] = max(seen.get(storage.data_ptr(), 0), storage.nbytes())
+    return sum(seen.values())
+
+
+def build_checked(config: dict, tensors: dict[str, torch.Tensor], source: str, max_bytes: int | None = None,
+                  record: PersistentRecord | None = None) -> torch.nn.Module:
+    """The generator of ``config`` holding ``tensors``, refused before allocating more than they explain.
+
+    The weights really stored (at most ``max_bytes``, the file's size) set the budget for building: fp16 weights
+    double as float32, plus 1 MiB for small constants. Then every tensor must match by name and shape, and
+    the tensors' own sizes must fit in their storages (no view repeating a few bytes as a large tensor).
+    """
+    family = config.get("family", "?")
+    stored = _stored_bytes(tensors)
+    budget = stored if max_bytes is None else min(stored, max_bytes)
+    try:
+        with _AllocationBudget(2 * budget + (1 << 20), budget, source):
+            net = build_generator(config)
+    except NetworkPickleError:
+        raise
+    except (TypeError, ValueError, KeyError, IndexError, OverflowError, RuntimeError) as e:
+        raise NetworkPickleError(f"{source}: could not rebuild the {family} generator ({type(e).__name__}: {e}).") from None
+    if record is not None:
+        _verify_tree(net, record, "", family)
+    expected = net.state_dict()
+    _check_shapes(expected, tensors, source)
+    needed = sum(tensors[k].numel() * tensors[k].element_size() for k in expected)
+    if needed > stored:
+        raise NetworkPickleError(f"{source}: its tensors claim {needed:,} bytes of weights, but the file stores only {stored:,}.")
+    load_state_checked(net, tensors, source)
+    return net.eval().requires_grad_(False)
+
+
+def generator_from_record(G: PersistentRecord, source: str = "G_ema", max_bytes: int | None = None) -> torch.nn.Module:
+    """Rebuild ``G_ema`` (a record tree) as our module, verify its attributes, and copy its tensors.
+
+    ``max_bytes`` (the file's size) bounds the weights it may claim; sizes are checked before anything is allocated.
+    """
     family = detect_family(G)
     try:
         config = _stylegan2_config(G) if family == "stylegan2" else _stylegan3_config(G)
-        config["family"] = family
-        net = build_generator(config)
     except NetworkPickleError:
         raise
     except (TypeError, ValueError, KeyError, IndexError) as e:
-        raise NetworkPickleError(f"{source}: could not rebuild the {family} generator ({type(e).__name__}: {e}).") from None
-    _verify_tree(net, G, "", family)
+        raise NetworkPickleError(f"{source}: could not read the {family} generator ({type(e).__name__}: {e}).") from None
+    config["family"] = family
+    _check_declared_sizes(G, config, family, source)
     tensors: dict[str, torch.Tensor] = {}
     _collect_tensors(G, "", tensors)
-    load_state_checked(net, tensors, source)
-    return net.eval().requires_grad_(False)
+    return build_checked(config, tensors, source, max_bytes=max_bytes, record=G)
+
+
+def _source_size(source: str | Path | IO[bytes]) -> int | None:
+    try:
+        if isinstance(source, str | Path):
+            return os.path.getsize(source)
+        return os.fstat(source.fileno()).st_size
+    except (OSError, AttributeError, ValueError, io.UnsupportedOperation):
+        if isinstance(source, io.BytesIO):
+            return source.getbuffer().nbytes
+        return None
 
 
 def load_network_pickle(source: str | Path | IO[bytes]) -> torch.nn.Module:
     """The generator (``G_ema``) of an NVIDIA network pickle as our own module, in eval mode, on the CPU.
 
-    Never executes code from the file. Raises :class:`UnsafePickleError` for anything outside the
-    format, :class:`NetworkPickleError` for unreadable or unsupported files.
+    Never executes code from the file, and allocates the network only once its sizes agree with the stored
+    weights (a few bytes of tampered arguments must not cost gigabytes). Raises :class:`UnsafePickleError` for
+    anything outside the format, :class:`NetworkPickleError` for unreadable or unsupported files; messages
+    name the file by its base name only.
     """
+    size = _source_size(source)
     data = read_network_pickle(source)
     G = data.get("G_ema")
     if not isinstance(G, PersistentRecord):
         raise NetworkPickleError("The pickle has no 'G_ema' generator (keys: " + ", ".join(map(str, data)) + ").")
-    return generator_from_record(G, f"{source if isinstance(source, str | Path) else 'pickle'} (G_ema)")
+    return generator_from_record(G, f"{_display_name(source)} (G_ema)", max_bytes=size)

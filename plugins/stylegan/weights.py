@@ -18,7 +18,7 @@ from pathlib import Path
 import torch
 
 from plugins.stylegan.download import file_sha256
-from plugins.stylegan.pickle_loader import NetworkPickleError, build_generator, load_network_pickle, load_state_checked
+from plugins.stylegan.pickle_loader import NetworkPickleError, build_checked, load_network_pickle
 
 FORMAT = "latent-lab-stylegan"
 CACHE_VERSION = 1  # bump when the stored layout or our module names change
@@ -39,7 +39,9 @@ def save_generator(G: torch.nn.Module, folder: str | Path, extra: dict | None = 
 
 
 def load_generator(folder: str | Path) -> torch.nn.Module:
-    """A generator saved by :func:`save_generator` (eval mode, CPU). Reads no pickle."""
+    """A generator saved by :func:`save_generator` (eval mode, CPU). Reads no pickle.
+
+    Built like a pickle's generator (:func:`pickle_loader.build_checked`): shapes first, memory once they agree."""
     from safetensors import SafetensorError
     from safetensors.torch import load_file
 
@@ -47,22 +49,17 @@ def load_generator(folder: str | Path) -> torch.nn.Module:
     try:
         config = json.loads((folder / CONFIG_NAME).read_text())
     except FileNotFoundError:
-        raise FileNotFoundError(f"'{folder}' holds no {CONFIG_NAME}: it is not a saved StyleGAN generator.") from None
+        raise FileNotFoundError(f"'{folder.name}' holds no {CONFIG_NAME}: it is not a saved StyleGAN generator.") from None
     except json.JSONDecodeError as e:
-        raise NetworkPickleError(f"'{folder / CONFIG_NAME}' is not valid JSON ({e}).") from None
+        raise NetworkPickleError(f"The {CONFIG_NAME} of '{folder.name}' is not valid JSON ({e}).") from None
     if not isinstance(config, dict) or config.get("format") != FORMAT or config.get("version") != CACHE_VERSION:
-        raise NetworkPickleError(f"'{folder}' was not written by this version of the StyleGAN cache.")
+        raise NetworkPickleError(f"'{folder.name}' was not written by this version of the StyleGAN cache.")
     config = {k: v for k, v in config.items() if k not in ("format", "version", "source")}
-    try:
-        G = build_generator(config)
-    except (TypeError, ValueError, KeyError) as e:
-        raise NetworkPickleError(f"'{folder / CONFIG_NAME}' does not describe a generator we can build ({e}).") from None
     try:
         tensors = load_file(str(folder / WEIGHTS_NAME))
     except (FileNotFoundError, SafetensorError, OSError) as e:
-        raise NetworkPickleError(f"'{folder / WEIGHTS_NAME}' is missing or unreadable ({e}).") from None
-    load_state_checked(G, tensors, str(folder / WEIGHTS_NAME))
-    return G.eval().requires_grad_(False)
+        raise NetworkPickleError(f"The cached {WEIGHTS_NAME} of '{folder.name}' is missing or unreadable ({type(e).__name__}).") from None
+    return build_checked(config, tensors, f"the cached generator '{folder.name}'")
 
 
 def _digest(path: Path, cache_root: Path) -> str:
@@ -102,7 +99,7 @@ def load_cached(pkl_path: str | Path, cache_root: str | Path | None = None) -> t
     """The generator of a network pickle, converted once to safetensors and read from the cache afterwards."""
     pkl_path = Path(pkl_path)
     if not pkl_path.is_file():
-        raise FileNotFoundError(f"Network pickle '{pkl_path}' does not exist.")
+        raise FileNotFoundError(f"Network pickle '{pkl_path.name}' does not exist.")
     folder = cache_folder(pkl_path, cache_root)
     if (folder / CONFIG_NAME).is_file():
         try:
