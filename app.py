@@ -140,7 +140,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     pr.add_argument("--tune-steps", type=int, default=None,
                     help=TUNE_HELP)
     pr.add_argument("--seed", type=int, default=0)
-    pr.add_argument("--face", type=int, default=0, metavar="N", help="which face of a photo with several (0 = the largest)")
+    pr.add_argument("--face", type=int, default=1, metavar="N",
+                    help="which face of a photo with several, numbered from 1 = the largest (as the app's face picker)")
     pr.add_argument("--max-side", type=int, default=None, metavar="PX", help=MAX_SIDE_HELP)
 
     it = sub.add_parser("interpolate", parents=[common], help="interpolate between two images (or seeds: --seeds A B)")
@@ -159,6 +160,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     it.add_argument("--decode-steps", type=int, default=None, metavar="N",
                     help="sampling steps per frame for a diffusion model (default: the model's, 50); ignored by other models")
     it.add_argument("--fps", type=float, default=12)
+    it.add_argument("--no-loop", action="store_true",
+                    help="the GIF and MP4 play once forward (default, as in the app: forward then back)")
     it.add_argument("--no-align", action="store_true")
     it.add_argument("--max-side", type=int, default=None, metavar="PX", help=MAX_SIDE_HELP + "; image B is fitted to A's size")
 
@@ -183,8 +186,9 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
                     help="sampling steps when a diffusion model draws parents and children (default: the model's, 50)")
     fa.add_argument("--tune-steps", type=int, default=None,
                     help=TUNE_HELP)
-    fa.add_argument("--face", type=int, nargs="+", default=[0], metavar="N",
-                    help="which face of a photo with several (0 = the largest): one number for both photos, or father's mother's")
+    fa.add_argument("--face", type=int, nargs="+", default=[1], metavar="N",
+                    help="which face of a photo with several, numbered from 1 = the largest (as the app's face picker): one "
+                         "number for both photos, or father's mother's")
 
     di = sub.add_parser("directions", parents=[common], help="learn attribute directions from a labelled folder of photos")
     di.add_argument("--model", required=True)

@@ -52,7 +52,7 @@ class ChildSettings:
 
 MAX_CHILDREN = 64
 BALANCE_STEPS = 6  # identity evaluations per family to even out each child's resemblance (see Family.children)
-BALANCE_RANGE = 0.35  # how far along the father -> mother axis a child may be moved for that (1 = the whole way)
+BALANCE_RANGE = 0.5  # how far a child's traits from one parent may move towards the other's for that (1 = all the way)
 
 
 def check_settings(model: LatentModel, space: str, settings: ChildSettings, directions: Sequence | None = ()) -> list[str]:
@@ -119,13 +119,13 @@ def make_children(
     """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape)).
 
     Each child inherits every trait from one parent or the other (core.inheritance), so siblings differ and each
-    takes the gene weight's share from the mother; ``variation`` adds a mutation. ``shift`` (children,) moves each
-    child along the father -> mother axis before the attribute directions are applied (Family's identity balance).
+    takes the gene weight's share from the mother; ``variation`` adds a mutation. ``shift`` (children,) moves the
+    traits each child took from one parent towards the other's (core.inheritance.inherit; Family's identity balance).
     """
     import torch
 
     from core.direction import apply_direction
-    from core.inheritance import inherit, parent_axis_shift, trait_basis
+    from core.inheritance import inherit, trait_basis
 
     space = model.check_space(space)
     f = model.check_latents(father, space)[:1]
@@ -133,9 +133,9 @@ def make_children(
     check_settings(model, space, settings, directions)
     basis = trait_basis(model, space)
     gene, fixed = _group_genes(model, space, settings)
-    children, _ = inherit(basis, f, m, gene, fixed, int(settings.children), int(settings.seed), float(settings.variation))
-    if shift is not None:
-        children = parent_axis_shift(basis, children, f, m, torch.as_tensor(shift, dtype=torch.float32))
+    shift = None if shift is None else torch.as_tensor(shift, dtype=torch.float32)
+    children, _ = inherit(basis, f, m, gene, fixed, int(settings.children), int(settings.seed), float(settings.variation),
+                          shift)
     by_name = {d.name: d for d in directions}
     for name, amount in settings.attributes.items():
         if amount:
@@ -407,9 +407,10 @@ class Family:
     def children(self, settings: ChildSettings) -> Children:
         """The children of the projected parents, with each child's identity distance to each parent's photo.
 
-        Each child is balanced by identity, not by latent distance alone: it is moved along the father -> mother axis
-        (a few bisection steps, :data:`BALANCE_STEPS`) until its dlib distances to the two photos split as the gene
-        weight says (at 0.5: as close to one as to the other). Which traits it inherited stays the same.
+        Each child is balanced by identity, not by latent distance alone: the traits it took from the parent it
+        resembles more move part of the way towards the other parent's (a few bisection steps, :data:`BALANCE_STEPS`)
+        until its dlib distances to the two photos split as the gene weight says (at 0.5: as close to one as to the
+        other). Which traits it inherited stays the same, and no trait goes beyond either parent's.
         """
         from core.faces.identity import distances
         from core.images import to_pil
@@ -430,8 +431,9 @@ class Family:
         return kids
 
     def _balanced(self, f, m, settings: ChildSettings, parents: np.ndarray, share: float):
-        """Children latents, drawings and (to father, to mother) identity distances, each child shifted along the
-        parents' axis so that d(father) / (d(father) + d(mother)) meets the mother's share (bisection per child)."""
+        """Children latents, drawings and (to father, to mother) identity distances, each child's traits shifted
+        (``make_children``'s ``shift``) so that d(father) / (d(father) + d(mother)) meets the mother's share (bisection
+        per child)."""
         import torch
 
         from core.faces.identity import distances

@@ -7,7 +7,7 @@ one independent trait with unit spread in the model's population. In a per-layer
 group carries its own copy of every axis, so coarse shape can come from one parent and fine colour from the other.
 
 For each child, every trait is drawn from the mother with probability ``gene`` (else from the father); among many
-such draws the first whose share of the parents' difference (in whitened units) is close to ``gene`` is kept, so
+such draws the first whose share of the parents' difference (in the latent's own units) is close to ``gene`` is kept, so
 each child takes as much from each parent as the gene setting says while siblings inherit different mixes. A
 "mutation" of ``variation`` population standard deviations per trait is added on top. The part of a latent outside
 the traits' span (when the basis has fewer axes than the latent has numbers) is blended with ``gene``.
@@ -28,6 +28,7 @@ from core.model import LatentModel, sample_budget
 CANDIDATES = 256  # inheritance draws per child
 TOLERANCE = 0.08  # the first draw whose mother's share is this close to the gene weight is kept (else the closest)
 MAX_AXES = 512  # traits per layer group at most (a diffusion model's latent has thousands of numbers)
+VARIANCE_KEPT = 0.9  # traits are the leading axes that explain this share of the population's variance
 _BASES: weakref.WeakKeyDictionary = weakref.WeakKeyDictionary()  # model -> {space: TraitBasis}
 
 
@@ -82,7 +83,9 @@ def trait_basis(model: LatentModel, space: str) -> TraitBasis:
     mean = flat.mean(0)
     _, s, vh = torch.linalg.svd(flat - mean, full_matrices=False)
     scale = s / max(1.0, (len(flat) - 1) ** 0.5)
-    keep = scale > scale[0] * 1e-4
+    explained = (scale**2).cumsum(0) / (scale**2).sum().clamp_min(1e-12)
+    keep = (explained - scale**2 / (scale**2).sum().clamp_min(1e-12)) < VARIANCE_KEPT  # up to the axis that crosses it
+    keep &= scale > scale[0] * 1e-4
     keep[MAX_AXES:] = False
     basis = TraitBasis(mean, vh[keep].T.contiguous(), scale[keep].clamp_min(1e-8), groups, tuple(sp.shape))
     cached[space] = basis
@@ -118,38 +121,37 @@ def inheritance_masks(energy: torch.Tensor, gene: torch.Tensor, fixed: torch.Ten
 
 @torch.no_grad()
 def inherit(basis: TraitBasis, father: torch.Tensor, mother: torch.Tensor, gene: torch.Tensor, fixed: torch.Tensor,
-            n: int, seed: int, variation: float = 0.0) -> tuple[torch.Tensor, torch.Tensor]:
+            n: int, seed: int, variation: float = 0.0,
+            shift: torch.Tensor | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` children (n, *shape) of two latents (1, *shape), and each child's mother share (n,) of the difference.
 
     ``gene`` (groups, 1) is the mother's share per layer group, ``fixed`` (groups, 1) as in :func:`inheritance_masks`;
-    ``variation`` the mutation in population standard deviations per trait.
+    ``variation`` the mutation in population standard deviations per trait. ``shift`` (n,) evens out a child's
+    resemblance without changing which traits it inherited: t > 0 moves the traits it took from the father a share t
+    of the way towards the mother's (t < 0: the mother's towards the father's), so no trait ever goes beyond either
+    parent's value (extrapolating past a parent leaves the faces the model draws).
     """
     (cf, rf), (cm, rm) = basis.split(father), basis.split(mother)
     diff = (cm - cf)[0]  # (layers, K)
     energy = torch.zeros(len(basis.groups), diff.shape[-1])
+    weight = basis.scale.cpu() ** 2  # the latent's own units: the whitened ones overweight axes the population barely uses
     for g, layers in enumerate(basis.groups):
-        energy[g] = diff[list(layers)].pow(2).sum(0).cpu()
-    gene_layers = basis.by_layer(torch.where(fixed < 0, gene, fixed.clamp_min(0)).expand(-1, 1)).to(rf)
-    rest = torch.lerp(rf, rm, gene_layers)
+        energy[g] = diff[list(layers)].pow(2).sum(0).cpu() * weight
+    gene_groups = torch.where(fixed < 0, gene, fixed.clamp_min(0))
     kids, shares = [], []
     for i in range(int(n)):
         gen = _generator(seed, i)
         mask = inheritance_masks(energy, gene, fixed, gen)
         shares.append(float((mask * energy).sum() / energy.sum()) if energy.sum() > 0 else float(gene.mean()))
-        coords = cf[0] + basis.by_layer(mask).to(cf) * diff
+        t = 0.0 if shift is None else float(shift[i])
+        free = (fixed < 0).float()  # a group given to one parent is not shifted
+        weights = (mask + t * free).clamp(0, 1)
+        coords = cf[0] + basis.by_layer(weights).to(cf) * diff
         if variation > 0:
             coords = coords + variation * basis.by_layer(torch.randn(energy.shape, generator=gen)).to(cf)
+        rest = torch.lerp(rf, rm, basis.by_layer((gene_groups + t * free).clamp(0, 1)).to(rf))
         kids.append(basis.join(coords[None], rest).to(father))
     return torch.cat(kids), torch.tensor(shares)
-
-
-def parent_axis_shift(basis: TraitBasis, children: torch.Tensor, father: torch.Tensor, mother: torch.Tensor,
-                      t: torch.Tensor) -> torch.Tensor:
-    """Children moved by ``t`` (n,) along the father -> mother axis (t > 0: towards the mother): the one knob the
-    identity calibration of :class:`core.family.Family` turns, so a child's resemblance can be evened out without
-    changing which traits it inherited."""
-    step = (mother - father).reshape(1, -1).to(children)
-    return children + (t.to(children).reshape(-1, 1) * step).reshape(children.shape)
 
 
 @torch.no_grad()
@@ -161,7 +163,7 @@ def random_mixtures(basis: TraitBasis, pivots: torch.Tensor, n: int, gen: torch.
     diff = (cm - cf)[0]
     gene = torch.rand(n, 1, 1, generator=gen)
     masks = (torch.rand(n, len(basis.groups), diff.shape[-1], generator=gen) < gene).float()
-    energy = diff.pow(2).cpu()
+    energy = diff.pow(2).cpu() * basis.scale.cpu() ** 2
     layer_masks = basis.by_layer(masks)  # (n, layers, K)
     share = (layer_masks * energy).sum((1, 2)) / energy.sum().clamp_min(1e-12)
     coords = cf + layer_masks.to(cf) * diff

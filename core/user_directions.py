@@ -9,6 +9,7 @@ Columns about ethnicity or race are dropped (core.labels): Latent Lab never infe
 
 from __future__ import annotations
 
+import dataclasses
 import re
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -26,6 +27,7 @@ from core.model import LatentModel
 if TYPE_CHECKING:
     from core.executor import Executor
 
+YOURS = "(yours)"  # how a user's direction named like a shipped one is listed beside it
 GROUP_COLUMNS = ("person", "person_id", "group", "subject", "identity", "face_id")
 
 
@@ -37,13 +39,17 @@ def user_directions_path(model_name: str) -> Path:
 
 
 def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) -> list[Direction]:
-    """The model's shipped directions, the user's own (theirs win on a name clash), then the top
+    """The model's shipped directions, the user's own (one named like a shipped one is listed beside it as
+    "NAME (yours)": a direction fitted on a few photos must never silently replace one fitted on many), then the top
     ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached
     (none for a space without a prior or a large one)."""
     from core.direction_fit import cached_pca_directions
 
     found = {d.name: d for d in model.directions()}
-    found.update(_user_directions(model_name))
+    for name, d in _user_directions(model_name).items():
+        if name in found:
+            d = dataclasses.replace(d, name=f"{name} {YOURS}")
+        found[d.name] = d
     space = "w" if "w" in model.spaces else model.default_space
     # No principal components of a space without a prior (an SD VAE's) or of a large one (a 196,608-d noise latent:
     # 10,000 samples would be 8 GB, and the components of an isotropic Gaussian are arbitrary anyway).

@@ -18,6 +18,7 @@ from demos.common import HEAVY, AppContext, plain_refusals, user_errors
 from demos.file_access import FileAccess
 from demos.login_guard import LoginGuard
 from demos.sessions import session_key
+from demos.wiring import describe_api
 from plugins.registry import Registry
 
 if TYPE_CHECKING:
@@ -59,6 +60,7 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
             with gr.Tab("Models", id="models"):
                 models_tab.build(ctx, demo)
         demo.unload(ctx.end_session)
+    describe_api(demo)  # one sentence per endpoint on the API page, no duplicates
     # Fair serving (demos/serving.py): light events in their own group; heavy jobs take fair turns at `heavy` slots.
     heavy = concurrency if concurrency is not None else serving.default_concurrency()
     if heavy < 1:
@@ -86,10 +88,11 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
 
 def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, share: bool = False,
            auth: list[str] | None = None, max_file_size: str | None = "20mb", block: bool = True,
-           login_guard: LoginGuard | None = None) -> gr.Blocks:
+           login_guard: LoginGuard | None = None, warm_maps: bool | None = None) -> gr.Blocks:
     """Serve the app: files only to their owners (``demos/file_access.py``), idle sessions expired, logins guarded.
 
     ``login_guard`` replaces the default guard built from ``auth`` (tests pass one with short lock-outs).
+    ``warm_maps``: compile UMAP in the background once the page is up (default: when serving for real, ``block``).
     """
     users: dict[str, str] = {}
     for a in auth or []:
@@ -103,7 +106,7 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
     serving.limit_malloc_arenas()  # before the server's threads exist
     demo.launch(
         server_name=host, server_port=port, share=share, auth=login_guard.gradio_auth() if login_guard else None,
-        max_file_size=max_file_size, prevent_thread_lock=True, quiet=not block, head=latent_map.HEAD, css=interpolation.CSS,
+        max_file_size=max_file_size, prevent_thread_lock=True, quiet=True, head=latent_map.HEAD, css=interpolation.CSS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(serving.CookieSent), Middleware(FileAccess, files=ctx.files)]},
     )
     ctx.gone = serving.client_gone(demo)
@@ -128,9 +131,10 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
               f"The app is still serving locally at {demo.local_url}", file=sys.stderr)
     # Import torch and the core modules in the background once the page is served, so the first
     # click does not wait for them (start-up itself stays free of them).
-    threading.Timer(1.0, _warm_up).start()
+    threading.Timer(1.0, _warm_up, kwargs={"maps": block if warm_maps is None else warm_maps}).start()
     if block:
-        print(f"Latent Lab is running at {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None) else ""))
+        print(f"Latent Lab is running at {demo.local_url}" + (f" and {demo.share_url}" if getattr(demo, "share_url", None)
+                                                               else "" if share else " (python app.py --share: also a public link)"))
         try:
             while demo.is_running:  # not demo.block_thread(): on Ctrl-C it waits for open connections before closing
                 time.sleep(0.1)
@@ -158,8 +162,10 @@ def _busy_sessions(demo: gr.Blocks) -> set[str]:
     return {session_key(getattr(e, "session_hash", None)) for e in events}
 
 
-def _warm_up() -> None:
+def _warm_up(maps: bool = False) -> None:
     serving.share_cores()
+    if maps:  # numba's first compile of UMAP, paid here rather than by the first visitor's map
+        threading.Thread(target=latent_map.warm_up_umap, name="latent-lab-umap-warm-up", daemon=True).start()
     import core.interpolate  # noqa: F401
     import core.losses  # noqa: F401
     import core.projection  # noqa: F401

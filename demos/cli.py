@@ -19,12 +19,15 @@ def run(args: argparse.Namespace, registry: Registry, executor: Executor | None 
     from core.executor import LOCAL
 
     executor = executor or LOCAL
+    if args.command == "directions":
+        check_labelled_folder(args.images, args.labels)  # before any model is downloaded or loaded
     if getattr(args, "model", None):
         args.model = resolve_model(registry, args.model)
     if args.command == "models":
         for name in registry.names():
             card = registry.entry(name).card
-            print(f"{name:32s} {registry.status(name):16s} {card.resolution:5d}px  {card.licence}")
+            size = f"{card.resolution:5d}px" if card.resolution else "    any"
+            print(f"{name:32s} {registry.status(name):16s} {size}  {card.licence}")
         for err in registry.errors:
             print(f"[plugin failed] {err.plugin}: {err.message}")
         return 0
@@ -37,6 +40,16 @@ def run(args: argparse.Namespace, registry: Registry, executor: Executor | None 
     if args.command == "directions":
         return directions(args, registry, executor)
     raise ValueError(f"Unknown command '{args.command}'.")
+
+
+def check_labelled_folder(images: str, labels: str) -> None:
+    """``directions``' inputs, checked in a sentence each before anything is downloaded or loaded."""
+    if not Path(images).expanduser().is_dir():
+        raise ValueError(f"The images folder {images} does not exist (--images names a folder of photos).")
+    csv = Path(labels).expanduser()
+    if not csv.is_file():
+        raise ValueError(f"The labels file {labels} does not exist (--labels names a CSV: a file/id column, "
+                         "optional person column, one column per label).")
 
 
 def resolve_model(registry: Registry, model: str) -> str:
@@ -87,17 +100,21 @@ def _load(registry: Registry, name: str, announce: bool = True):
     return model
 
 
-def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 0, max_side: int | None = None,
+def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 1, max_side: int | None = None,
             shape: tuple[int, int] | None = None):
     """What the model sees of the photo at ``path`` (``core.image_input.input_for``): a model that works at any size (a
     VAE) takes it at its own aspect, longer side at most ``max_side`` (None: the default), or at ``shape``; run the
-    model at ``inp.shape`` (``model.at_size``)."""
+    model at ``inp.shape`` (``model.at_size``). ``face``: which face to align, 1 = the largest (``--face``)."""
+    from core.faces import find_faces
     from core.image_input import default_max_side, input_for, load_image
     from core.images import from_pil
+    from demos.face_numbers import face_index
 
     img = load_image(path, min_side=min(16, model.image_size))
-    inp = input_for(model, img, align and FACES in registry.entry(name).tags, face,
-                    None if shape else (max_side or default_max_side()), shape)
+    aligned = align and FACES in registry.entry(name).tags
+    found = find_faces(img) if aligned else None  # NoFaceError: a plain sentence
+    index = face_index(face, len(found.faces), "--face") if aligned else 0
+    inp = input_for(model, img, aligned, index, None if shape else (max_side or default_max_side()), shape, found=found)
     for w in [*inp.warnings, inp.note]:
         if w:
             print(f"warning: {Path(path).name}: {w}", file=sys.stderr)
@@ -158,7 +175,9 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
         extra = ", composite.png (the reconstructed face pasted into the photo's crop: for display, never scored)"
     inp.image.save(out / "target.png")
     recon.save(out / "reconstruction.png")
-    if decoder is not None:
+    if decoder is not None:  # what the latent draws with the model itself (the tab offers it too)
+        to_pil(ev.preview)[0].save(out / "projection_alone.png")
+        extra += ", projection_alone.png (the latent drawn by the model itself, without the tuned decoder)"
         info.update(decoder=decoder.card.name, projection_psnr=round(ev.psnr, 3))
     save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(quality, 3), loss=ev.loss,
                 loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence, **info)
@@ -202,8 +221,9 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     frames = to_pil(images)
     out = Path(args.out)
     save_frames(frames, out / "frames")
-    save_gif(frames, out / "interpolation.gif", fps=args.fps)
-    save_mp4(frames, out / "interpolation.mp4", fps=args.fps)
+    boomerang = not getattr(args, "no_loop", False)  # as the tab: forward then back, frames at least 256 px
+    save_gif(frames, out / "interpolation.gif", fps=args.fps, boomerang=boomerang, min_side=256)
+    save_mp4(frames, out / "interpolation.mp4", fps=args.fps, boomerang=boomerang)
     tuned = {"decoder": decoder.card.name} if decoder is not model else {}
     save_latent(out / "latents.npz", latents, model=args.model, space=plan.space, method=plan.method, mixing=list(plan.mixing),
                 licence=model.card.licence, **tuned)
@@ -238,6 +258,7 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     from core.export import save_latent, save_mp4
     from core.faces.identity import verdict
     from core.family import DISCLAIMER, ChildSettings, Family
+    from demos.face_numbers import set_parent_face
 
     if not 1 <= len(args.face) <= 2:
         raise ValueError("--face takes one face number (both photos) or two (father's, mother's).")
@@ -256,7 +277,7 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     out = Path(args.out)
     faces = args.face * 2 if len(args.face) == 1 else args.face
     for who, path, face in zip(("father", "mother"), (args.father, args.mother), faces, strict=True):
-        p = fam.set_parent(who, path, face)
+        p = set_parent_face(fam, who, path, face, "--face")  # 1 = the largest face
         if p.error:
             raise ValueError(f"The {who}'s photo ({Path(path).name}): {p.error}")
         for w in p.warnings:

@@ -427,7 +427,7 @@ class AppContext:
         try:
             status = self.registry.status(name)
             if status == "not downloaded":
-                raise gr.Error(f"{self.registry.entry(name).card.title} is not downloaded yet: press Download in the model panel.")
+                raise gr.Error(f"{self.registry.entry(name).card.title} is not downloaded yet: press Download weights in its model panel.")
             return self.registry.get(name)
         except gr.Error:
             raise
@@ -510,18 +510,30 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
         return ctx.card_markdown(name), gr.update(visible=status == "not downloaded")
 
     def fetch(name, progress=gr.Progress()):
-        download_model(ctx, name, progress)
+        """A failed download is one warning and a line on the card: raised as an error, Gradio would lay a red
+        "Error" over every output (the dropdown too) until dismissed."""
+        try:
+            download_model(ctx, name, progress)
+        except gr.Error as e:
+            gr.Warning(e.message)
+            return (f"**Download failed:** {e.message}\n\n{ctx.card_markdown(name)}", gr.update(visible=True),
+                    gr.update())
         return ctx.card_markdown(name), gr.update(visible=False), gr.update(choices=ctx.choices(tag), value=name)
 
     dropdown.change(show, dropdown, [card, download], api_name=f"{prefix}_model_card", show_progress="hidden")
     dropdown.focus(lambda: gr.update(choices=ctx.choices(tag)), None, dropdown, api_name=f"{prefix}_model_list",
                    api_visibility="undocumented", show_progress="hidden")
-    download.click(fetch, dropdown, [card, download, dropdown], api_name=f"{prefix}_download", concurrency_id="download")
+    download.click(fetch, dropdown, [card, download, dropdown], api_name=f"{prefix}_download", concurrency_id="download",
+                   show_progress_on=[download])
     return dropdown, card, download
 
 
 def download_model(ctx: AppContext, name: str, progress=None) -> None:
     """Download a model's weights with a progress bar, or a gr.Error that says why not."""
+    if not name:
+        raise gr.Error("Choose a model first, then press Download weights.")
+    if name not in ctx.registry.entries or not ctx.visible(name):
+        raise gr.Error(f"Unknown model '{name}'.")
     entry = ctx.registry.entry(name)
     if entry.download is None:
         raise gr.Error(f"{entry.card.title} has nothing to download.")
@@ -535,7 +547,7 @@ def download_model(ctx: AppContext, name: str, progress=None) -> None:
     try:
         entry.download(report)
     except Exception as e:
-        raise gr.Error(str(e)) from e
+        raise gr.Error(str(e) or f"The download of {entry.card.title} failed ({type(e).__name__}).") from e
 
 
 def caption(ctx: AppContext, name: str) -> str:

@@ -6,6 +6,7 @@ from types import SimpleNamespace
 
 import gradio as gr
 
+from demos import face_picker
 from demos.common import (
     DECODE_STEPS,
     HEAVY,
@@ -17,6 +18,7 @@ from demos.common import (
     model_panel,
 )
 from demos.face_note import download_photo_model, face_model_note
+from demos.face_numbers import set_parent_face
 from demos.wiring import bind, request_stop, stop_flag
 from plugins.contract import FACES
 
@@ -41,11 +43,12 @@ def family_for(ctx: AppContext, name: str | None, request: gr.Request | None):
 
 
 def set_parents(ctx: AppContext, name, fpath, mpath, fface, mface, request):
-    """Both parents aligned (each on its own); a gr.Error only when a photo was given and none could be used."""
+    """Both parents aligned (each on its own) on their chosen faces (1 = the largest, as the picker numbers them); a
+    gr.Error only when a photo was given and none could be used."""
     fam = family_for(ctx, name, request)
     for who, path, face in (("father", fpath, fface), ("mother", mpath, mface)):
         ctx.track_upload(request, path)
-        if fam.set_parent(who, path, face or 0).error and path:
+        if set_parent_face(fam, who, path, face).error and path:
             _drop_if_unreadable(ctx, path)
     errors = [p for p in fam.parents.values() if p.error]
     if errors and all(p.crop is None for p in fam.parents.values()):
@@ -64,29 +67,60 @@ def _drop_if_unreadable(ctx: AppContext, path: str) -> None:
         ctx.files.drop(path)
 
 
-def parent_notes(fam) -> list[str]:
+def parent_notes(fam, who: tuple[str, ...] = PARENTS) -> list[str]:
     notes = []
     for p in fam.parents.values():
-        notes += [f"{p.who.capitalize()}'s photo: {p.error}"] if p.error else [f"{p.who.capitalize()}: {w}" for w in p.warnings]
+        if p.who in who:
+            notes += [f"{p.who.capitalize()}'s photo: {p.error}"] if p.error else [f"{p.who.capitalize()}: {w}" for w in p.warnings]
     return notes
 
 
-# ----- handlers (top level: tests call them directly with an AppContext) ------------------------------------------
-def align_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 0, mface: float = 0,
-                  request: gr.Request = None):
-    """(father crop, mother crop, notes, father's faces, mother's faces): each parent's crop even if the other failed."""
+def ready_parents(ctx: AppContext, name, fpath, mpath, fface, mface, request):
+    """The Family when both parents' photos can be used; otherwise one gr.Error, before any projection."""
     fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
-    notes = parent_notes(fam)
-    for n in notes:
+    for p in fam.parents.values():
+        if p.error:
+            raise gr.Error(f"{p.who.capitalize()}'s photo: {p.error}")
+        if p.crop is None:
+            raise gr.Error(f"Children need both parents: upload the {p.who}'s photo first.")
+    return fam
+
+
+# ----- handlers (top level: tests call them directly with an AppContext) ------------------------------------------
+def align_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 1, mface: float = 1,
+                  request: gr.Request = None, notify: tuple[str, ...] = PARENTS):
+    """(father crop, mother crop, notes, father's faces, mother's faces): each parent's crop even if the other failed.
+    Face numbers count from 1 (the largest); ``notify``: whose notes are also said as warnings (a parent's photo is
+    warned about once, when it arrives)."""
+    fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
+    for n in parent_notes(fam, notify):
         gr.Warning(n)
     crops = [ctx.save_image(request, p.crop, f"{p.who}_crop", min_side=256) if p.crop is not None else None
              for p in fam.parents.values()]
-    faces = [gr.update(value=p.faces if len(p.faces) > 1 else None, visible=len(p.faces) > 1) for p in fam.parents.values()]
-    return crops[0], crops[1], "\n".join(f"- {n}" for n in notes), *faces
+    faces = [face_picker.view(ctx, request, p.digest, len(p.faces), lambda p=p: p.faces) for p in fam.parents.values()]
+    return crops[0], crops[1], "\n".join(f"- {n}" for n in parent_notes(fam)), *faces
 
 
-def project_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, fface: float = 0,
-                    mface: float = 0, decode_steps: float | None = DECODE_STEPS, request: gr.Request = None,
+def align_new_father(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 1, mface: float = 1,
+                     request: gr.Request = None):
+    """Align both parents after a new father's photo (warnings about his photo only)."""
+    return align_parents(ctx, name, fpath, mpath, fface, mface, request, notify=("father",))
+
+
+def align_new_mother(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 1, mface: float = 1,
+                     request: gr.Request = None):
+    """Align both parents after a new mother's photo (warnings about her photo only)."""
+    return align_parents(ctx, name, fpath, mpath, fface, mface, request, notify=("mother",))
+
+
+def align_chosen_face(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, fface: float = 1,
+                      mface: float = 1, request: gr.Request = None):
+    """Align both parents after a face was chosen in a picker (its photo was already warned about)."""
+    return align_parents(ctx, name, fpath, mpath, fface, mface, request, notify=())
+
+
+def project_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, fface: float = 1,
+                    mface: float = 1, decode_steps: float | None = DECODE_STEPS, request: gr.Request = None,
                     progress=gr.Progress()):
     """Stream (father's projection, mother's projection, status); Stop ends with the partial projections.
     ``decode_steps``: a diffusion model's sampling steps for what it draws (ignored by one-shot decoders)."""
@@ -154,15 +188,11 @@ def child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var
 
 def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
                   d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
-                  var: float, seed_v: float, n: float, fface: float = 0, mface: float = 0,
+                  var: float, seed_v: float, n: float, fface: float = 1, mface: float = 1,
                   decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()):
     """Stream (children gallery, files, status, father's projection, mother's projection)."""
-    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
-    fam = family_for(ctx, name, request)
-    try:
-        fam.check(settings)  # before any projection: a bad setting costs nothing
-    except ValueError as e:
-        raise gr.Error(str(e)) from e
+    settings = _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
+                             n, fface, mface, request)
     fam = yield from _as_children_rows(projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress,
                                                  decode_steps))
     try:
@@ -172,6 +202,38 @@ def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | No
     for w in kids.warnings:
         gr.Warning(w)
     yield *children_outputs(ctx, request, name, fam, kids), *parent_views(ctx, request, fam)
+
+
+def check_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
+                   d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
+                   var: float, seed_v: float, n: float, fface: float = 1, mface: float = 1,
+                   decode_steps: float | None = DECODE_STEPS, request: gr.Request = None) -> None:
+    """Make children's refusals, said before its event starts: a refusal then comes as one message, with no error
+    marks on the outputs and nothing computed."""
+    _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, fface,
+                  mface, request)
+
+
+def check_morph(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
+                d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
+                seed_v: float, n: float, index: float, fface: float = 1, mface: float = 1,
+                decode_steps: float | None = DECODE_STEPS, request: gr.Request = None) -> None:
+    """The morph's refusals, before its event starts (as :func:`check_children`)."""
+    _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, fface,
+                  mface, request)
+
+
+def _refuse_early(ctx: AppContext, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
+                  n, fface, mface, request):
+    """The settings, once they and both parents' photos are usable; else one gr.Error before any projection."""
+    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
+    fam = family_for(ctx, name, request)
+    try:
+        fam.check(settings)  # a bad setting costs nothing
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    ready_parents(ctx, name, fpath, mpath, fface, mface, request)  # a photo without a face, or a parent missing
+    return settings
 
 
 def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
@@ -202,12 +264,13 @@ def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
 
 def morph_video(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
                 d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
-                seed_v: float, n: float, index: float, fface: float = 0, mface: float = 0,
+                seed_v: float, n: float, index: float, fface: float = 1, mface: float = 1,
                 decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()) -> str:
     """The father -> child -> mother MP4 of child ``index``."""
     from core.export import save_mp4
 
-    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
+    settings = _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
+                             n, fface, mface, request)
     gen = projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps)
     fam = _finish(gen)
     try:
@@ -241,12 +304,8 @@ def stop_family(ctx: AppContext, request: gr.Request = None) -> None:
 
 
 def first_face() -> int:
-    return 0
-
-
-def picked(evt: gr.SelectData) -> int:
-    """The face clicked in a parent's gallery of detected faces."""
-    return int(evt.index)
+    """A new photo starts from its largest face (number 1)."""
+    return 1
 
 
 def model_view(ctx: AppContext, name: str | None):
@@ -299,12 +358,10 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 father = ImageUpload(label="Father", type="filepath", elem_id="family_father")
                 mother = ImageUpload(label="Mother", type="filepath", elem_id="family_mother")
             with gr.Row():
-                father_faces = gr.Gallery(label="Faces in the father's photo: click to choose", visible=False, columns=6, height=130,
-                                          allow_preview=False, elem_id="family_father_faces")
-                mother_faces = gr.Gallery(label="Faces in the mother's photo: click to choose", visible=False, columns=6, height=130,
-                                          allow_preview=False, elem_id="family_mother_faces")
-            father_face = gr.Number(0, precision=0, visible=False, elem_id="family_father_face")
-            mother_face = gr.Number(0, precision=0, visible=False, elem_id="family_mother_face")
+                father_faces = face_picker.gallery("family_father_faces", "Faces in the father's photo: click to choose")
+                mother_faces = face_picker.gallery("family_mother_faces", "Faces in the mother's photo: click to choose")
+            father_face = face_picker.number("family_father_face")
+            mother_face = face_picker.number("family_mother_face")
             with gr.Row():
                 father_crop = gr.Image(label="Father, aligned", format="png", interactive=False, elem_id="family_father_crop")
                 mother_crop = gr.Image(label="Mother, aligned", format="png", interactive=False, elem_id="family_mother_crop")
@@ -314,7 +371,6 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
             with gr.Row():
                 project_btn = gr.Button("Project parents", variant="primary", elem_id="family_project")
                 stop = gr.Button("Stop", elem_id="family_stop")
-            status = gr.Markdown("", elem_id="family_status")
             with gr.Row():
                 father_proj = gr.Image(label="Father, projected", format="png", interactive=False, elem_id="family_father_proj")
                 mother_proj = gr.Image(label="Mother, projected", format="png", interactive=False, elem_id="family_mother_proj")
@@ -340,6 +396,7 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
             generate = gr.Button("Make children", variant="primary", elem_id="family_generate")
             children = gr.Gallery(label="Children", columns=4, format="png", height="auto", object_fit="contain",
                                   elem_id="family_children")
+            status = gr.Markdown("", elem_id="family_status")  # the children's table sits beside them
             files = gr.File(label="Downloads (each child .png + its latent .npz)", file_count="multiple", interactive=False,
                             elem_id="family_files")
             with gr.Row():
@@ -358,24 +415,32 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     child_inputs = [c.model, c.father, c.mother, c.steps, c.gene, *c.dominance, c.age, c.gender, c.extra, c.extra_amount,
                     c.variation, c.seed, c.count]
     child_outputs = [c.children, c.files, c.status, c.father_proj, c.mother_proj]
-    align = bind(align_parents, ctx)
-    # A new photo starts from its largest face; then both parents are aligned (each on its own).
-    for photo, number, api in ((c.father, c.father_face, "family_align"), (c.mother, c.mother_face, "family_align_mother")):
-        photo.change(first_face, None, number, api_visibility="private").then(align, [*both, *faces], align_out, api_name=api)
+    # A new photo starts from its largest face; then both parents are aligned (each on its own), and only the new
+    # photo is warned about. A face clicked in a picker re-aligns on it.
+    for photo, number, align, api in ((c.father, c.father_face, align_new_father, "family_align"),
+                                      (c.mother, c.mother_face, align_new_mother, "family_align_mother")):
+        photo.change(first_face, None, number, api_visibility="private").then(bind(align, ctx), [*both, *faces], align_out,
+                                                                              api_name=api)
     for gallery, number in ((c.father_faces, c.father_face), (c.mother_faces, c.mother_face)):
-        gallery.select(picked, None, number, api_visibility="private").then(align, [*both, *faces], align_out,
-                                                                            api_visibility="private")
+        gallery.select(face_picker.picked, None, number, api_visibility="private").then(
+            bind(align_chosen_face, ctx), [*both, *faces], align_out, api_visibility="private")
     # Project / Make are stopped through the session's stop flag (partial projections are shown), not cancelled.
     tail = [*faces, c.decode_steps]  # the last inputs of the projection and children events: face numbers, diffusion steps
     c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *tail], [c.father_proj, c.mother_proj, c.status],
                         api_name="family_project", show_progress_on=[c.status], concurrency_id=HEAVY)
-    make = bind(make_children, ctx)
-    c.generate.click(make, [*child_inputs, *tail], child_outputs, api_name="family_children", concurrency_id=HEAVY)
-    for slider in (c.gene, c.age, c.gender, c.extra_amount, c.variation):
-        slider.release(make, [*child_inputs, *tail], child_outputs, api_name=f"family_children_{slider.elem_id}",
-                       api_visibility="undocumented", concurrency_id=HEAVY)
-    mv = c.morph_btn.click(bind(morph_video, ctx), [*child_inputs, c.which, *tail], c.video, api_name="family_morph",
-                           concurrency_id=HEAVY)
+    make, check = bind(make_children, ctx), bind(check_children, ctx)
+    # A refusal (a photo without a face, a missing parent, a bad setting) comes from a check with no outputs, before the
+    # long event: one message, no error marks on the outputs, nothing projected. The handlers check again (API callers).
+    for trigger, api in ((c.generate.click, "family_children"),
+                         *((s.release, f"family_children_{s.elem_id}") for s in (c.gene, c.age, c.gender, c.extra_amount,
+                                                                                 c.variation))):
+        trigger(check, [*child_inputs, *tail], None, api_name=f"{api}_check", api_visibility="private",
+                show_progress="hidden").success(make, [*child_inputs, *tail], child_outputs, api_name=api,
+                                                api_visibility="public" if api == "family_children" else "undocumented",
+                                                concurrency_id=HEAVY)
+    mv = c.morph_btn.click(bind(check_morph, ctx), [*child_inputs, c.which, *tail], None, api_name="family_morph_check",
+                           api_visibility="private", show_progress="hidden").success(
+        bind(morph_video, ctx), [*child_inputs, c.which, *tail], c.video, api_name="family_morph", concurrency_id=HEAVY)
     c.stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
                  concurrency_limit=None)
     gr.on([c.model.change, demo.load], bind(directions_info, ctx), c.model, [c.directions_note, c.extra],

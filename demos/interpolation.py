@@ -10,6 +10,7 @@ import zipfile
 
 import gradio as gr
 
+from demos import face_picker
 from demos.common import (
     DECODE_STEPS,
     HEAVY,
@@ -19,9 +20,11 @@ from demos.common import (
     decode_steps_slider,
     decode_steps_view,
     model_panel,
+    read_upload,
 )
 from demos.projection import prepare_target
 from demos.wiring import bind
+from plugins.contract import FACES
 
 GROUPS = ["coarse", "middle", "fine"]
 SEEDS, IMAGES = "two seeds", "two images"
@@ -33,6 +36,41 @@ CSS = "#interp_gallery .grid-container { grid-template-columns: repeat(auto-fill
 def show_endpoints(source: str) -> tuple[dict, dict]:
     """Seed boxes for seeds, image boxes for images: (seed row, image row) visibility."""
     return gr.update(visible=source != IMAGES), gr.update(visible=source == IMAGES)
+
+
+def model_hint(ctx: AppContext, name: str | None, image) -> str | None:
+    """One plain line when a photo does not suit the chosen model (a colour face photo on the 8×8 greyscale digits
+    model silently became a grey blob), naming the model to choose instead; None when it suits."""
+    import numpy as np
+
+    if not name or name not in ctx.registry.entries or FACES in ctx.registry.entry(name).tags:
+        return None
+    try:
+        m = ctx.model(name)
+    except gr.Error:
+        return None
+    rgb = np.asarray(image.convert("RGB"), dtype=np.float32)
+    colour = float(np.abs(rgb - rgb.mean(axis=2, keepdims=True)).mean()) > 8
+    much_larger = not m.resizable and min(image.size) >= 4 * m.image_size
+    if not ((colour and m.channels == 1) or much_larger):
+        return None
+    kind = "greyscale" if m.channels == 1 else "colour"
+    face = ctx.default_model(FACES)
+    instead = (f"for a photo of a face choose {ctx.registry.entry(face).card.title} in the Model list" if face
+               else "choose a model made for such images in the Model list")
+    return (f"This image does not suit {m.card.title} ({m.image_size}×{m.image_size} px, {kind}): it would come out as a "
+            f"{m.image_size}×{m.image_size} {kind} image; {instead}.")
+
+
+def check_fit(ctx: AppContext, name: str | None, image_a: str | None, image_b: str | None,
+              request: gr.Request | None = None) -> None:
+    """Warn as soon as an uploaded image (or a newly chosen model) does not suit the model: before a long run."""
+    for path in (image_a, image_b):
+        if path:
+            hint = model_hint(ctx, name, read_upload(ctx, path, request))
+            if hint:
+                gr.Warning(hint)
+                return
 
 
 def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | None, seed_b: float | None,
@@ -57,8 +95,9 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
         from core.image_input import default_max_side, stacked_weights
 
-        first = prepare_target(ctx, m, name, image_a, bool(align), request, max_side=default_max_side())
-        inputs = [first, prepare_target(ctx, m, name, image_b, bool(align), request, shape=first.shape)]
+        hint = next(filter(None, (model_hint(ctx, name, read_upload(ctx, p, request)) for p in (image_a, image_b) if p)), None)
+        first = prepare_target(ctx, m, name, image_a, bool(align), request, max_side=default_max_side(), slot="interp_a")
+        inputs = [first, prepare_target(ctx, m, name, image_b, bool(align), request, shape=first.shape, slot="interp_b")]
         m = m.at_size(*first.shape)  # a VAE works at image A's size (B is fitted to it); other models: themselves
         for note in (i.note for i in inputs if i.note):
             gr.Warning(note)
@@ -79,6 +118,8 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         matched = " Fitted on face colours matched to each other; each frame gets its share of both photos' colours back." \
             if colour is not None else ""
         proj_note = f" Endpoints projected ({n_steps} steps){tuned}; PSNR{where} {psnr:.1f} dB.{matched}"
+        if hint:
+            proj_note += f"\n\n**{hint}**"
     else:
         a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
                               whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
@@ -112,10 +153,37 @@ def export(ctx: AppContext, name: str, model, plan, latents, images, fps: float,
     return [(p, f"{i}") for i, p in enumerate(views)], str(gif), str(mp4), [str(zip_path), str(gif), str(mp4), str(npz)], text
 
 
+def offer_faces_a(ctx: AppContext, name: str | None, path: str | None, align: bool, request: gr.Request = None):
+    """Image A's face picker (demos.face_picker): shown for a photo with several faces."""
+    return face_picker.offer(ctx, name, path, bool(align), "interp_a", "Image A: ", request)
+
+
+def offer_faces_b(ctx: AppContext, name: str | None, path: str | None, align: bool, request: gr.Request = None):
+    """Image B's face picker."""
+    return face_picker.offer(ctx, name, path, bool(align), "interp_b", "Image B: ", request)
+
+
+def choose_face_a(ctx: AppContext, path: str | None, evt: gr.SelectData, request: gr.Request = None) -> str:
+    return _chosen(ctx, "interp_a", "Image A", path, int(evt.index), request)
+
+
+def choose_face_b(ctx: AppContext, path: str | None, evt: gr.SelectData, request: gr.Request = None) -> str:
+    return _chosen(ctx, "interp_b", "Image B", path, int(evt.index), request)
+
+
+def _chosen(ctx: AppContext, slot: str, what: str, path: str | None, index: int, request) -> str:
+    """A face clicked in a picker: aligned on it when Interpolate is pressed."""
+    if not path:
+        return gr.update()
+    face_picker.remember(ctx, request, slot, path, index)
+    count = len(face_picker.offered(ctx, request, path).faces)
+    return f"{what}: face {index + 1} of {count} will be used. Press **Interpolate**."
+
+
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
-            model, _, _ = model_panel(ctx, "interp")
+            model, _, _ = model_panel(ctx, "interp", default_tag=FACES)  # two photos of faces: the common case
             source = gr.Radio([SEEDS, IMAGES], value=SEEDS, label="Endpoints", elem_id="interp_source")
             with gr.Row(visible=True, elem_id="interp_seeds") as seeds_row:
                 seed_a = gr.Number(1, precision=0, minimum=0, label="Seed A", elem_id="interp_seed_a")
@@ -123,6 +191,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             with gr.Row(visible=False, elem_id="interp_images") as images_row:
                 image_a = ImageUpload(label="Image A", type="filepath", elem_id="interp_image_a")
                 image_b = ImageUpload(label="Image B", type="filepath", elem_id="interp_image_b")
+            with gr.Row():
+                faces_a = face_picker.gallery("interp_faces_a", "Faces in image A: click to choose")
+                faces_b = face_picker.gallery("interp_faces_b", "Faces in image B: click to choose")
             frames = gr.Slider(2, 64, value=16, step=1, label="Frames", elem_id="interp_frames")
             with gr.Accordion("Settings", open=False):
                 space = gr.Dropdown(["latent", "z", "w", "w+"], value=None, allow_custom_value=True,
@@ -149,6 +220,14 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             files = gr.File(label="Downloads (frames .zip, GIF, MP4, latents .npz)", file_count="multiple",
                             interactive=False, elem_id="interp_files")
 
+    gr.on([image_a.upload, image_b.upload, model.input], bind(check_fit, ctx), [model, image_a, image_b], None,
+          api_name="interp_check_fit", api_visibility="private", show_progress="hidden")
+    for photo, faces, offer, choose, api in ((image_a, faces_a, offer_faces_a, choose_face_a, "interp_faces_a"),
+                                             (image_b, faces_b, offer_faces_b, choose_face_b, "interp_faces_b")):
+        gr.on([photo.change, model.change, align.change], bind(offer, ctx), [model, photo, align], faces, api_name=api,
+              api_visibility="private", show_progress="hidden")
+        faces.select(bind(choose, ctx), photo, status, api_name=f"{api}_choose", api_visibility="private",
+                     show_progress="hidden")
     source.change(show_endpoints, source, [seeds_row, images_row], api_name="interp_endpoints", api_visibility="private",
                   show_progress="hidden")
     event = run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,

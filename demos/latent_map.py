@@ -6,6 +6,8 @@ Handlers are top-level functions of plain values (tests call them directly); ``b
 from __future__ import annotations
 
 import contextlib
+import threading
+import time
 import types
 from collections.abc import Iterator
 from typing import Any
@@ -77,6 +79,14 @@ def DimsRadio(choices: list[int], **kwargs) -> gr.Radio:  # noqa: N802 - used li
     return radio
 
 
+def NamedDropdown(what: str, **kwargs) -> gr.Dropdown:  # noqa: N802 - used like a component class
+    """A dropdown whose choices depend on the model: the API page shows them as text with where to find them (its
+    choices when the page is drawn are none: ``Literal[]``)."""
+    dropdown = gr.Dropdown([], **kwargs)
+    dropdown.api_info = lambda: {"type": "string", "description": what}
+    return dropdown
+
+
 def dataset_choices(ctx: AppContext, name: str | None) -> tuple[dict, dict]:
     """The model's datasets and the first one's labels: (dataset, colour-by) updates.
 
@@ -116,7 +126,35 @@ def compute(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str 
 
 
 def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, progress=gr.Progress()):
-    progress(0, desc=f"{str(how).upper()} of the latents (UMAP and t-SNE can take a minute the first time)")
+    """The map, its text and what it shows (for recolouring); a UMAP / t-SNE not yet cached is computed in a thread
+    while this says how long it has run, so Stop ends the wait (Gradio stops a handler only between yields)."""
+    if how == "pca":
+        yield (*_map_result(ctx, name, ds, how, n_dims, by), [name, ds, how, n_dims])
+        return
+    done: dict[str, Any] = {}
+
+    def work() -> None:
+        try:
+            done["result"] = _map_result(ctx, name, ds, how, n_dims, by)
+        except Exception as e:  # handed to the handler, which raises it as the request's own
+            done["error"] = e
+
+    worker = threading.Thread(target=work, name="latent-lab-map", daemon=True)
+    worker.start()
+    start = time.monotonic()
+    while worker.is_alive():
+        worker.join(0.5)
+        if worker.is_alive():
+            seconds = time.monotonic() - start
+            progress(None, desc=f"{str(how).upper()}: {seconds:.0f} s")
+            yield (gr.update(), f"Computing the {str(how).upper()} map: {seconds:.0f} s so far (UMAP and t-SNE take seconds "
+                   "to minutes; the result is cached). Press **Stop** to stop waiting.", gr.update())
+    if "error" in done:
+        raise done["error"]
+    yield (*done["result"], [name, ds, how, n_dims])
+
+
+def _map_result(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None) -> tuple:
     data, lmap, fig = compute(ctx, name, ds, how, n_dims, by)
     extra = f" · explained variance {lmap.info['explained_variance']}" if "explained_variance" in lmap.info else ""
     if "summarised" in lmap.info:  # a large latent (a VAE's 4 x 32 x 32, a noise image): mapped by a low-pass summary
@@ -124,6 +162,35 @@ def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str
     note = "cached" if lmap.cached else f"computed in {lmap.seconds:.1f} s"
     imgs = "real images" if data.images is not None else "decoded latents (the source images are not shipped)"
     return fig, f"{len(data)} points, space **{data.space}**, {note}{extra}. Neighbours show {imgs}.\n\n{data.description}"
+
+
+def recolour(ctx: AppContext, shown: list | None, name: str | None, ds: str | None, by: str | None):
+    """The map on screen coloured by another label at once (from the map cache: nothing is recomputed); no change
+    when no map is shown or it belongs to another model or dataset than the ones chosen now."""
+    if not shown or [name, ds] != list(shown[:2]):
+        return gr.update()
+    data = ctx.dataset(name, ds)
+    if by and by not in data.labels:
+        return gr.update()
+    return compute(ctx, *shown, by)[2]
+
+
+def clear_map() -> tuple:
+    """A new model or dataset: the old map, its text, the decoded point and the neighbours go."""
+    return None, "", None, "", [], None
+
+
+def warm_up_umap() -> None:
+    """Pay numba's first compile of UMAP (tens of seconds) once, in the background after start-up, instead of the first
+    visitor who asks for a UMAP map."""
+    import sys
+
+    try:
+        from core.latent_map import reduce
+
+        reduce(np.random.default_rng(0).normal(size=(64, 8)).astype(np.float32), "umap", 2)
+    except Exception as e:  # a warm-up is an optimisation: it must never stop the app
+        print(f"warning: warming up UMAP failed: {e}", file=sys.stderr)
 
 
 def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Request | None,
@@ -260,13 +327,19 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     with gr.Row():
         with gr.Column(scale=1):
             model, _, _ = model_panel(ctx, "map")
-            dataset = gr.Dropdown([], label="Dataset", allow_custom_value=True, elem_id="map_dataset")
+            dataset = NamedDropdown("a dataset of the chosen model, as /map_datasets lists them (the built-in models: "
+                                    "'training data (encoded)' or 'samples (N)')",
+                                    label="Dataset", allow_custom_value=True, elem_id="map_dataset")
             method = gr.Radio(["pca", "umap", "tsne"], value="pca", label="Method",
                               info="PCA: exact, instant. UMAP / t-SNE: keep neighbourhoods, take seconds (cached after)",
                               elem_id="map_method")
             dims = DimsRadio([2, 3], value=2, label="Dimensions", elem_id="map_dims")
-            colour = gr.Dropdown([], label="Colour by", allow_custom_value=True, elem_id="map_colour")
-            run = gr.Button("Compute map", variant="primary", elem_id="map_run")
+            colour = NamedDropdown("a label of the dataset, as /map_labels lists them (e.g. 'digit'), or empty",
+                                   label="Colour by", allow_custom_value=True, elem_id="map_colour")
+            with gr.Row():
+                run = gr.Button("Compute map", variant="primary", elem_id="map_run")
+                stop = gr.Button("Stop", elem_id="map_stop")
+            shown = gr.State(None)  # [model, dataset, method, dims] of the map on screen
             info = gr.Markdown("", elem_id="map_info")
         with gr.Column(scale=2):
             plot = gr.Plot(label="Latent map (click a point to decode it)", elem_id="map_plot")
@@ -299,7 +372,14 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     gr.on([model.change, demo.load], bind(dataset_choices, ctx), model, [dataset, colour], api_name="map_datasets",
           show_progress="hidden")
     dataset.change(bind(label_choices, ctx), [model, dataset], colour, api_name="map_labels", show_progress="hidden")
-    run.click(bind(show_map, ctx), common, [plot, info], api_name="map", concurrency_id=HEAVY)
+    gr.on([model.change, dataset.change], clear_map, None, [plot, info, decoded, decoded_info, neighbours, shown],
+          api_visibility="private", show_progress="hidden")
+    colour.change(bind(recolour, ctx), [shown, model, dataset, colour], plot, api_name="map_recolour",
+                  api_visibility="private", show_progress="hidden")
+    mapping = run.click(bind(show_map, ctx), common, [plot, info, shown], api_name="map", concurrency_id=HEAVY,
+                        show_progress_on=[info])
+    stop.click(lambda: "Stopped: no new map (a UMAP / t-SNE already under way finishes in the background and is cached).",
+               None, info, cancels=[mapping], api_visibility="private")
     # Batched: clicks of many visitors queued while a batch decodes go into the next one (demos/serving.py, DECODE).
     click.change(bind(decode_clicks, ctx), [*common, click, decode_steps], [decoded, decoded_info, index], api_name="map_click",
                  show_progress="hidden", batch=True, max_batch_size=MAX_CLICK_BATCH, concurrency_id=DECODE)

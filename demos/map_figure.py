@@ -23,9 +23,10 @@ def map_figure(coords: np.ndarray, labels: np.ndarray | None, label_name: str, t
                        marker={"size": 4 if dims == 3 else 7, "opacity": 0.85, **marker})
 
     fig = go.Figure()
+    scale = labels is not None and np.issubdtype(np.asarray(labels).dtype, np.number) and len(np.unique(labels)) > 12
     if labels is None:
         fig.add_trace(trace(np.ones(len(coords), bool), "points"))
-    elif np.issubdtype(np.asarray(labels).dtype, np.number) and len(np.unique(labels)) > 12:
+    elif scale:
         fig.add_trace(trace(np.ones(len(coords), bool), label_name, color=np.asarray(labels, float), colorscale="Viridis",
                             showscale=True, colorbar={"title": label_name}))
     else:
@@ -37,6 +38,9 @@ def map_figure(coords: np.ndarray, labels: np.ndarray | None, label_name: str, t
         q = {"x": query[:, 0], "y": query[:, 1], **({"z": query[:, 2]} if dims == 3 else {})}
         fig.add_trace(scatter(**q, mode="markers", name="your image", hoverinfo="name",
                               marker={"symbol": "diamond" if dims == 3 else "star", "size": 10 if dims == 3 else 18, "color": "red"}))
-    fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 10}, legend={"itemsizing": "constant"},
+    # A colour bar takes the right edge, where the legend would sit on its title: the legend goes below the plot then.
+    legend = {"itemsizing": "constant", **({"orientation": "h", "x": 0, "xanchor": "left", "y": -0.04, "yanchor": "top"}
+                                           if scale else {})}
+    fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 40 if scale else 10}, legend=legend,
                       clickmode="event")
     return fig

@@ -12,11 +12,12 @@ import re
 
 import gradio as gr
 
-from demos.common import AppContext
+from demos.common import AppContext, model_panel
 from demos.wiring import bind
 from plugins.contract import FACES
 
-HEADERS = ["id", "model", "status", "resolution", "licence", "source"]
+# No "source" column: its long URLs pushed the table past the page's right edge (the model card shows the source).
+HEADERS = ["id", "model", "status", "size", "licence"]
 
 # An absolute path inside a message (not the tail of a URL or of a relative name): shown by its last part only.
 _ABSOLUTE_PATH = re.compile(r"(?<![\w.~:/-])/(?:[^\s'\"/]+/)+([^\s'\"/]+)")
@@ -58,7 +59,8 @@ def table(ctx: AppContext) -> list[list[str]]:
     for name in ctx.names():
         card = ctx.registry.entry(name).card
         licence = card.licence + ("" if card.commercial_use else " (non-commercial)")
-        rows.append([name, card.title, ctx.registry.status(name), f"{card.resolution}px" if card.resolution else "?", licence, card.source])
+        size = f"{card.resolution}px" + (" (any)" if card.size_multiple else "") if card.resolution else "any"
+        rows.append([name, card.title, ctx.registry.status(name), size, licence])
     return rows
 
 
@@ -104,11 +106,19 @@ def model_lists(ctx: AppContext) -> tuple:
     return (table(ctx), *dropdowns)
 
 
+def chosen_row(evt: gr.SelectData) -> dict:
+    """A click on a table row chooses that model in the panel above it (whose button downloads it)."""
+    row = getattr(evt, "row_value", None)
+    return gr.update(value=row[0]) if row else gr.update()
+
+
 def build(ctx: AppContext, demo: gr.Blocks) -> None:
-    models = gr.Dataframe(table(ctx), headers=HEADERS, interactive=False, wrap=True, elem_id="models_table")
+    model, card, _ = model_panel(ctx, "models", label="Model (click a row to choose it; Download weights fetches it)")
+    models = gr.Dataframe(table(ctx), headers=HEADERS, interactive=False, wrap=True, elem_id="models_table",
+                          column_widths=["22%", "24%", "14%", "10%", "30%"])
     errors = gr.Markdown(errors_markdown(ctx), elem_id="models_errors")
     refresh = gr.Button("Refresh", size="sm", elem_id="models_refresh")
-    suffixes = sorted(ctx.registry.file_loaders)
+    suffixes = sorted(s for s in ctx.registry.file_loaders if s.startswith("."))  # not the folder loader's key
     with gr.Accordion("Add your own model: a StyleGAN .pkl, a diffusers folder or a Hugging Face Hub id", open=False):
         gr.Markdown("NVIDIA-format pickles are read by a restricted loader: no code stored in the file ever runs. "
                     "Tampered or unknown files are refused. Diffusers models (UNet2DModel, AutoencoderKL, AutoencoderTiny, "
@@ -128,7 +138,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         added = gr.Markdown("", elem_id="models_pkl_status")
 
     refresh.click(bind(overview, ctx), None, [models, errors], api_name="models")
-    demo.load(bind(overview, ctx), None, [models, errors], api_name="models_on_load", show_progress="hidden")
+    demo.load(bind(overview, ctx), None, [models, errors], api_name="models_on_load", api_visibility="private",
+              show_progress="hidden")
+    models.select(chosen_row, None, model, api_visibility="private", show_progress="hidden")
+    card.change(bind(overview, ctx), None, [models, errors], api_visibility="private", show_progress="hidden")  # status
     add.click(bind(add_model, ctx), [upload, local_path, title, faces], added, api_name="add_pickle").success(
         bind(model_lists, ctx), None, [models, *ctx.model_dropdowns], api_name="models_after_add", api_visibility="private",
         show_progress="hidden")

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import gradio as gr
 
+from demos import face_picker
 from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel, read_upload
 from demos.face_note import download_photo_model, face_model_note
 from demos.projection_curve import projection_curve
@@ -14,22 +15,29 @@ PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while not
 
 
 def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: bool, request: gr.Request | None,
-                   face: int = 0, max_side: float | None = None, shape: tuple[int, int] | None = None):
+                   face: int = 0, max_side: float | None = None, shape: tuple[int, int] | None = None,
+                   slot: str | None = None):
     """Upload -> what the model sees (``core.image_input.ModelInput``: face-aligned, with the face mask and an identity
     reference, for face models when asked; for a model that works at any size (a VAE) the photo at its own aspect,
     longer side at most ``max_side``, or at ``shape``; neither: the model's own size); warnings go to the user. Run the
-    model at ``inp.shape`` (``model.at_size``)."""
+    model at ``inp.shape`` (``model.at_size``). ``slot``: the face picker of this upload (demos.face_picker): its face
+    (0-based ``face`` otherwise) and its detection are used, and the several-faces warning it said is not said again."""
+    from core.faces import several_faces_note
     from core.image_input import MAX_SIDE, input_for
     from core.interpolate import whole_number
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
+    found = face_picker.offered(ctx, request, path) if slot else None
+    face = face_picker.chosen(ctx, request, slot, path) if slot else face
     try:
         side = None if max_side is None else whole_number(max_side, "largest side (pixels)", 1, MAX_SIDE)
-        inp = input_for(model, img, align and is_face_model(ctx, name), face, side, shape)
+        inp = input_for(model, img, align and is_face_model(ctx, name), face, side, shape, found=found)
     except ValueError as e:  # NoFaceError, a face number out of range, a largest side below the model's factor
         raise gr.Error(str(e)) from e
+    said = several_faces_note(found.faces, face) if found is not None and len(found.faces) > 1 else None
     for w in inp.warnings:
-        gr.Warning(w)
+        if w != said:
+            gr.Warning(w)
     return inp
 
 
@@ -113,7 +121,8 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
-    inp = prepare_target(ctx, m, name, path, bool(do_align), request, max_side=default_max_side() if max_side is None else max_side)
+    inp = prepare_target(ctx, m, name, path, bool(do_align), request, max_side=default_max_side() if max_side is None else max_side,
+                         slot="proj")
     m = m.at_size(*inp.shape)  # itself, or a VAE's view at the photo's size
     img = inp.image
     stop = stop_flag(ctx, request, "projection")
@@ -190,7 +199,9 @@ def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: li
     if m.spaces[ev.space].spatial:
         panel, grid = latent_channels(ctx, request, m, ev)
         extra.append(grid)
-    head = f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped else "**Done.**"
+    head = (f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped
+            else "**Stopped** while tuning the decoder; the result so far is below." if tuned is not None and tuned.step < tuned.steps
+            else "**Done.**")
     if tuned is not None:
         stopped = f", stopped at step {tuned.step}" if tuned.step < tuned.steps else ""
         head += (f" The decoder was then tuned to this photo ({tuned.steps} steps{stopped}; pivotal tuning: a private copy, "
@@ -220,6 +231,28 @@ def latent_channels(ctx: AppContext, request, m, ev) -> tuple[list[tuple[str, st
     return panel, grid
 
 
+def offer_faces(ctx: AppContext, name: str | None, path: str | None, align: bool, request: gr.Request = None):
+    """(picker, target) for a new upload: a photo with several faces shows them, and the target the one used."""
+    faces = face_picker.offer(ctx, name, path, bool(align), "proj", "", request)
+    if not faces.get("visible") or ctx.registry.status(name) not in ("ready", "loaded"):
+        return faces, gr.update()
+    return faces, aligned_view(ctx, name, path, request)
+
+
+def choose_face(ctx: AppContext, name: str | None, path: str | None, evt: gr.SelectData, request: gr.Request = None):
+    """A face clicked in the picker: used for this photo from now on; the target shows it aligned."""
+    if not path:
+        return gr.update()
+    face_picker.remember(ctx, request, "proj", path, int(evt.index))
+    return aligned_view(ctx, name, path, request)
+
+
+def aligned_view(ctx: AppContext, name: str | None, path: str, request) -> str:
+    """The chosen face as the model will see it."""
+    inp = prepare_target(ctx, ctx.model(name), name, path, True, request, slot="proj")
+    return ctx.save_image(request, inp.image, "target", min_side=256)
+
+
 def stop_projection(ctx: AppContext, request: gr.Request = None) -> None:
     request_stop(ctx, request, "projection", ("project",))
 
@@ -234,6 +267,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 builtin_note = gr.Markdown("", visible=False, elem_id="proj_builtin_note")
                 get_photo_model = gr.Button("Download", visible=False, size="sm", scale=0, min_width=140, elem_id="proj_photo_download")
             image = ImageUpload(label="Image to project", type="filepath", sources=["upload", "clipboard", "webcam"], elem_id="proj_image")
+            faces = face_picker.gallery("proj_faces", "Faces in the photo: click to choose")
             with gr.Row():
                 run = gr.Button("Project", variant="primary", elem_id="proj_run")
                 stop = gr.Button("Stop", elem_id="proj_stop")
@@ -273,6 +307,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
 
     run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps, max_side, tune],
               [target, preview, channels, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
+    gr.on([image.change, model.change, align.change], bind(offer_faces, ctx), [model, image, align], [faces, target],
+          api_name="proj_faces", api_visibility="private", show_progress="hidden")
+    faces.select(bind(choose_face, ctx), [model, image], target, api_name="proj_choose_face", api_visibility="private",
+                 show_progress="hidden")
     stop.click(bind(stop_projection, ctx), None, None, api_name="project_stop", api_visibility="private", concurrency_limit=None)
     model.change(bind(spaces_for, ctx), model, space, api_name="proj_spaces", show_progress="hidden")
     gr.on([demo.load, model.change], bind(loss_choices, ctx), model, [loss, fetch_loss], api_name="proj_losses", show_progress="hidden")

@@ -99,3 +99,58 @@ def _resolved(fn: Callable) -> dict:
         except Exception:  # a name only imported for type checking: Gradio does not need it
             continue
     return out
+
+
+# What the API page ("Use via API") says of each public endpoint: one sentence for a user of the API, never a
+# handler's docstring (those are notes for developers). Model panels' endpoints are named "<tab>_model_card" and
+# "<tab>_download" in every tab.
+API_SENTENCES = {
+    "project": "Project an uploaded image into the chosen model's latent space; streams previews, then the "
+               "reconstruction, its quality and the latent (.npz).",
+    "proj_spaces": "The latent spaces the chosen model offers, and the one it projects into by default.",
+    "proj_losses": "The reconstruction losses the chosen model can use now.",
+    "proj_model_note": "A note on what the chosen model can do with photos, with a button to get a better one.",
+    "proj_photo_download": "Download the suggested photo model (StyleGAN2 FFHQ) and choose it.",
+    "proj_loss_download": "Download the weights the LPIPS loss needs.",
+    "interpolate": "Walk between two seeds or two uploaded images: frames, a GIF, an MP4 and the latents.",
+    "family_align": "Find and align the faces in the father's and the mother's photos.",
+    "family_project": "Project both parents' faces into the chosen face model.",
+    "family_children": "Make children from the two parents' faces with the given genes, directions, variation and seed.",
+    "family_morph": "A video that morphs the father into a child and on into the mother.",
+    "family_directions": "The attribute directions (age, gender, …) of the chosen face model and how reliable each is.",
+    "family_model_view": "What the chosen face model offers in the Family tab (layer dominance, notes).",
+    "family_photo_download": "Download the suggested photo model (StyleGAN2 FFHQ) and choose it for the family.",
+    "map": "Compute the PCA, UMAP or t-SNE map of one of the model's datasets (/map_datasets lists them).",
+    "map_datasets": "The chosen model's datasets for the latent map, and the labels of the first one.",
+    "map_labels": "The labels a dataset's points can be coloured by.",
+    "map_click": "Decode the map point sent as \"index:anything\" (what a click on the plot sends).",
+    "map_decode_point": "Decode the point with the given number into an image.",
+    "map_decode_xy": "Decode the latent at the given map coordinates into an image.",
+    "map_neighbours": "The dataset's nearest neighbours of an uploaded image, and the map with them marked.",
+    "models": "Every model with its status, size and licence, and the plugins that failed to load.",
+    "add_pickle": "Add a model file (a StyleGAN .pkl) to this session's model lists.",
+}
+PANEL_SENTENCES = {
+    "_model_card": "The chosen model's card: what it is, its training data, licence and status.",
+    "_download": "Download the chosen model's weights; a failure comes back as a line on the card.",
+}
+
+
+def describe_api(demo: gr.Blocks) -> None:
+    """Give every public endpoint its sentence (none: no description rather than a docstring) and keep duplicates
+    (the same handler on the same components under a second name) off the API page; they stay callable."""
+    for block in demo.blocks.values():  # a list filled per model (empty now) reads as text, not as ``Literal[]``
+        if isinstance(block, gr.Dropdown) and not block.choices and "api_info" not in vars(block):
+            block.api_info = lambda: {"type": "string", "description": "one of the choices the app offers for the model"}
+    seen: set[tuple] = set()
+    for fn in demo.fns.values():
+        if fn.fn is None or fn.api_visibility != "public":
+            continue
+        name = fn.api_name or ""
+        key = (getattr(fn.fn, "__qualname__", name), tuple(b._id for b in fn.inputs), tuple(b._id for b in fn.outputs))
+        if "<lambda>" not in key[0] and key in seen:
+            fn.api_visibility = "undocumented"
+            continue
+        seen.add(key)
+        sentence = API_SENTENCES.get(name) or next((s for end, s in PANEL_SENTENCES.items() if name.endswith(end)), None)
+        fn.api_description = sentence or False

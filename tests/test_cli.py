@@ -47,7 +47,8 @@ def test_interpolate_seeds_and_images(tmp_path, digit):
     out = tmp_path / "seeds"
     assert app.main(["interpolate", "--seeds", "1", "2", "--model", "small_ae/digits", "--frames", "5", "--out", str(out)]) == 0
     assert len(list((out / "frames").glob("*.png"))) == 5
-    assert Image.open(out / "interpolation.gif").n_frames == 5
+    gif = Image.open(out / "interpolation.gif")
+    assert gif.n_frames == 8 and min(gif.size) >= 256  # as the tab's GIF: forward then back, at least 256 px
     assert (out / "interpolation.mp4").stat().st_size > 0
     out2 = tmp_path / "images"
     assert app.main(["interpolate", str(digit), str(digit), "--model", "small_ae/digits", "--frames", "3", "--steps", "5",
@@ -102,7 +103,8 @@ def test_family_cli(tmp_path, capsys):
         (["--model", "small_ae/digits"], "is not a face model"),
         (["--model", "small_ae/faces", "--children", "0"], "number of children must be a whole number from 1"),
         (["--model", "small_ae/faces", "--coarse", "father"], "per-layer dominance does not apply"),
-        (["--model", "small_ae/faces", "--face", "1"], "face number must be 0"),
+        (["--model", "small_ae/faces", "--face", "2"], "Only one face was found in this photo, so --face must be 1; got 2"),
+        (["--model", "small_ae/faces", "--face", "0"], "--face counts from 1 (1 = the largest face); got 0"),
     ],
 )
 def test_family_cli_refusals(tmp_path, capsys, extra, message):
@@ -111,6 +113,23 @@ def test_family_cli_refusals(tmp_path, capsys, extra, message):
     err = capsys.readouterr().err
     assert code == 2 and message in err and "Traceback" not in err
     assert len(err.strip().splitlines()) <= 2  # (the model's licence line, then one plain sentence)
+
+
+def test_face_numbers_count_from_one_as_in_every_message(tmp_path, capsys):
+    """``--face 2`` is the second face of two ("face 2 of 2"); 3 or 0 are refused in a sentence naming 1 to 2."""
+    group = shared_path("data", "faces", "photos", "singnet_laos.jpg")
+    targets = []
+    for face in ("1", "2"):
+        out = tmp_path / face
+        assert app.main(["project", str(group), "--model", "small_ae/faces", "--steps", "1", "--tune-steps", "0",
+                         "--face", face, "--out", str(out)]) == 0
+        assert f"face {face} of 2" in capsys.readouterr().err
+        targets.append(np.asarray(Image.open(out / "target.png")))
+    assert not np.array_equal(*targets)
+    for face, message in (("3", "so --face must be from 1 to 2; got 3"), ("0", "--face counts from 1")):
+        assert app.main(["project", str(group), "--model", "small_ae/faces", "--face", face, "--out", str(tmp_path)]) == 2
+        err = capsys.readouterr().err
+        assert message in err and "Traceback" not in err
 
 
 def test_family_help_says_which_gender_sign_is_male(capsys):

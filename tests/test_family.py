@@ -51,7 +51,8 @@ def test_children_inherit_traits_siblings_differ_and_the_mean_sits_at_the_gene(g
     t = ((ck - cf) / (cm - cf))[:, 0]  # per trait: 0 = the father's, 1 = the mother's
     assert torch.allclose(t, t.round(), atol=1e-3)  # each trait from one parent, not a mix
     _, shares = inherit(basis, f, m, torch.full((1, 1), gene), -torch.ones(1, 1), 64, 3)
-    assert torch.allclose(shares, ((t.round() * (cm - cf)[:, 0] ** 2).sum(1) / ((cm - cf) ** 2).sum()), atol=1e-4)
+    energy = ((cm - cf)[:, 0] * basis.scale) ** 2  # the parents' difference along each trait, in the latent's units
+    assert torch.allclose(shares, (t.round() * energy).sum(1) / energy.sum(), atol=1e-4)
     assert (shares - gene).abs().max() < 0.1  # each child balanced in the latent
     lerp = torch.lerp(f, m, gene)
     spread = (m - f).norm()
@@ -245,3 +246,23 @@ def test_family_refuses_a_model_without_faces(toy):
 
     with pytest.raises(ValueError, match="not a face model"):
         Family(toy, "toy/linear", ())
+
+
+def test_balancing_moves_traits_towards_the_other_parent_never_beyond_either():
+    """Family's identity balance shifts a child's inherited traits; a trait stays between the parents' values (a latent
+    past a parent leaves the faces the model draws), and the shift moves the child towards the parent it names."""
+    from core.inheritance import trait_basis
+
+    toy = ToyLinear(dim=64)
+    f, m = toy.sample(1, seed=1), toy.sample(1, seed=2)
+    basis = trait_basis(toy, "latent")
+    (cf, _), (cm, _) = basis.split(f), basis.split(m)
+    low, high = torch.minimum(cf, cm)[0], torch.maximum(cf, cm)[0]
+    settings = ChildSettings(gene_weight=0.5, variation=0.0, children=4, seed=2)
+    plain = make_children(toy, f, m, "latent", settings)
+    for t in (-0.5, 0.5):
+        moved = make_children(toy, f, m, "latent", settings, shift=torch.full((4,), t))
+        coords = basis.split(moved)[0]
+        assert bool(((coords >= low - 1e-4) & (coords <= high + 1e-4)).all())
+        closer = (moved - m).norm(dim=1) < (plain - m).norm(dim=1) if t > 0 else (moved - f).norm(dim=1) < (plain - f).norm(dim=1)
+        assert bool(closer.all())

@@ -180,7 +180,7 @@ def test_family_several_faces_offer_a_choice(ctx):
     laos = str(shared_path("data", "faces", "photos", "singnet_laos.jpg"))
     a, _, note, faces, _ = align_parents(ctx, FACES, laos, _london(2))
     assert faces["visible"] and len(faces["value"]) == 2 and "largest" not in note
-    b, _, note2, *_ = align_parents(ctx, FACES, laos, _london(2), 1, 0)
+    b, _, note2, *_ = align_parents(ctx, FACES, laos, _london(2), 2, 1)  # face numbers count from 1, as the picker's
     assert "face 2 of 2" in note2 and not np.array_equal(np.asarray(Image.open(a)), np.asarray(Image.open(b)))
 
 

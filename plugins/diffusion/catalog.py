@@ -54,7 +54,7 @@ def hub_entry(repo: str, card: ModelCard, tags: tuple[str, ...] = ()) -> ModelEn
         folder = hub.cached_folder(repo)
         if folder is None:
             raise RuntimeError(hub.offline_message(repo) if hub.is_offline() else
-                               f"{repo} is not downloaded yet: press Download (or run python -m plugins.diffusion.download {repo}).")
+                               f"{repo} is not downloaded yet: press Download weights in its model panel (or run python -m plugins.diffusion.download {repo}).")
         return load_folder(folder, card)
 
     return ModelEntry(card=card, load=load, status=status, download=lambda progress=None: hub.download(repo, progress),

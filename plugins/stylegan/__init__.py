@@ -157,7 +157,7 @@ def load_checkpoint(ckpt: Checkpoint) -> LatentModel:
         if model.image_size != ckpt.resolution:  # e.g. another file put there by hand
             raise ValueError(
                 f"The file at {path} holds a {model.image_size} px generator, but {ckpt.name} is {ckpt.resolution} px: "
-                f"it is not {ckpt.filename}. Delete it and press Download (or put the right file there, from {ckpt.url})."
+                f"it is not {ckpt.filename}. Delete it and press Download weights (or put the right file there, from {ckpt.url})."
             )
         with contextlib.suppress(OSError):  # only a convenience: the pickle still loads without it
             _remember_converted(ckpt, weights.cache_folder(path, cache_dir("stylegan")))  # cheap: the digest is indexed
@@ -168,7 +168,7 @@ def load_checkpoint(ckpt: Checkpoint) -> LatentModel:
 
         return StyleGANModel.from_folder(folder, ckpt.card())
     raise NotDownloadedError(
-        f"{ckpt.card().title} is not downloaded yet: press Download, or put the file at {path} (from {ckpt.url})."
+        f"{ckpt.card().title} is not downloaded yet: press Download weights in its model panel, or put the file at {path} (from {ckpt.url})."
     )
 
 
