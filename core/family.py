@@ -279,7 +279,7 @@ class Family:
             img = load_image(photo, channels=3, min_side=16)
             if digest not in self._found:
                 found = find_faces(img)
-                self._found[digest] = (found, [_thumbnail(img, f.box) for f in found.faces])
+                self._found[digest] = (found, [face_thumbnail(img, f.box) for f in found.faces])
             found, thumbs = self._found[digest]
             inp = model_input(img, self.model.image_size, self.model.channels, align_face=True, face=face, found=found)
         except ValueError as e:  # unreadable photo, no face, a face number out of range
@@ -499,7 +499,7 @@ class Family:
         return self._descriptors[key]
 
 
-def _thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:
+def face_thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:
     """The detected face with a margin, for picking among several faces."""
     left, top, right, bottom = box
     pad = 0.3 * max(right - left, bottom - top)

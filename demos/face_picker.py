@@ -16,6 +16,7 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from core.family import face_thumbnail
 from demos.common import AppContext
 from plugins.contract import FACES
 
@@ -49,15 +50,6 @@ def picked(evt: gr.SelectData) -> int:
 
 
 # ----- Projection and Interpolation: the choice lives in the session, per upload slot ----------------------------
-def _thumbnail(img, box: tuple[int, int, int, int]):
-    left, top, right, bottom = box
-    pad = 0.3 * max(right - left, bottom - top)
-    crop = img.crop((int(max(0, left - pad)), int(max(0, top - pad)), int(min(img.width, right + pad)),
-                     int(min(img.height, bottom + pad))))
-    crop.thumbnail((THUMB_SIDE, THUMB_SIDE))
-    return crop
-
-
 def detected(ctx: AppContext, request: gr.Request | None, path: str):
     """The faces found in this session's upload (``core.faces.FoundFaces``, detected once per photo), or None when it
     has none or is no image (the tab's own handler says why when it runs)."""
@@ -114,4 +106,4 @@ def _thumbnails(path: str, found) -> list:
     from core.image_input import load_image
 
     img = load_image(path, channels=3, min_side=16)
-    return [_thumbnail(img, f.box) for f in found.faces]
+    return [face_thumbnail(img, f.box, THUMB_SIDE) for f in found.faces]
