@@ -71,7 +71,7 @@ def test_every_endpoint_refuses_bad_values_with_a_sentence(tmp_path):
         info = me.get(f"{url}gradio_api/info").raise_for_status().json()
         endpoints = info["named_endpoints"]
         assert len(endpoints) >= 20 and "/project" in endpoints and "/family_children" in endpoints
-        silent, calls = [], 0
+        silent, leaked, calls = [], [], 0
         for api, spec in endpoints.items():
             params = spec["parameters"]
             defaults = [p.get("parameter_default") if p["component"] not in FILES else None for p in params]
@@ -91,10 +91,13 @@ def test_every_endpoint_refuses_bad_values_with_a_sentence(tmp_path):
                     message = "; ".join(str(d.get("msg")) for d in payload if isinstance(d, dict))
                 if not _is_sentence(message):
                     silent.append(f"{api} {what}: {kind} {payload!r}"[:300])
+                if str(server.tmpdir) in str(message) or "latent_lab_gradio_" in str(message):
+                    leaked.append(f"{api} {what}: {message!r}"[:300])  # a server path shown to a visitor
                 if what.endswith(("='nan'", "='inf'", "='-inf'")):  # refused by name, not drawn as a black image
                     assert "finite" in str(message), (api, what, message)
         assert server.proc.poll() is None, server.output()[-3000:]
         assert not silent, f"{len(silent)} of {calls} calls refused without a sentence:\n" + "\n".join(silent[:40])
+        assert not leaked, "server paths in messages:\n" + "\n".join(leaked[:20])
         kind, _ = _call(me, url, "models", [])  # still serving
         assert kind == "complete"
         log = server.output()
