@@ -419,8 +419,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     # photo is warned about. A face clicked in a picker re-aligns on it.
     for photo, number, align, api in ((c.father, c.father_face, align_new_father, "family_align"),
                                       (c.mother, c.mother_face, align_new_mother, "family_align_mother")):
-        photo.change(first_face, None, number, api_visibility="private").then(bind(align, ctx), [*both, *faces], align_out,
-                                                                              api_name=api)
+        # Both align both parents (they differ only in which photo they warn about): one is on the API page.
+        photo.change(first_face, None, number, api_visibility="private").then(
+            bind(align, ctx), [*both, *faces], align_out, api_name=api,
+            api_visibility="public" if api == "family_align" else "undocumented")
     for gallery, number in ((c.father_faces, c.father_face), (c.mother_faces, c.mother_face)):
         gallery.select(face_picker.picked, None, number, api_visibility="private").then(
             bind(align_chosen_face, ctx), [*both, *faces], align_out, api_visibility="private")

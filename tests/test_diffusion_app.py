@@ -82,7 +82,7 @@ def test_projection_of_a_non_square_photo_at_its_own_size(served, tmp_path):
     *_, status, _, files = client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False, 0, False, 96,
                                           api_name="/project")
     assert "at most 96 px" in status and Image.open(next(f for f in files if "reconstruction" in f)).size == (96, 32)
-    assert "minimum value 64" in app_error(lambda: client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False,
+    assert "must be from 64 to 2048" in app_error(lambda: client.predict(name, handle_file(str(wide)), "latent", "encoder", "mse", 2, False,
                                                             0, False, 4, api_name="/project"))
     *_, files, status = client.predict(name, "two images", 0, 0, handle_file(str(wide)), handle_file(str(square)), 3, "", "auto",
                                        [], 1, False, 8, False, api_name="/interpolate")
@@ -165,6 +165,6 @@ def test_family_tab_with_stage_dominance(served):
     client, pipe, _, _ = served
     dad = handle_file(str(shared_path("data", "faces", "london", "neutral", "001_03.jpg")))
     mum = handle_file(str(shared_path("data", "faces", "london", "neutral", "002_03.jpg")))
-    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2, 0, 0, 4]  # 4 diffusion steps
+    args = [pipe, dad, mum, 3, 0.5, "father", "blend", "mother", 0.0, 0.0, "", 0.0, 0.3, 1, 2, 1, 1, 4]  # faces 1, 4 diffusion steps
     gallery, files, status, fproj, mproj = client.predict(*args, api_name="/family_children")
     assert len(gallery) == 2 and len([f for f in files if f.endswith(".npz")]) == 2 and "not a prediction" in status

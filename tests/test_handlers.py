@@ -99,12 +99,12 @@ def test_map_handlers_refuse_unknown_colour_and_dimensions(ctx):
     from demos.latent_map import decode_point, show_map
 
     ds = "samples (1000)"
-    fig, info = show_map(ctx, DIGITS, ds, "pca", 2, None)
+    fig, info, _ = list(show_map(ctx, DIGITS, ds, "pca", 2, None))[-1]  # a generator: progress, then the map
     assert "1000 points" in info
     with pytest.raises(gr.Error, match="no label 'nope'"):
-        show_map(ctx, DIGITS, ds, "pca", 2, "nope")
+        list(show_map(ctx, DIGITS, ds, "pca", 2, "nope"))
     with pytest.raises(gr.Error, match="2 or 3 dimensions"):
-        show_map(ctx, DIGITS, ds, "pca", 4, None)
+        list(show_map(ctx, DIGITS, ds, "pca", 4, None))
     with pytest.raises(gr.Error, match="between 0 and 999"):
         decode_point(ctx, DIGITS, ds, "pca", 2, None, 1.5)
     img, text, i = decode_point(ctx, DIGITS, ds, "pca", 2, None, 3)
@@ -131,7 +131,7 @@ def test_the_map_builds_its_dataset_and_fits_its_reduction_through_the_executor(
 
     mine = AppContext(ctx.registry, executor=Recording())
     ds = "training data (encoded)"
-    fig, info = show_map(mine, DIGITS, ds, "pca", 3, None)
+    fig, info, _ = list(show_map(mine, DIGITS, ds, "pca", 3, None))[-1]
     n = len(mine.dataset(DIGITS, ds))
     assert calls == [("dataset", DIGITS, ds), ("latent_map", n, "pca", 3)] and f"{n} points" in info
     expected = reduce(mine.dataset(DIGITS, ds).latents, "pca", 3).coords
