@@ -51,6 +51,18 @@ def page(browser_app):
         browser.close()
 
 
+@pytest.fixture
+def fresh_page(browser_app, page):
+    """A page of its own (a new visitor): after all the tests before it on the shared page, the Stop click once hung
+    in the full run (not alone, not after any single one of them); not yet explained, see the closing note."""
+    context = page.context.browser.new_context(viewport={"width": 1400, "height": 1000})
+    pg = context.new_page()
+    pg.goto(browser_app.local_url, wait_until="load")
+    pg.locator("#proj_run").wait_for(timeout=60_000)
+    yield pg
+    context.close()
+
+
 def _shots(tmp_path) -> Path:
     folder = Path(os.environ.get("LATENT_LAB_SCREENSHOTS", tmp_path))
     folder.mkdir(parents=True, exist_ok=True)
@@ -161,9 +173,11 @@ def test_family_face_choice_and_layout_in_a_real_browser(page):
     assert page.locator("#family_father_crop img").get_attribute("src") != first
 
 
-def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(page):
+def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(fresh_page):
     """Stop runs beside the projection (not queued behind it) and the run ends with what it has."""
     from playwright.sync_api import expect
+
+    page = fresh_page
 
     photo = shared_path("data", "faces", "photos", "singnet_woman_portrait.jpg")  # public domain: the README shows it
     page.get_by_role("tab", name="Projection").click()
