@@ -132,10 +132,10 @@ def visitor(url: str, requests: list[str], photo: str, deadline: float, timeout:
                 "project": (FACES, handle_file(photo), None, "auto", "mse", 10, False, i, False),
                 "proj_model_card": (FACES,),
                 "interpolate": (DIGITS, "two seeds", i, i + 1, None, None, 8, None, "auto", [], 10, False, 12, False),
-                "family_align": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 0, 0),
-                "family_project": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 5, 0, 0),
+                "family_align": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 1, 1),  # faces from 1
+                "family_project": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 5, 1, 1),
                 "family_children": (FACES, handle_file(str(PHOTOS[0])), handle_file(str(PHOTOS[1])), 5, 0.5, "blend",
-                                    "blend", "blend", 0, 0, None, 0, 0.25, i, 2, 0, 0),
+                                    "blend", "blend", 0, 0, None, 0, 0.25, i, 2, 1, 1),
                 "map_datasets": (DIGITS,),
                 "map": (DIGITS, dataset, "pca", 2, None),
                 "map_decode_point": (DIGITS, dataset, "pca", 2, None, i),

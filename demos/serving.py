@@ -38,7 +38,9 @@ from demos.sessions import OWNER_COOKIE, owner_of, session_key
 QUEUE_SIZE = 64  # queued events (all groups) before new ones are refused with BUSY
 BUSY = "Busy: {n} requests are ahead of you. Please try again in a minute."
 MAX_WAITING = 2  # heavy jobs one visitor may have waiting behind its running one
-NETWORK_WAITING = 16  # heavy jobs waiting from one address (all its cookies together) before more are refused
+# Heavy jobs waiting from one address (all its cookies together) before more are refused: most of the queue, so a
+# crowd behind one NAT or proxy (or 20 local test visitors) is served, and one address still cannot hold all of it.
+NETWORK_WAITING = 48
 ADMITTED = QUEUE_SIZE  # heavy events Gradio hands to their handlers at once; FairTurns decides which of them work
 ONE_AT_A_TIME = ("You already have a job running and {waiting} waiting: wait for one to finish, or press Stop, "
                  "then try again.")
