@@ -7,7 +7,6 @@ parameter gets a few bad values of its kind while the others keep their defaults
 
 from __future__ import annotations
 
-import json
 import math
 import signal
 
@@ -17,6 +16,7 @@ import pytest
 from PIL import Image
 
 from tests.server_process import ServerProcess
+from tests.test_privacy_server import _call
 
 pytestmark = pytest.mark.skipif(not hasattr(signal, "SIGHUP"), reason="POSIX signals")
 NUMBERS = ("Number", "Slider")
@@ -38,24 +38,6 @@ def _bad_values(component: str, elsewhere: str) -> list:
     if component in ("Checkboxgroup", "CheckboxGroup"):
         return ["coarse", [1, None], None]
     return ["", "x" * 20000, "/etc/passwd", "../../../etc/passwd", 123, None, ["a"]]
-
-
-def _call(http: httpx.Client, url: str, api: str, data) -> tuple[str, object]:
-    """One /gradio_api/call/ request: ('complete' | 'error' | 'http <code>', the last event's data or the detail)."""
-    r = http.post(f"{url}gradio_api/call/{api}", content=json.dumps({"data": data}),  # NaN/inf as JS literals
-                  headers={"content-type": "application/json"})
-    if r.status_code != 200:
-        return f"http {r.status_code}", r.json().get("detail") if r.headers.get("content-type", "").startswith(
-            "application/json") else r.text
-    kind, payload = "", None
-    with http.stream("GET", f"{url}gradio_api/call/{api}/{r.json()['event_id']}", timeout=120) as stream:
-        for line in stream.iter_lines():
-            if line.startswith("event:"):
-                kind = line.split(":", 1)[1].strip()
-            elif line.startswith("data:") and kind in ("complete", "error"):
-                payload = json.loads(line.split(":", 1)[1])
-                break
-    return kind, payload
 
 
 def _is_sentence(message) -> bool:

@@ -118,12 +118,16 @@ def test_keep_files_is_the_only_way_to_keep_them(tmp_path):
 
 
 # ----- REST clients: idle expiry, and files that belong to their client -------------------------------------
-def _call(http: httpx.Client, url: str, api: str, data: list) -> tuple[str, object]:
-    """A /gradio_api/call/ request; returns the last event's kind ('complete' or 'error') and data."""
-    event_id = http.post(f"{url}gradio_api/call/{api}", json={"data": data}).raise_for_status().json()["event_id"]
+def _call(http: httpx.Client, url: str, api: str, data) -> tuple[str, object]:
+    """One /gradio_api/call/ request: ('complete' | 'error' | 'http <code>', the last event's data or the detail)."""
+    r = http.post(f"{url}gradio_api/call/{api}", content=json.dumps({"data": data}),  # NaN/inf as JS literals
+                  headers={"content-type": "application/json"})
+    if r.status_code != 200:
+        return f"http {r.status_code}", r.json().get("detail") if r.headers.get("content-type", "").startswith(
+            "application/json") else r.text
     kind, payload = "", None
-    with http.stream("GET", f"{url}gradio_api/call/{api}/{event_id}", timeout=120) as r:
-        for line in r.iter_lines():
+    with http.stream("GET", f"{url}gradio_api/call/{api}/{r.json()['event_id']}", timeout=120) as stream:
+        for line in stream.iter_lines():
             if line.startswith("event:"):
                 kind = line.split(":", 1)[1].strip()
             elif line.startswith("data:") and kind in ("complete", "error"):
