@@ -179,7 +179,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--gender", type=float, default=0.0,
                     help="move along the gender direction (standard deviations); for small_ae/faces positive = male, negative "
                          "= female (the direction's positive class, shown in the Family tab for every model)")
-    fa.add_argument("--variation", type=float, default=0.25)
+    fa.add_argument("--variation", type=float, default=None,
+                    help="mutation on top of the inherited traits, in population standard deviations (default: the tab's, core.children.VARIATION)")
     fa.add_argument("--seed", type=int, default=0)
     fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
     fa.add_argument("--decode-steps", type=int, default=None, metavar="N",

@@ -6,7 +6,7 @@ in the 106-point files; in the 83-point "NNcm" files the pupils are 63 and 81,
 checked by eye on the images). Error = distance to the true point as % of the
 true inter-pupil distance. Needs the developers' ../shared data.
 
-    python -m bench.alignment              # all tables (~10 min on 2 busy cores)
+    python -m bench.alignment              # all tables (the slowest way)
     python -m bench.alignment --limit 20   # first 20 London photos only
 
 Tables: detector settings (found, errors, time per photo), eye-centre

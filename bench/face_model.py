@@ -93,7 +93,7 @@ def evaluate(folder: Path, data: dict, steps: int, sheet: Path | None) -> dict:
     ident = default_identity()
     x = torch.from_numpy(data["small"]).permute(0, 3, 1, 2).float() / 127.5 - 1
     m = torch.from_numpy(data["mask"]).float()
-    photo_d = ident.describe(list(data["big"]))
+    photo_d = ident.descriptors(list(data["big"]))
     with torch.no_grad():
         enc = model.encode(x)
         rec_enc = model.decode(enc)
@@ -106,7 +106,7 @@ def evaluate(folder: Path, data: dict, steps: int, sheet: Path | None) -> dict:
         proj_lat, rec_proj = last.latent, last.preview
         out["proj_s_per_step_batch"] = (time.perf_counter() - t0) / steps
     for tag, rec in (("enc", rec_enc), ("proj", rec_proj)) if steps else (("enc", rec_enc),):
-        d = np.linalg.norm(ident.describe(to_uint8(rec)) - photo_d, axis=1)
+        d = np.linalg.norm(ident.descriptors(to_uint8(rec)) - photo_d, axis=1)
         p = masked_psnr(rec, x, m)
         for s in ("3dsk", "london", "photos"):
             sel = data["set"] == s
@@ -124,7 +124,7 @@ def evaluate(folder: Path, data: dict, steps: int, sheet: Path | None) -> dict:
         with torch.no_grad():
             child = model.decode(lat)
         kids[a] = kids[b] = child
-        cd = ident.describe(to_uint8(child))[0]
+        cd = ident.descriptors(to_uint8(child))[0]
         da, db = np.linalg.norm(cd - photo_d[a]), np.linalg.norm(cd - photo_d[b])
         dp = np.linalg.norm(photo_d[a] - photo_d[b])
         wins += int(da < dp and db < dp)

@@ -25,6 +25,7 @@ import numpy as np
 import torch
 from PIL import Image
 
+from core.children import VARIATION
 from core.faces import NoFaceError, align_face, align_ffhq, transform_size_for
 from core.faces.colour import ColourMatch, match_to_model
 from core.faces.identity import SAME_PERSON, default_identity
@@ -149,8 +150,8 @@ def fit(model, targets: torch.Tensor, masks: torch.Tensor, setting: str, steps: 
 
 
 def _tuned_fits(model, goal: torch.Tensor, masks: torch.Tensor | None, cfg) -> tuple[torch.Tensor, torch.Tensor]:
-    """core.pivotal.project_and_tune per photo (the model's pivotal_tuning_steps): each drawn by its own tuned copy."""
-    from core.pivotal import project_and_tune
+    """core.photo_to_latent.project_and_tune per photo (the model's pivotal_tuning_steps): each drawn by its own tuned copy."""
+    from core.photo_to_latent import project_and_tune
 
     recons, latents = [], []
     for i in range(len(goal)):
@@ -162,8 +163,8 @@ def _tuned_fits(model, goal: torch.Tensor, masks: torch.Tensor | None, cfg) -> t
     return torch.cat(recons), torch.cat(latents)
 
 
-def describe(images: list[Image.Image]) -> np.ndarray:
-    return default_identity().describe(images)
+def descriptors(images: list[Image.Image]) -> np.ndarray:
+    return default_identity().descriptors(images)
 
 
 def psnr_face(shown: torch.Tensor, targets: torch.Tensor, masks: torch.Tensor) -> np.ndarray:
@@ -183,10 +184,10 @@ def reconstruction_table(model, sets: dict[str, list[Face]], settings, steps, pr
     for name, faces in sets.items():
         if not faces:
             continue
-        photo_d = describe([f.photo for f in faces])
+        photo_d = descriptors([f.photo for f in faces])
         targets = torch.cat([from_pil(f.target, model.channels) for f in faces])
         masks = as_weights(np.stack([f.mask for f in faces]))
-        own = describe(to_pil(targets))  # the 64 px photo itself: the ceiling of any 64 px model
+        own = descriptors(to_pil(targets))  # the 64 px photo itself: the ceiling of any 64 px model
         d = np.linalg.norm(own - photo_d, axis=1)
         print(f"| {name} ({len(faces)}) | photo at {model.image_size} px (ceiling) | {_fmt_dist(d)} | - | - |")
         for setting in settings:
@@ -194,10 +195,10 @@ def reconstruction_table(model, sets: dict[str, list[Face]], settings, steps, pr
             res = fit(model, targets, masks, setting, steps, prior, anchor)
             sec = (time.perf_counter() - t) / len(faces)
             cache[(name, setting)] = (res, photo_d)
-            d = np.linalg.norm(describe(to_pil(res.shown)) - photo_d, axis=1)
+            d = np.linalg.norm(descriptors(to_pil(res.shown)) - photo_d, axis=1)
             extra = ""
             if res.colour is not None:  # also the model's raw output, before the photo's colours go back
-                d_raw = np.linalg.norm(describe(to_pil(res.recon)) - photo_d, axis=1)
+                d_raw = np.linalg.norm(descriptors(to_pil(res.recon)) - photo_d, axis=1)
                 extra = f" (raw colours: {np.median(d_raw):.3f}, {np.mean(d_raw < SAME_PERSON) * 100:.0f} %)"
             p = psnr_face(res.shown, targets, masks)
             pooled.setdefault(setting, []).append(d)
@@ -241,9 +242,9 @@ def family_table(model, sets, settings, cache, n_pairs: int, variation: float) -
                 imgs = model.generate(kids)
                 if res.colour is not None:
                     pair = ColourMatch(res.colour.mean[[fi, mi]], res.colour.std[[fi, mi]], res.colour.ref_mean, res.colour.ref_std)
-                    imgs = pair.blend(0.5).undo(imgs)
+                    imgs = pair.between(0.5).undo(imgs)
                 children_out[(name, setting, fi)] = imgs[:1]
-                kd = describe(to_pil(imgs))
+                kd = descriptors(to_pil(imgs))
                 to_f = np.linalg.norm(kd - photo_d[fi], axis=1).mean()
                 to_m = np.linalg.norm(kd - photo_d[mi], axis=1).mean()
                 pd = float(np.linalg.norm(photo_d[fi] - photo_d[mi]))
@@ -294,7 +295,7 @@ def contact_sheet(path: Path, model, sets, cache, children, setting: str, rows: 
                 child = model.generate(kid)
                 if res.colour is not None:
                     pair = ColourMatch(res.colour.mean[[i, j]], res.colour.std[[i, j]], res.colour.ref_mean, res.colour.ref_std)
-                    child = pair.blend(0.5).undo(child)
+                    child = pair.between(0.5).undo(child)
             child = torch.nn.functional.interpolate(child, size=(side, side), mode="bicubic", align_corners=False).clamp(-1, 1)
             tiles.append(torch.cat([crop, up, comp, child], dim=3))
     if not tiles:
@@ -340,7 +341,7 @@ def faces_found(images: list[Image.Image]) -> np.ndarray:
 
 
 def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int | None], sheet_dir: Path | None = None,
-                      variation: float = 0.25) -> None:
+                      variation: float = VARIATION) -> None:
     """What a user gets: core.family.Family with the tab's defaults (masked projection, then decoder tuning), per pair.
 
     Identity is photo (256 px aligned crop) -> what the session draws; children at gene 0.5, 4 each. Balance: median
@@ -380,7 +381,7 @@ def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int 
                 if k:
                     m["s"].append(time.perf_counter() - t)
                 d = np.array(kids.identity)
-                desc = describe(kids.images)
+                desc = descriptors(kids.images)
                 m["ident"] += [p.identity for p in fam.parents.values()]
                 m["parents_d"].append(kids.parents_distance)
                 m["balance"] += list(np.abs(d[:, 0] - d[:, 1]))
@@ -432,7 +433,7 @@ def main() -> None:
                    help=f"comma-separated from {', '.join(SETTINGS)}, or '+' combinations of {', '.join(PARTS)}")
     p.add_argument("--prior", type=float, default=0.02, help="prior_weight of the masked+prior setting")
     p.add_argument("--anchor", type=float, default=0.05, help="encoder_anchor of the masked+anchor setting")
-    p.add_argument("--variation", type=float, default=0.25, help="children's variation (the Family tab's default)")
+    p.add_argument("--variation", type=float, default=VARIATION, help="children's variation (the Family tab's default)")
     p.add_argument("--model", default=None, help="one model (default: every ready model tagged 'faces')")
     p.add_argument("--sheet", type=Path, default=None, help="write a contact sheet PNG here")
     p.add_argument("--sheet-setting", default="masked+colour")

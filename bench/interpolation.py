@@ -62,7 +62,7 @@ def faces(n: int, sheet: Path | None, frames: int = 16) -> None:
         plan = plan_interpolation(model, frames, None, "auto", [], True)
         ends = image_endpoints(model, plan, targets, 200, weights=stacked_weights(inputs))
         line = ends.decoder.generate(path(ends.a, ends.b, frames))
-        line = ends.colour.blend(torch.linspace(0, 1, frames)).undo(line) if ends.colour is not None else line
+        line = ends.colour.between(torch.linspace(0, 1, frames)).undo(line) if ends.colour is not None else line
         _, even = render_walk(ends.decoder, plan, ends.a, ends.b, colour=ends.colour)
         r_line, r_even = (float(j.max() / j.median()) for j in (jumps(line), jumps(even)))
         print(f"| {a_path.name} x {b_path.name} | {r_line:.2f} | {r_even:.2f} | ≤ 2 |", flush=True)

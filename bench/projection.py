@@ -33,6 +33,7 @@ Compare timings within one run: the machine's other load changes absolute number
 from __future__ import annotations
 
 import argparse
+import math
 import statistics
 import sys
 import time
@@ -105,9 +106,9 @@ def current_psnr(model, ev, target: torch.Tensor, noise_mode: str) -> float:
         return float(psnr(model.decode(ev.latent, ev.space, **kw), target).mean())
 
 
-def run(model, target: torch.Tensor, cfg: ProjectionConfig) -> dict:
+def run(model, target: torch.Tensor, cfg: ProjectionConfig, checkpoints: tuple[int, ...] = CHECKPOINTS) -> dict:
     """One projection; PSNR at the checkpoints, final PSNR, seconds per step, one-time setup seconds."""
-    cfg = replace(cfg, preview_every=50)  # checkpoints are multiples of 50: their events carry the noise maps
+    cfg = replace(cfg, preview_every=math.gcd(*checkpoints))  # checkpoint events carry the noise maps
     out: dict = {"psnr": {}, "setup": 0.0}
     step_time = 0.0
     gen = project(model, target, cfg)
@@ -124,8 +125,10 @@ def run(model, target: torch.Tensor, cfg: ProjectionConfig) -> dict:
             out["setup"] = ev.setup_seconds
             elapsed -= ev.setup_seconds
         step_time += elapsed
-        if ev.step in CHECKPOINTS:
+        if ev.step in checkpoints:
+            fast, model.fast_grad = getattr(model, "fast_grad", False), False  # scored in float32
             out["psnr"][ev.step] = current_psnr(model, ev, target, cfg.noise_mode or "const")
+            model.fast_grad = fast
     out["s_per_step"] = step_time / cfg.steps
     return out
 
@@ -181,6 +184,49 @@ def bench_generator(title: str, G, seeds: list[int], scale: float, timing_steps:
           f"(ratio {t['ours W+'] / t['nvidia']:.2f})", flush=True)  # fmt: skip
 
 
+COMPARE_CHECKPOINTS = (1, 10, 20, 30, 50, 100)
+
+
+def compare_defaults(seeds: list[int], old_steps: int, new_steps: int, timing_steps: int) -> None:
+    """FFHQ-256-sized: the old default (start at w_avg, float32) vs the new one (latent-bank start, bf16 gradient
+    decodes where the CPU has them), same loss (MSE) and targets, PSNR vs steps, and single steps timed in turn."""
+    from plugins.stylegan.model import BANK_SIZE
+    from plugins.stylegan.start import bank_for, fast_grad_dtype
+
+    title, G = generator_256()
+    model = make_model(G)
+    target = targets(model, seeds)
+    t0 = time.perf_counter()
+    bank_for(model, BANK_SIZE, 0, "none")
+    bank_s = time.perf_counter() - t0
+    bf16 = fast_grad_dtype("cpu") is not None
+    print(f"\n### {title}: old default vs new, {len(seeds)} target(s) in one batch; bf16 gradient decodes: {bf16}\n")
+    print(f"one-time latent bank ({BANK_SIZE} drawings, cached per model): {bank_s:.1f} s\n")
+    cps = [c for c in COMPARE_CHECKPOINTS]
+    print(f"| default | steps | {' | '.join(f'@{c}' for c in cps)} | final | s/step |")
+    print("|---|---|" + "---|" * len(cps) + "---|---|", flush=True)
+    rows = [("old: mean start, fp32", "mean", False, old_steps), ("new: bank start, bf16", "bank", True, new_steps),
+            ("new start, fp32", "bank", False, new_steps), ("new: bank start, bf16", "bank", True, old_steps)]
+    for name, init, fast, steps in rows:
+        model.fast_grad = fast
+        r = run(model, target, replace(ours_config(model, "w+", steps), init=init), tuple(c for c in cps if c <= steps))
+        cells = [f"{r['psnr'][c]:.2f}" if c in r["psnr"] else "-" for c in cps]
+        print(f"| {name} | {steps} | " + " | ".join(cells) + f" | {r['final']:.2f} | {r['s_per_step']:.3f} |", flush=True)
+    gens, times = {}, {"fp32": [], "bf16": []}
+    for name in times:
+        gens[name] = project(model, target, replace(ours_config(model, "w+", 1000), init="mean", preview_every=0))
+    for _ in range(timing_steps + 1):
+        for name, gen in gens.items():
+            model.fast_grad = name == "bf16"
+            t0 = time.perf_counter()
+            next(gen)
+            times[name].append(time.perf_counter() - t0)
+    fp32, fast = (statistics.median(times[k][1:]) for k in ("fp32", "bf16"))
+    print(f"\nalternating single steps ({timing_steps} each): fp32 {fp32:.3f} s/step, bf16 {fast:.3f} s/step "
+          f"(ratio {fp32 / fast:.2f}x)", flush=True)
+    model.fast_grad = True
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="smoke run: 2 and 1 targets, 2 %% of the steps")
@@ -189,8 +235,16 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--seeds-256", type=int, default=2, help="targets for the FFHQ-256-sized one (8 take hours on 2 cores)")
     p.add_argument("--full-256", action="store_true", help="also the ablation and the 1000-step run of ours on FFHQ-256 (+~2x time)")
     p.add_argument("--threads", type=int, default=2)
+    p.add_argument("--compare", action="store_true", help="FFHQ-256-sized only: old default vs new, PSNR vs steps")
+    p.add_argument("--old-steps", type=int, default=100)
+    p.add_argument("--new-steps", type=int, default=30)
     args = p.parse_args(argv)
     torch.set_num_threads(args.threads)
+    if args.compare:
+        start = time.perf_counter()
+        compare_defaults(list(range(args.seeds_256)), args.old_steps, args.new_steps, 2 if args.quick else 5)
+        print(f"\ntotal {time.perf_counter() - start:.0f} s")
+        return 0
     scale = 0.02 if args.quick else 1.0
     timing_steps = 2 if args.quick else 10
     start = time.perf_counter()

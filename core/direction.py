@@ -19,6 +19,8 @@ from pathlib import Path
 
 import numpy as np
 import torch
+from safetensors import SafetensorError, safe_open
+from safetensors.numpy import save_file
 
 FORMAT = "latent_lab.directions/1"
 METHODS = ("pca", "logistic", "ridge")
@@ -132,8 +134,6 @@ def _jsonable(v):
 
 def save_directions(path: str | Path, directions: Sequence[Direction]) -> Path:
     """Write vectors as safetensors and everything else as JSON in its header (atomic replace)."""
-    from safetensors.numpy import save_file
-
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors, meta = {}, []
@@ -154,8 +154,6 @@ def save_directions(path: str | Path, directions: Sequence[Direction]) -> Path:
 
 def load_directions(path: str | Path) -> list[Direction]:
     """Read a file written by :func:`save_directions` (never runs code from it)."""
-    from safetensors import SafetensorError, safe_open
-
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"No directions file at {path}.")

@@ -28,6 +28,7 @@ import numpy as np
 import torch
 
 from core.direction import Direction, load_directions, save_directions
+from core.paths import cache_dir as user_cache
 
 # ----- helpers ----------------------------------------------------------------------------
 
@@ -69,6 +70,7 @@ def heldout_folds(
     number of folds drops to what the data allows (at least 2 groups, and for
     classes at least 2 groups of each class); fewer raises ValueError.
     """
+    # deferred: scikit-learn takes a second to import, and only fitting needs it
     from sklearn.model_selection import GroupKFold, KFold, StratifiedGroupKFold, StratifiedKFold
 
     g = np.arange(n) if groups is None else np.asarray(groups)
@@ -106,7 +108,7 @@ def pca_directions(latents, n: int = 10, space: str = "w", source: str = "", lay
     ``std`` is the spread along each component, so ``amount = k * std`` moves
     k standard deviations.
     """
-    from sklearn.decomposition import PCA
+    from sklearn.decomposition import PCA  # deferred: scikit-learn takes a second to import, and only fitting needs it
 
     x, shape = _as_matrix(latents)
     limit = min(x.shape)
@@ -150,8 +152,6 @@ def cached_pca_directions(
     ``key`` should change whenever the model's weights do (e.g. a file hash).
     """
     if cache_dir is None:
-        from core.paths import cache_dir as user_cache
-
         cache_dir = user_cache("directions")
     stem = re.sub(r"[^A-Za-z0-9._-]+", "_", f"{model_name}_{key}_{space}_pca{n}_{n_samples}")
     path = Path(cache_dir) / f"{stem}.safetensors"
@@ -190,6 +190,7 @@ def fit_binary_direction(
     Metrics: pooled held-out accuracy over group-respecting folds, per-fold
     accuracies, and chance (the majority class share).
     """
+    # deferred: scikit-learn takes a second to import, and only fitting needs it
     from sklearn.linear_model import LogisticRegression
 
     x, shape = _as_matrix(latents)
@@ -255,7 +256,7 @@ def fit_numeric_direction(
     training fold; R² and MAE are pooled over the held-out folds, next to the
     MAE of always guessing the training mean (``baseline_mae``).
     """
-    from sklearn.linear_model import Ridge, RidgeCV
+    from sklearn.linear_model import Ridge, RidgeCV  # deferred: scikit-learn takes a second to import, and only fitting needs it
 
     x, shape = _as_matrix(latents)
     v = np.asarray(values, dtype=np.float64).ravel()

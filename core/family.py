@@ -1,21 +1,9 @@
-"""Blend two parents' latents into children.
+"""The Family workflow the Family tab, its API and ``python app.py family`` share: photos -> aligned parents -> one
+batched projection (then a decoder copy tuned to both photos) -> children and morphs, with each result as an object
+(:class:`Parent`, :class:`Children`) and every setting judged by ``core.children.check_settings``.
 
-A child inherits each of the model's traits (whitened principal axes of its
-latents, per layer group in a per-layer space) from one parent or the other,
-drawn at random around the gene weight (0 = all father, 1 = all mother), plus a
-small seeded mutation from the model's own population spread: siblings differ,
-and each takes the gene weight's share from each parent (core.inheritance). In
-a per-layer space (StyleGAN's W+) coarse layers carry face shape and pose,
-middle ones features, fine ones colour and texture, so each group can also be
-given wholly to one parent. Children are then balanced by identity (Family)
-and can be moved along attribute directions such as age and gender.
-
-This is a latent-space blend, not a prediction of what real children of
-these people would look like.
-
-:class:`Family` is the workflow the Family tab, its API and ``python app.py family`` share: photos ->
-aligned parents -> one batched projection -> children and morphs, with each result as an object
-(:class:`Parent`, :class:`Children`) and every setting judged by :func:`check_settings`.
+Children are balanced by identity (dlib descriptors of what the decoder draws against the parents' photos): see
+:meth:`Family.children`. A child image is a latent-space blend of two photos, not a prediction of real children.
 """
 
 from __future__ import annotations
@@ -24,149 +12,45 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
-from typing import TYPE_CHECKING
 
 import numpy as np
+import torch
+from PIL import Image
 
-if TYPE_CHECKING:  # torch stays out of the app's start-up, which only needs DISCLAIMER
-    import torch
-    from PIL import Image
+from core import faces  # faces.find_faces looked up per call (tests count the detections)
+from core.checks import whole_number
+from core.children import (
+    DISCLAIMER,
+    DOMINANCE,
+    MAX_CHILDREN,
+    ChildSettings,
+    check_settings,
+    layer_weights,
+    make_children,
+    morph,
+)
+from core.executor import LOCAL, Executor
+from core.faces.colour import ColourMatch, match_to_each_other
+from core.faces.identity import default_identity, distances
+from core.faces.mask import as_weights
+from core.handle import ModelHandle
+from core.image_input import load_image, model_input
+from core.images import from_pil, psnr, to_pil
+from core.model import LatentModel
+from core.photo_to_latent import default_tuning
+from core.projection import ProjectionConfig
+from core.thumbnails import face_thumbnail
+from core.user_directions import directions_for
 
-    from core.executor import Executor
-    from core.faces.colour import ColourMatch
-    from core.model import LatentModel
+__all__ = ["BALANCE_RANGE", "BALANCE_STEPS", "DISCLAIMER", "DOMINANCE", "MAX_CHILDREN", "PARENTS", "ChildSettings",
+           "Children", "Family", "Parent", "check_settings", "face_thumbnail", "layer_weights", "make_children", "morph"]
 
-DOMINANCE = ("blend", "father", "mother")
-DISCLAIMER = "A child image is a latent-space blend of the two parents' photos, not a prediction of real children."
-
-
-@dataclass
-class ChildSettings:
-    gene_weight: float = 0.5  # 0 = all father, 1 = all mother (layers set to "blend")
-    dominance: dict[str, str] = field(default_factory=dict)  # layer group -> blend / father / mother
-    attributes: dict[str, float] = field(default_factory=dict)  # direction name -> amount, in std of the data along it
-    variation: float = 0.0  # mutation: new traits on top of the inherited ones, in population std (0 = none)
-    seed: int = 0
-    children: int = 4
-
-
-MAX_CHILDREN = 64
-BALANCE_STEPS = 6  # identity evaluations per family to even out each child's resemblance (see Family.children)
+BALANCE_STEPS = 3  # identity evaluations per family to even out each child's resemblance (see Family.children)
+BALANCE_SLOPE = 0.3  # first guess of d(ratio)/d(shift) for the first secant step (typical of the built-in model)
+MAX_FACES = 10_000  # a bound for the face-number check, far above any photo's count
 BALANCE_RANGE = 0.5  # how far a child's traits from one parent may move towards the other's for that (1 = all the way)
 
 
-def check_settings(model: LatentModel, space: str, settings: ChildSettings, directions: Sequence | None = ()) -> list[str]:
-    """Refuse settings this model cannot honour, each with a plain sentence; return warnings to show.
-
-    The one place the tab, the API and the CLI validate a family's settings: gene weight in [0, 1], a
-    whole number of children from 1, dominance only for this model's layer groups, directions it has
-    (``directions=None``: not checked).
-    """
-    if not 0.0 <= float(settings.gene_weight) <= 1.0:
-        raise ValueError("The gene weight must be between 0 (father) and 1 (mother).")
-    n = settings.children
-    if isinstance(n, bool) or float(n) != int(n) or not 1 <= int(n) <= MAX_CHILDREN:
-        raise ValueError(f"The number of children must be a whole number from 1 to {MAX_CHILDREN}; got {n}.")
-    if float(settings.variation) < 0:
-        raise ValueError("The variation between children cannot be negative.")
-    groups = model.layer_groups(space)
-    for group, who in settings.dominance.items():
-        if who not in DOMINANCE:
-            raise ValueError(f"Dominance must be one of {', '.join(DOMINANCE)}; got '{who}'.")
-        if group not in groups and who != "blend":
-            if not groups:
-                raise ValueError(f"{model.card.title} has no layers to split ('{space}' is not a per-layer space), "
-                                 f"so per-layer dominance does not apply; leave the groups on blend.")
-            raise ValueError(f"Unknown layer group '{group}'; {model.card.title} has {', '.join(groups)}.")
-    by_name = {d.name: d for d in directions or ()}
-    warnings = []
-    for name, amount in settings.attributes.items() if directions is not None else ():
-        if not amount:
-            continue
-        if name not in by_name:
-            raise ValueError(f"No '{name}' direction for {model.card.title}; available: {', '.join(by_name) or 'none'}. "
-                             f"Make one with 'python app.py directions'.")
-        if not getattr(by_name[name], "reliable", True):
-            warnings.append(f"Direction {by_name[name].describe()}.")
-    return warnings
-
-
-def layer_weights(model: LatentModel, space: str, settings: ChildSettings) -> torch.Tensor:
-    """Per-layer mother weight alpha, shape (num_layers, 1) for per-layer spaces, else (1,)."""
-    import torch
-
-    check_settings(model, space, settings, None)
-    groups = model.layer_groups(space)
-    n = model.spaces[space].num_layers
-    if n == 0:
-        return torch.tensor([settings.gene_weight])
-    alpha = torch.full((n, 1), float(settings.gene_weight))
-    for group, who in settings.dominance.items():
-        if who != "blend":
-            alpha[groups[group]] = 0.0 if who == "father" else 1.0
-    return alpha
-
-
-def make_children(
-    model: LatentModel,
-    father: torch.Tensor,
-    mother: torch.Tensor,
-    space: str,
-    settings: ChildSettings,
-    directions: Sequence = (),
-    shift: torch.Tensor | None = None,
-) -> torch.Tensor:
-    """Latents (children, *space shape) of children of two parents' latents (each (1, *shape) or (*shape)).
-
-    Each child inherits every trait from one parent or the other (core.inheritance), so siblings differ and each
-    takes the gene weight's share from the mother; ``variation`` adds a mutation. ``shift`` (children,) moves the
-    traits each child took from one parent towards the other's (core.inheritance.inherit; Family's identity balance).
-    """
-    import torch
-
-    from core.direction import apply_direction
-    from core.inheritance import inherit, trait_basis
-
-    space = model.check_space(space)
-    f = model.check_latents(father, space)[:1]
-    m = model.check_latents(mother, space)[:1]
-    check_settings(model, space, settings, directions)
-    basis = trait_basis(model, space)
-    gene, fixed = _group_genes(model, space, settings)
-    shift = None if shift is None else torch.as_tensor(shift, dtype=torch.float32)
-    children, _ = inherit(basis, f, m, gene, fixed, int(settings.children), int(settings.seed), float(settings.variation),
-                          shift)
-    by_name = {d.name: d for d in directions}
-    for name, amount in settings.attributes.items():
-        if amount:
-            d = by_name[name]
-            children = apply_direction(children, d, float(amount) * d.std)  # amounts are in std of the data along d
-    return children
-
-
-def _group_genes(model: LatentModel, space: str, settings: ChildSettings) -> tuple[torch.Tensor, torch.Tensor]:
-    """Per layer group: the mother's share (groups, 1) and -1 / 0 / 1 for drawn / father's / mother's (groups, 1)."""
-    import torch
-
-    groups = list(model.layer_groups(space)) if model.spaces[space].per_layer else ["all"]
-    who = [settings.dominance.get(g, "blend") for g in groups]
-    fixed = torch.tensor([[-1.0 if w == "blend" else float(w == "mother")] for w in who])
-    return torch.full((len(groups), 1), float(settings.gene_weight)), fixed
-
-
-def morph(father: torch.Tensor, child: torch.Tensor, mother: torch.Tensor, frames: int = 24) -> torch.Tensor:
-    """Latents of a father -> child -> mother walk (linear; W and autoencoder spaces are learned spaces)."""
-    import torch
-
-    from core.interpolate import path
-
-    half = max(2, frames // 2)
-    a = path(father.reshape(child.shape), child, half, "lerp")
-    b = path(child, mother.reshape(child.shape), half, "lerp")
-    return torch.cat([a, b[1:]])
-
-
-# ----- the Family workflow: one session object shared by the tab, the API and the CLI ----------------------------
 PARENTS = ("father", "mother")
 
 
@@ -214,14 +98,14 @@ class Family:
     a failed photo sets that parent's ``error`` and leaves the other usable.
     """
 
-    def __init__(self, model: LatentModel, name: str, tags: Sequence[str] = (), executor: Executor | None = None) -> None:
-        """``executor`` runs the projections and decoding (``core.executor``; default: in this process)."""
-        from core.executor import LOCAL
-
-        self.executor: Executor = executor or LOCAL
-        if "faces" not in tags:
-            raise ValueError(f"{model.card.title} is not a face model; Family needs one (e.g. small_ae/faces or a StyleGAN "
-                             "FFHQ model).")
+    def __init__(self, model: ModelHandle | LatentModel, name: str = "", tags: Sequence[str] = (),
+                 executor: Executor | None = None) -> None:
+        """``model``: the face model's handle (name, tags, loaded model); ``executor`` runs the projections and decoding
+        (``core.executor``; default: in this process). Deprecated: a bare model with its ``name`` and ``tags``."""
+        handle = model if isinstance(model, ModelHandle) else ModelHandle(name, tuple(tags), model)
+        handle.require_faces("Family")
+        self.handle, self.executor = handle, executor or LOCAL
+        model, name = handle.model, handle.name
         self.model, self.name, self.space = model, name, model.edit_space()
         # Sampling steps when a diffusion model draws parents and children (None: its default); the latents all come
         # from inverted photos, so they are decoded as the inversion's mirror (see LatentModel.decode_options).
@@ -239,12 +123,16 @@ class Family:
         # drawing gets its own / a child's gene-weighted colours back: see project().
         self.colour: ColourMatch | None = None
 
+    def set_decode_steps(self, steps: float | None) -> None:
+        """Sampling steps for what a diffusion model draws here (None: its default); a bad count is refused now, before
+        any projection (the tab and the CLI share this set-up)."""
+        self.model.decode_options(steps)
+        self.decode_steps = steps
+
     @property
     def directions(self) -> list:
         if self._directions is None:
-            from core.user_directions import directions_for
-
-            self._directions = directions_for(self.name, self.model)
+                self._directions = directions_for(self.name, self.model)
         return self._directions
 
     # ----- photos ------------------------------------------------------------------------
@@ -261,10 +149,12 @@ class Family:
         except OSError as e:
             self.parents[who] = Parent(who, error=f"{Path(photo).name} could not be read ({e.strerror or e}).")
             return self.parents[who]
-        if isinstance(face, bool) or float(face) != int(face) or face < 0:
-            self.parents[who] = Parent(who, digest, error=f"The face number must be a whole number from 0; got {face}.")
+        try:
+            face = whole_number(face, "face number", 0, MAX_FACES)
+        except ValueError as e:
+            self.parents[who] = Parent(who, digest, error=str(e))
             return self.parents[who]
-        key = (digest, int(face))
+        key = (digest, face)
         if key not in self._aligned:
             self._aligned[key] = self._align(who, photo, digest, int(face))
         self.parents[who] = replace(self._aligned[key], who=who, warnings=list(self._aligned[key].warnings))
@@ -272,13 +162,10 @@ class Family:
 
     def _align(self, who: str, photo: str | Path, digest: str, face: int) -> Parent:
         """Decode, detect (once per digest) and align; errors become ``Parent.error``."""
-        from core.faces import find_faces
-        from core.image_input import load_image, model_input
-
         try:
             img = load_image(photo, channels=3, min_side=16)
             if digest not in self._found:
-                found = find_faces(img)
+                found = faces.find_faces(img)
                 self._found[digest] = (found, [face_thumbnail(img, f.box) for f in found.faces])
             found, thumbs = self._found[digest]
             inp = model_input(img, self.model.image_size, self.model.channels, align_face=True, face=face, found=found)
@@ -310,13 +197,6 @@ class Family:
         Afterwards ``parents[who]`` hold latent, reconstruction, PSNR (inside the face), loss name and identity
         distance, measured on what ``self.decoder`` draws. A stopped run leaves partial results that are not reused.
         """
-        import torch
-
-        from core.faces.colour import match_to_each_other
-        from core.faces.mask import as_weights
-        from core.images import from_pil
-        from core.projection import ProjectionConfig
-
         usable = [w for w in PARENTS if self.parents[w].crop is not None]
         if not usable:
             self._ready("father" if self.parents["father"].error or not self.parents["mother"].error else "mother")
@@ -329,8 +209,8 @@ class Family:
         self.colour = match_to_each_other(photos, weights) if len(usable) == 2 else None
         target = photos if self.colour is None else self.colour.apply(photos)
         # A parent's target depends on both photos once their colours are matched, so its projection is keyed by both.
-        both = tuple((self.parents[w].digest, self.parents[w].face) for w in usable) if self.colour is not None else ()
-        keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss, both) for w in usable}
+        pair = tuple((self.parents[w].digest, self.parents[w].face) for w in usable) if self.colour is not None else ()
+        keys = {w: (self.parents[w].digest, self.parents[w].face, self.space, cfg.steps, cfg.loss, pair) for w in usable}
         todo = [w for w in usable if keys[w] not in self._projected]
         if todo:
             rows = [usable.index(w) for w in todo]
@@ -351,12 +231,10 @@ class Family:
         latents = torch.cat([self.parents[w].latent for w in usable])
         if tune > 0 and not any(self.parents[w].stopped for w in usable):
             yield from self._tune(tuple(keys[w] for w in usable) + (tune,), latents, target, weights, tune, cfg.loss, should_stop)
-        self._describe_parents(usable, latents, target, weights)
+        self._measure_parents(usable, latents, target, weights)
 
     def _tune(self, key: tuple, latents, target, weights, steps: int, loss: str, should_stop) -> Iterator:
         """Tune a copy of the decoder to these parents (once per parents and settings; only the latest copy is kept)."""
-        from core.pivotal import default_tuning
-
         if self._tuned is None or self._tuned[0] != key:
             final = None
             for ev in self.executor.tune(self.model, latents, target, self.space, weights,
@@ -369,17 +247,13 @@ class Family:
             return
         self.decoder = self._tuned[1]
 
-    def _describe_parents(self, usable: list[str], latents, target, weights) -> None:
+    def _measure_parents(self, usable: list[str], latents, target, weights) -> None:
         """Each parent's reconstruction as ``self.decoder`` draws it, its PSNR inside the face and its identity distance."""
-        import torch
-
-        from core.images import psnr, to_pil
-
         recon = self._draw(latents)
         face_psnr = psnr(recon, target.cpu(), weights)
-        drawn = self._describe(to_pil(recon))
+        drawn = self._descriptors_of(to_pil(recon))
         images = to_pil(self._recoloured(recon, torch.arange(len(usable), dtype=torch.float32)))
-        shown = drawn if self.colour is None else self._describe(images)
+        shown = drawn if self.colour is None else self._descriptors_of(images)
         for i, (w, rec) in enumerate(zip(usable, images, strict=True)):
             photo = self._photo_descriptor(self.parents[w])
             self.parents[w] = replace(self.parents[w], reconstruction=rec, psnr=float(face_psnr[i]),
@@ -390,7 +264,7 @@ class Family:
         """The model's drawings with the parents' colours put back, ``t`` (per image or one) = the mother's share."""
         if self.colour is None:
             return images
-        return self.colour.blend(t).undo(images.to(self.colour.mean.device)).cpu()
+        return self.colour.between(t).undo(images.to(self.colour.mean.device)).cpu()
 
     def _projected_latents(self) -> tuple[torch.Tensor, torch.Tensor]:
         ps = [self._ready(w) for w in PARENTS]
@@ -408,13 +282,10 @@ class Family:
         """The children of the projected parents, with each child's identity distance to each parent's photo.
 
         Each child is balanced by identity, not by latent distance alone: the traits it took from the parent it
-        resembles more move part of the way towards the other parent's (a few bisection steps, :data:`BALANCE_STEPS`)
+        resembles more move part of the way towards the other parent's (a few secant steps, :data:`BALANCE_STEPS`)
         until its dlib distances to the two photos split as the gene weight says (at 0.5: as close to one as to the
         other). Which traits it inherited stays the same, and no trait goes beyond either parent's.
         """
-        from core.faces.identity import distances
-        from core.images import to_pil
-
         warnings = self.check(settings)
         key = (repr(settings), id(self.decoder), *((p.digest, p.face, id(p.latent)) for p in self.parents.values()))
         if self._kids is not None and self._kids[0] == key:
@@ -432,22 +303,20 @@ class Family:
 
     def _balanced(self, f, m, settings: ChildSettings, parents: np.ndarray, share: float):
         """Children latents, drawings and (to father, to mother) identity distances, each child's traits shifted
-        (``make_children``'s ``shift``) so that d(father) / (d(father) + d(mother)) meets the mother's share (bisection
-        per child)."""
-        import torch
+        (``make_children``'s ``shift``) so that d(father) / (d(father) + d(mother)) meets the mother's share.
 
-        from core.faces.identity import distances
-        from core.images import to_pil
-
+        Per child, a secant step on that ratio as a function of the shift, kept inside the bracket the evaluations so
+        far allow (bisection when the secant leaves it or the ratio did not move); the best evaluation wins. Each
+        round costs a decode and a dlib description of every child, so the rounds are few (:data:`BALANCE_STEPS`).
+        """
         n = int(settings.children)
         lo, hi = torch.full((n,), -BALANCE_RANGE), torch.full((n,), BALANCE_RANGE)
-        shift = torch.zeros(n)
+        shift, last = torch.zeros(n), None
         best: list = [None] * n
-        steps = BALANCE_STEPS if 0.0 < share < 1.0 else 1
-        for _ in range(steps):
+        for _ in range(BALANCE_STEPS if 0.0 < share < 1.0 else 1):
             lat = make_children(self.model, f, m, self.space, settings, self.directions, shift=shift)
             drawn = self._draw(lat)
-            d = distances(self._describe(to_pil(drawn)), parents)  # the model's own drawing, before recolouring
+            d = distances(self._descriptors_of(to_pil(drawn)), parents)  # the model's own drawing, before recolouring
             ratio = torch.as_tensor(d[:, 0] / np.maximum(d.sum(1), 1e-9), dtype=torch.float32)
             for i in range(n):
                 miss = abs(float(ratio[i]) - share)
@@ -455,7 +324,7 @@ class Family:
                     best[i] = (miss, lat[i], drawn[i], (float(d[i, 0]), float(d[i, 1])))
             lo = torch.where(ratio < share, shift, lo)  # too close to the father: move towards the mother
             hi = torch.where(ratio < share, hi, shift)
-            shift = (lo + hi) / 2
+            shift, last = _next_shift(shift, ratio, last, share, lo, hi), (shift, ratio)
         return (torch.stack([b[1] for b in best]), torch.stack([b[2] for b in best]), [b[3] for b in best])
 
     def _colour_share(self, settings: ChildSettings) -> float:
@@ -464,16 +333,14 @@ class Family:
 
     def morph(self, index: int, settings: ChildSettings, frames: int = 32) -> list[Image.Image]:
         """Frames of a father -> child ``index`` -> mother walk."""
-        from core.images import to_pil
-
         self.check(settings)
         n = int(settings.children)
-        if isinstance(index, bool) or float(index) != int(index) or not 0 <= int(index) < n:
-            raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.")
-        import torch
-
+        try:
+            index = whole_number(index, "child number", 0, n - 1)
+        except ValueError:  # worded as the gallery numbers children
+            raise ValueError(f"Choose a child number between 0 and {n - 1}; got {index}.") from None
         f, m = self._projected_latents()
-        kid = self.children(settings).latents[int(index) : int(index) + 1].to(f.device)  # the child shown, balanced
+        kid = self.children(settings).latents[index : index + 1].to(f.device)  # the child shown, balanced
         walk = morph(f, kid, m, frames)
         half, share = max(2, frames // 2), self._colour_share(settings)  # the colours walk as morph's latents do
         t = torch.cat([torch.linspace(0, share, half), torch.linspace(share, 1, half)[1:]])
@@ -485,25 +352,26 @@ class Family:
                                       **self.decoder.decode_options(self.decode_steps, inverted=True))
 
     # ----- identity -----------------------------------------------------------------------
-    def _describe(self, images: list[Image.Image]):
+    def _descriptors_of(self, images: list[Image.Image]):
         """dlib descriptors (N, 128) of aligned faces (dlib is already needed to align the photos)."""
-        from core.faces.identity import default_identity
-
-        return default_identity().describe(images)
+        return default_identity().descriptors(images)
 
     def _photo_descriptor(self, parent: Parent):
         """A parent photo's descriptor, described once per (photo, face) for parents and children alike."""
         key = (parent.digest, parent.face)
         if key not in self._descriptors:
-            self._descriptors[key] = self._describe([parent.reference])[0]
+            self._descriptors[key] = self._descriptors_of([parent.reference])[0]
         return self._descriptors[key]
 
 
-def face_thumbnail(img: Image.Image, box: tuple[int, int, int, int], side: int = 96) -> Image.Image:
-    """The detected face with a margin, for picking among several faces."""
-    left, top, right, bottom = box
-    pad = 0.3 * max(right - left, bottom - top)
-    crop = img.crop((int(max(0, left - pad)), int(max(0, top - pad)), int(min(img.width, right + pad)),
-                     int(min(img.height, bottom + pad))))
-    crop.thumbnail((side, side))
-    return crop
+def _next_shift(shift: torch.Tensor, ratio: torch.Tensor, last: tuple | None, share: float, lo: torch.Tensor,
+                hi: torch.Tensor) -> torch.Tensor:
+    """The next shift per child: a secant step towards ``ratio == share`` (the first from :data:`BALANCE_SLOPE`),
+    or the bracket's midpoint where the step would leave the bracket or the slope is flat or of the wrong sign."""
+    slope = torch.full_like(shift, BALANCE_SLOPE)
+    if last is not None:
+        moved = shift - last[0]
+        slope = torch.where(moved.abs() > 1e-6, (ratio - last[1]) / moved.where(moved.abs() > 1e-6, torch.ones_like(moved)), slope)
+    guess = shift + (share - ratio) / slope.clamp(min=1e-3)
+    inside = (slope > 1e-3) & (guess > lo) & (guess < hi)
+    return torch.where(inside, guess, (lo + hi) / 2)

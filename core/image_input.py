@@ -346,7 +346,7 @@ class ModelInput:
     @property
     def weights(self):
         """``project(weights=...)`` for this input: the face mask as a (1, 1, H, W) tensor, or None (every pixel counts)."""
-        from core.faces.mask import as_weights
+        from core.faces.mask import as_weights  # deferred: loads torch; this module is read at start-up
 
         return None if self.mask is None else as_weights(self.mask)
 
@@ -355,7 +355,7 @@ def stacked_weights(inputs: list[ModelInput]):
     """``project(weights=...)`` for a batch of inputs: their face masks (N, 1, H, W), or None unless every one has a mask."""
     if not inputs or any(i.mask is None for i in inputs):
         return None
-    import torch
+    import torch  # deferred: this module is read at start-up, which must not load torch
 
     return torch.cat([i.weights for i in inputs])
 
@@ -363,7 +363,7 @@ def stacked_weights(inputs: list[ModelInput]):
 def default_max_side() -> int:
     """The longer side a resizable model (a VAE) works at by default: 512 px on a CPU (an SD VAE takes seconds there),
     1024 on a GPU."""
-    from core.device import get_device
+    from core.device import get_device  # deferred: core.device loads torch; this module is read at start-up
 
     return 1024 if get_device().type == "cuda" else 512
 
@@ -408,6 +408,7 @@ def model_input(img: Image.Image, size: int | tuple[int, int], channels: int = 3
         return ModelInput(fit(img, size).convert(mode))
     if not align_face:
         return ModelInput(fit_square(img, size).convert(mode))
+    # deferred: core.faces (alignment, dlib) is slow to import; only face models need it
     from core.faces import align_face as align
 
     aligned = align(img, max(size, IDENTITY_SIDE), which=face, found=found)

@@ -156,9 +156,10 @@ def inherit(basis: TraitBasis, father: torch.Tensor, mother: torch.Tensor, gene:
 
 @torch.no_grad()
 def random_mixtures(basis: TraitBasis, pivots: torch.Tensor, n: int, gen: torch.Generator,
-                    max_variation: float = 0.3) -> tuple[torch.Tensor, torch.Tensor]:
+                    max_variation: float = 0.5) -> tuple[torch.Tensor, torch.Tensor]:
     """``n`` random children of two pivots (2, *shape) with random gene weights and mutations, and each one's mother
-    share: where a Family's children can land, for tuning the decoder there (core.pivotal's path term)."""
+    share: where a Family's children can land, for tuning the decoder there (core.pivotal's path term). Mutations go
+    up to ``max_variation``, a little beyond the tabs' default variation (core.children.VARIATION)."""
     (cf, rf), (cm, rm) = basis.split(pivots[:1]), basis.split(pivots[1:2])
     diff = (cm - cf)[0]
     gene = torch.rand(n, 1, 1, generator=gen)

@@ -9,19 +9,24 @@ passes through low-norm, atypical latents. ``lerp`` suits learned spaces
 from __future__ import annotations
 
 import dataclasses
-import math
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, NamedTuple
+from typing import NamedTuple
 
 import torch
 
+from core.checks import whole_number
+from core.executor import LOCAL, Executor
 from core.faces.colour import ColourMatch, match_to_each_other
+from core.handle import ModelHandle
+from core.model import LatentModel
+from core.photo_to_latent import project_and_tune
+from core.pivotal import TuningConfig
+from core.projection import ProjectionConfig
 
-if TYPE_CHECKING:
-    from core.executor import Executor
-    from core.model import LatentModel
-    from core.pivotal import TuningConfig
+__all__ = ["MAX_FRAMES", "METHODS", "Endpoints", "InterpolationPlan", "InterpolationResult", "describe", "image_endpoints",
+           "image_latents", "interpolate_images", "interpolate_seeds", "lerp", "path", "plan_interpolation", "render_walk",
+           "seed_endpoints", "slerp", "walk", "whole_number"]
 
 METHODS = ("lerp", "slerp")
 MAX_FRAMES = 256  # a walk is shown and exported whole: more frames than this is a mistake, not a wish
@@ -97,19 +102,6 @@ class InterpolationPlan:
     notes: tuple[str, ...] = ()
 
 
-def whole_number(value: float | int | None, what: str, low: int, high: int) -> int:
-    """``value`` as an int in [low, high], or a ValueError that says what was wrong (2.5 frames is refused, not rounded)."""
-    if value is None or isinstance(value, bool):
-        raise ValueError(f"Give the {what} as a whole number from {low} to {high}.")
-    try:
-        f = float(value)
-    except (TypeError, ValueError):
-        raise ValueError(f"Give the {what} as a whole number from {low} to {high}.") from None
-    if not math.isfinite(f) or f != int(f) or not low <= f <= high:
-        raise ValueError(f"The {what} must be a whole number from {low} to {high}, not {value}.")
-    return int(f)
-
-
 def plan_interpolation(model: LatentModel, frames: float | int, space: str | None = None, method: str = "auto",
                        mixing: Sequence[str] = (), from_images: bool = False) -> InterpolationPlan:
     """Check the settings and choose the space: the same rules for every front end.
@@ -156,22 +148,21 @@ StepReport = Callable[[int, int, float, str], None]  # (step, steps, psnr, stage
 
 def image_latents(model: LatentModel, images: torch.Tensor, space: str, steps: int,
                   report: StepReport | None = None, weights: torch.Tensor | None = None,
-                  executor: Executor | None = None, tuning: TuningConfig | int | None = None) -> tuple[torch.Tensor, float, LatentModel]:
+                  executor: Executor | None = None, tuning: TuningConfig | int | None = None,
+                  should_stop: Callable[[], bool] | None = None) -> tuple[torch.Tensor, float, LatentModel]:
     """Latents of ``images`` (N, C, H, W) in ``space``, the reconstruction PSNR, and the decoder that draws them.
 
     Always a projection with the model's own defaults (which start from the encoder when there
     is one): an interpolation's endpoints should look like the images, so an encoder's one-shot
     answer is refined, unlike ``core.projection.to_latent``, which stops at the encoder. Then, for models
-    with ``pivotal_tuning_steps`` (faces; ``tuning``: steps or a config, see ``core.pivotal.project_and_tune``), a private copy of the decoder is tuned to the
+    with ``pivotal_tuning_steps`` (faces; ``tuning``: steps or a config, see ``core.photo_to_latent.project_and_tune``), a private copy of the decoder is tuned to the
     images (``core.pivotal``) and returned: it draws the endpoints as these people, and the frames between them.
     ``weights``: the pixels that count (N or 1, 1, H, W), e.g. face masks; the PSNR is the decoder's, inside them.
+    ``should_stop``: checked between steps; a stop ends with the best latents (and decoder copy) so far.
     """
-    from core.pivotal import project_and_tune
-    from core.projection import ProjectionConfig
-
     cfg = ProjectionConfig.for_model(model, space, steps=steps, preview_every=0)
     projected, last = None, None
-    for ev in project_and_tune(model, images, cfg, tuning, weights=weights, executor=executor):
+    for ev in project_and_tune(model, images, cfg, tuning, should_stop, weights=weights, executor=executor):
         if report is not None:
             report(ev.step, ev.steps, ev.psnr, ev.stage)
         projected = ev if ev.stage == "projecting" else projected
@@ -195,7 +186,7 @@ class Endpoints(NamedTuple):
 def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.Tensor, steps: int,
                     report: StepReport | None = None, weights: torch.Tensor | None = None,
                     executor: Executor | None = None,
-                    tuning: TuningConfig | int | None = None) -> Endpoints:
+                    tuning: TuningConfig | int | None = None, should_stop: Callable[[], bool] | None = None) -> Endpoints:
     """A and B from two images (2, C, H, W), projected together as one batch (by ``executor``); also the PSNR and the
     decoder to draw the walk with. ``weights``, ``tuning``: see :func:`image_latents` (aligned faces: their masks, so
     only the faces drive the fit).
@@ -210,7 +201,7 @@ def image_endpoints(model: LatentModel, plan: InterpolationPlan, images: torch.T
     if weights is not None and images.shape[1] == 3:
         colour = match_to_each_other(images, weights)
         images = colour.apply(images)
-    latents, psnr, decoder = image_latents(model, images, plan.space, steps, report, weights, executor, tuning)
+    latents, psnr, decoder = image_latents(model, images, plan.space, steps, report, weights, executor, tuning, should_stop)
     return Endpoints(latents[:1], latents[1:], psnr, decoder, colour)
 
 
@@ -228,8 +219,6 @@ def render_walk(decoder: LatentModel, plan: InterpolationPlan, a: torch.Tensor, 
     frames stay A and B). ``decode``: the model's ``decode_options``; a model that samples to decode (diffusion: its
     options are not empty) is decoded once per frame, at even steps of the line, as oversampling would cost it dearly.
     """
-    from core.executor import LOCAL
-
     executor = executor or LOCAL
     factor = 1 if decode else EVEN_OVERSAMPLE
     dense_plan = dataclasses.replace(plan, frames=(plan.frames - 1) * factor + 1)
@@ -249,7 +238,7 @@ def render_walk(decoder: LatentModel, plan: InterpolationPlan, a: torch.Tensor, 
         pick = torch.linspace(0, len(dense) - 1, plan.frames).round().long()
     frames = images[pick]
     if colour is not None:
-        frames = colour.blend(t[pick]).undo(frames.to(colour.mean.device)).cpu()
+        frames = colour.between(t[pick]).undo(frames.to(colour.mean.device)).cpu()
     return dense[pick], frames
 
 
@@ -265,3 +254,72 @@ def describe(plan: InterpolationPlan) -> str:
     """One line naming the space, the path and the mixing (status lines, CLI output)."""
     mixing = f" (style mixing: {', '.join(plan.mixing)})" if plan.mixing else ""
     return f"{plan.frames} frames in {plan.space} with {plan.method}{mixing}"
+
+
+# ----- a finished interpolation: what every front end shows and saves ----------------------------------------------
+MAX_SEED = 2**63 - 1
+
+
+@dataclass(frozen=True)
+class InterpolationResult:
+    """A walk from A to B, drawn: its latents and frames (N, C, H, W) in [-1, 1] on the CPU, and what its ``.npz`` and
+    captions say. ``decoder`` drew the frames: the model itself, or (image endpoints of a face model) its private
+    copy tuned to A and B, which is never saved."""
+
+    handle: ModelHandle
+    plan: InterpolationPlan
+    latents: torch.Tensor
+    frames: torch.Tensor
+    decoder: LatentModel
+    psnr: float | None = None  # image endpoints: how well they were reconstructed
+    projection_steps: int = 0  # image endpoints: the projection's steps
+    inside_faces: bool = False  # image endpoints: the PSNR is measured inside the face masks
+    colours_matched: bool = False  # two faces fitted on colours matched to each other, the frames given theirs back
+
+    @property
+    def tuned(self) -> bool:
+        return self.decoder is not self.handle.model
+
+    def latent_fields(self) -> dict:
+        """``core.export.save_latent``'s arguments after the path."""
+        fields = {"latent": self.latents, "model": self.handle.name, "space": self.plan.space, "method": self.plan.method,
+                  "mixing": list(self.plan.mixing), "licence": self.handle.model.card.licence}
+        if self.tuned:
+            fields["decoder"] = self.decoder.card.name
+        return fields
+
+    def summary(self) -> str:
+        """One line: frames, space, path and mixing (:func:`describe`)."""
+        return describe(self.plan)
+
+    def endpoints_sentence(self) -> str:
+        """How image endpoints were made ("" for seeds): projection steps, tuning, PSNR and the colour matching."""
+        if self.psnr is None:
+            return ""
+        tuned = (", then the decoder tuned to both images (pivotal tuning: a private copy draws this walk; it is not "
+                 "saved)") if self.tuned else ""
+        where = " inside the faces" if self.inside_faces else ""
+        matched = (" Fitted on face colours matched to each other; each frame gets its share of both photos' colours "
+                   "back.") if self.colours_matched else ""
+        return f"Endpoints projected ({self.projection_steps} steps){tuned}; PSNR{where} {self.psnr:.1f} dB.{matched}"
+
+
+def interpolate_seeds(handle: ModelHandle, plan: InterpolationPlan, seed_a: float | int, seed_b: float | int,
+                      executor: Executor | None = None, decode: dict | None = None) -> InterpolationResult:
+    """The walk between two seeds' samples (whole numbers), drawn by the model (``decode``: its ``decode_options``)."""
+    model = handle.model
+    a, b = seed_endpoints(model, plan, whole_number(seed_a, "seed A", 0, MAX_SEED), whole_number(seed_b, "seed B", 0, MAX_SEED))
+    latents, frames = render_walk(model, plan, a, b, executor, None, decode)
+    return InterpolationResult(handle, plan, latents, frames, model)
+
+
+def interpolate_images(handle: ModelHandle, plan: InterpolationPlan, images: torch.Tensor, steps: int,
+                       report: StepReport | None = None, weights: torch.Tensor | None = None,
+                       executor: Executor | None = None, tuning: TuningConfig | int | None = None,
+                       decode: dict | None = None) -> InterpolationResult:
+    """The walk between two images (2, C, H, W) at ``handle.model``'s size: endpoints by :func:`image_endpoints`
+    (``weights``: face masks), frames by :func:`render_walk` with the decoder the endpoints came with."""
+    ends = image_endpoints(handle.model, plan, images, steps, report, weights, executor, tuning)
+    latents, frames = render_walk(ends.decoder, plan, ends.a, ends.b, executor, ends.colour, decode)
+    return InterpolationResult(handle, plan, latents, frames, ends.decoder, ends.psnr, steps, weights is not None,
+                               ends.colour is not None)

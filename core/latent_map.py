@@ -81,7 +81,7 @@ class LatentMap:
 
 def _idw(values: np.ndarray, keys: np.ndarray, queries: np.ndarray, k: int) -> np.ndarray:
     """Inverse-distance-weighted mean of ``values`` at the k ``keys`` nearest to each query."""
-    from sklearn.neighbors import NearestNeighbors
+    from sklearn.neighbors import NearestNeighbors  # deferred: scikit-learn takes a second to import, and only a map needs it
 
     k = min(k, len(keys))
     nn = NearestNeighbors(n_neighbors=k).fit(keys)
@@ -104,7 +104,7 @@ def reduce(latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 
     info: dict = {"summarised": f"block-averaged to {x.shape[1]} numbers"} if np.asarray(latents[0]).size > MAP_DIMS else {}
     reducer = None
     if method == "pca":
-        from sklearn.decomposition import PCA
+        from sklearn.decomposition import PCA  # deferred: scikit-learn takes a second to import, and only a map needs it
 
         reducer = PCA(n_components=min(dims, x.shape[1]), random_state=seed).fit(x)
         coords = reducer.transform(x)
@@ -117,7 +117,7 @@ def reduce(latents: np.ndarray, method: str = "pca", dims: int = 2, seed: int = 
         reducer = umap.UMAP(n_components=dims, n_neighbors=min(15, len(x) - 1), random_state=seed)
         coords = reducer.fit_transform(x)
     else:
-        from sklearn.manifold import TSNE
+        from sklearn.manifold import TSNE  # deferred: scikit-learn takes a second to import, and only a map needs it
 
         perplexity = float(min(30.0, (len(x) - 1) / 3))
         coords = TSNE(n_components=dims, perplexity=perplexity, init="pca", random_state=seed).fit_transform(x)
@@ -172,7 +172,7 @@ class Neighbours:
     """Nearest neighbours of latents among a dataset's latents (scikit-learn)."""
 
     def __init__(self, latents: np.ndarray, metric: str = "euclidean") -> None:
-        from sklearn.neighbors import NearestNeighbors
+        from sklearn.neighbors import NearestNeighbors  # deferred: scikit-learn takes a second to import, and only a map needs it
 
         self.latents = summarise(latents)
         self._nn = NearestNeighbors(metric=metric).fit(self.latents)

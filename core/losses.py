@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 if TYPE_CHECKING:
-    import torch
+    import torch  # deferred: plugins.contract reads this module at start-up, which must not load torch
 
 # loss(recon (N, C, H, W), target (N or 1, C, H, W)) -> (N,): a target batch of 1 is broadcast to every recon.
 # torch is imported on use: plugins register losses at listing time.
@@ -82,7 +82,7 @@ MIX_ALPHA = 0.84
 
 
 def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Tensor:
-    import torch
+    import torch  # deferred: plugins.contract reads this module at start-up, which must not load torch
 
     x = torch.arange(size, device=device, dtype=torch.float32) - (size - 1) / 2
     g = torch.exp(-(x**2) / (2 * sigma**2))
@@ -91,7 +91,7 @@ def _gaussian_window(size: int, sigma: float, device: torch.device) -> torch.Ten
 
 def _blur(x: torch.Tensor, g: torch.Tensor) -> torch.Tensor:
     """Separable 'valid' Gaussian filter of every channel."""
-    import torch
+    import torch  # deferred: plugins.contract reads this module at start-up, which must not load torch
 
     c = x.shape[1]
     x = torch.nn.functional.conv2d(x, g.reshape(1, 1, 1, -1).expand(c, 1, 1, -1), groups=c)
@@ -115,7 +115,7 @@ def _ssim_terms(x: torch.Tensor, y: torch.Tensor, data_range: float) -> tuple[to
 
 def ms_ssim(x: torch.Tensor, y: torch.Tensor, min_side: int = 8) -> torch.Tensor:
     """Multi-scale SSIM per image of images in [-1, 1]: 1 = identical, near 0 = unrelated."""
-    import torch
+    import torch  # deferred: plugins.contract reads this module at start-up, which must not load torch
 
     scales = 1
     while scales < len(MS_SSIM_WEIGHTS) and min(x.shape[-2:]) // 2**scales >= min_side:

@@ -18,7 +18,7 @@ Backends implement ``_decode`` (and ``_encode``/``_sample``/``_convert``);
 batching, device moves and no-grad inference live here once.
 
 Not every model is a StyleGAN: a space says what it can do (``LatentSpace.can_sample``,
-``spatial``); ``invert`` puts images into a space (by default the encoder and/or Adam of
+``spatial``); ``core.photo_to_latent.invert`` puts images into a space (by default the encoder and/or Adam of
 ``core.projection``; a backend with an iterative inversion such as DDIM sets
 ``iterative_inversion`` and streams its own steps through ``inversion_events``); and
 ``generate`` reports progress and can be cancelled where decoding is iterative
@@ -40,7 +40,7 @@ from core.datasets import LatentDataset, sample_dataset
 from core.device import get_device
 
 if TYPE_CHECKING:
-    from core.projection import ProjectionConfig, ProjectionEvent
+    from core.projection_config import ProjectionConfig, ProjectionEvent
 
 ProgressFn = Callable[[int, int], None]  # (done, total)
 CancelFn = Callable[[], bool]  # True: stop at the next step
@@ -82,9 +82,10 @@ class LatentModel(ABC):
         self.device = get_device()
 
     # ----- what backends implement -------------------------------------------------
-    @abstractmethod
     def modules(self) -> list[torch.nn.Module]:
-        """The torch modules of this model (moved by :meth:`to`)."""
+        """The torch modules of this model (moved by :meth:`to`, counted against the memory budget); none by default,
+        so a model without parameters (PCA held in plain tensors) needs no dummy module, but then moves its own tensors."""
+        return []
 
     @abstractmethod
     def _sample(self, n: int, generator: torch.Generator) -> tuple[torch.Tensor, str]:
@@ -117,25 +118,6 @@ class LatentModel(ABC):
             return torch.zeros(1, *sp.shape, device=self.device)
         with torch.no_grad():
             return self.sample(sample_budget(sp), seed=0, space=space).mean(0, keepdim=True)
-
-    def invert(self, images: torch.Tensor, space: str | None = None, steps: int = 200,
-               progress: ProgressFn | None = None, cancel: CancelFn | None = None) -> torch.Tensor:
-        """Latents (N, *shape) on the CPU whose decoding reproduces ``images`` (N, C, H, W).
-
-        One call for every backend: the encoder and/or Adam of ``core.projection`` with the model's
-        defaults, or the backend's iterative inversion (``inversion_events``). ``progress(step, steps)``
-        sees every step; ``cancel()`` returning True ends it early with the best latent so far.
-        """
-        from core.projection import ProjectionConfig, project
-
-        cfg = ProjectionConfig.for_model(self, self.check_space(space), steps=steps, preview_every=0)
-        final = None
-        for ev in project(self, images, cfg, should_stop=cancel):
-            if progress is not None and not ev.done:
-                progress(ev.step, ev.steps)
-            final = ev
-        assert final is not None
-        return final.latent
 
     def inversion_events(self, images: torch.Tensor, cfg: ProjectionConfig,
                          should_stop: CancelFn | None = None) -> Iterator[ProjectionEvent]:

@@ -10,6 +10,8 @@ tuned and the original decoder on fresh samples from the model's prior.
 
 The tuned model is a private copy, held in memory by whoever asked for it (a Family session), never written to
 disk and never shared; its card says it was tuned, so nobody mistakes its pictures for the base model's.
+
+This is the engine; ``core.photo_to_latent`` runs it after a projection with each model's defaults.
 """
 
 from __future__ import annotations
@@ -26,8 +28,6 @@ from core.images import psnr
 from core.inheritance import random_mixtures, trait_basis
 from core.model import LatentModel
 
-TWO_PIVOT_PATH = 3.0  # the path term used when tuning to two photos (Family's parents, Interpolation's endpoints)
-
 
 @dataclass
 class TuningConfig:
@@ -37,7 +37,7 @@ class TuningConfig:
     locality: float = 1.0  # weight of ||G_tuned(z) - G(z)||² on prior samples (PTI's locality regulariser)
     locality_samples: int = 4  # fresh prior samples per step
     # Weight of the path term when there are two pivots (a Family's parents): random children of the two (see
-    # _path_term) are pulled towards what the base decoder draws there plus the blend of what tuning adds at each
+    # tune_decoder) are pulled towards what the base decoder draws there plus the blend of what tuning adds at each
     # pivot, so children stay one clean face instead of whatever the tuned weights make of the space around them.
     path: float = 0.0
     path_samples: int = 4
@@ -91,19 +91,34 @@ def tune_decoder(model: LatentModel, latents: torch.Tensor, targets: torch.Tenso
     gen = torch.Generator().manual_seed(cfg.seed)
     recon, done = None, 0
     fixes = _corrections(model, pivots, targets, w, space) if cfg.path > 0 and cfg.path_samples > 0 and len(pivots) == 2 else None
+    basis = trait_basis(model, space) if fixes is not None else None
+    local = cfg.locality_samples if cfg.locality > 0 else 0
     for step in range(cfg.steps):
         if should_stop is not None and should_stop():
             break
         done = step + 1
-        recon = tuned.decode(pivots, space)
-        loss = loss_fn(recon if w is None else w * recon, scored).sum()
-        if cfg.locality > 0 and cfg.locality_samples > 0:
-            z = model.sample(cfg.locality_samples, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), space=space)
-            with torch.no_grad():
-                before = model.decode(z, space)
-            loss = loss + cfg.locality * (tuned.decode(z, space) - before).pow(2).flatten(1).mean(1).sum()
+        # Every latent of the step is drawn by the tuned decoder in one batch (pivots, locality samples, path
+        # children) and the extra ones by the base decoder in another: fewer, larger calls than one per term.
+        extra = [model.sample(local, seed=int(torch.randint(0, 2**31 - 1, (1,), generator=gen)), space=space)] if local else []
         if fixes is not None:
-            loss = loss + cfg.path * _path_term(model, tuned, pivots, fixes, space, cfg.path_samples, gen)
+            children, share = random_mixtures(basis, pivots, cfg.path_samples, gen)
+            extra.append(children)
+        drawn = tuned.decode(torch.cat([pivots, *extra]), space)
+        recon = drawn[: len(pivots)]
+        loss = loss_fn(recon if w is None else w * recon, scored).sum()
+        if extra:
+            with torch.no_grad():
+                base = model.decode(torch.cat(extra), space)
+            rest = drawn[len(pivots):]
+            if local:
+                loss = loss + cfg.locality * (rest[:local] - base[:local]).pow(2).flatten(1).mean(1).sum()
+            if fixes is not None:
+                # The path term: random children of the two pivots (core.inheritance: random gene weights, trait
+                # draws and mutations, i.e. where Family's children and Interpolation's frames land, not only the
+                # straight line) are pulled towards the base drawing plus the pivots' corrections blended by each
+                # child's share of the mother.
+                goal = base[local:] + torch.lerp(fixes[:1], fixes[1:2], share.to(fixes).reshape(-1, 1, 1, 1))
+                loss = loss + cfg.path * (rest[local:] - goal).pow(2).flatten(1).mean(1).sum()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         opt.step()
@@ -123,48 +138,3 @@ def _corrections(model: LatentModel, pivots: torch.Tensor, targets: torch.Tensor
     """What each pivot's drawing needs to become its target (target - base drawing), inside the face weights."""
     fix = targets - model.decode(pivots, space)
     return fix if w is None else fix * w.expand(len(fix), *w.shape[1:])
-
-
-def _path_term(model: LatentModel, tuned: LatentModel, pivots: torch.Tensor, fixes: torch.Tensor, space: str, n: int,
-               gen: torch.Generator) -> torch.Tensor:
-    """Mean squared distance of the tuned decoder at random children of the two pivots (core.inheritance: random gene
-    weights, trait draws and mutations, i.e. where Family's children and Interpolation's frames land, not only the
-    straight line) from the base decoder there plus the blend of the two pivots' corrections (``_corrections``) by
-    each child's share of the mother."""
-    zp, share = random_mixtures(trait_basis(model, space), pivots, n, gen)
-    with torch.no_grad():
-        goal = model.decode(zp, space) + torch.lerp(fixes[:1], fixes[1:2], share.to(fixes).reshape(-1, 1, 1, 1))
-    return (tuned.decode(zp, space) - goal).pow(2).flatten(1).mean(1).sum()
-
-
-def default_tuning(model: LatentModel, photos: int, loss: str, steps: int | None = None) -> TuningConfig:
-    """The tuning every face workflow uses: the model's ``pivotal_tuning_steps`` (or ``steps``), and for two photos
-    (Family's parents, Interpolation's endpoints) the path term between them, so blends of the two stay one face."""
-    return TuningConfig(steps=model.pivotal_tuning_steps if steps is None else int(steps), loss=loss,
-                        path=TWO_PIVOT_PATH if photos == 2 else 0.0)
-
-
-def project_and_tune(model: LatentModel, target: torch.Tensor, config, tuning: TuningConfig | int | None = None,
-                     should_stop: Callable[[], bool] | None = None, weights: torch.Tensor | None = None,
-                     executor=None) -> Iterator:
-    """Projection, then pivotal tuning at the latents found: the one path for "put these photos in, faithfully".
-
-    Yields ``core.projection.project``'s events, then :func:`tune_decoder`'s, whose final event holds the tuned copy
-    (both run by ``executor``, default here; the projection's final ``done`` event included). ``tuning``: None for
-    :func:`default_tuning` with the projection's loss, a number for the same with that many steps (the UI's and
-    CLI's setting), or a whole TuningConfig; nothing is tuned when its steps are 0 or the projection was stopped,
-    so the projection's final event is then the last.
-    """
-    from core.executor import LOCAL
-
-    if not isinstance(tuning, TuningConfig):
-        tuning = default_tuning(model, len(target), config.loss, tuning)
-    if tuning.steps < 0:
-        raise ValueError("The number of decoder-tuning steps cannot be negative.")
-    final = None
-    for ev in (executor or LOCAL).project(model, target, config, should_stop, weights):
-        final = ev
-        yield ev
-    if tuning.steps == 0 or final is None or final.stopped:
-        return
-    yield from (executor or LOCAL).tune(model, final.latent, target, final.space, weights, tuning, should_stop)

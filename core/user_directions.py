@@ -20,9 +20,13 @@ import numpy as np
 import torch
 
 from core.direction import Direction, load_directions, save_directions
-from core.direction_fit import fit_binary_direction, fit_numeric_direction
+from core.direction_fit import cached_pca_directions, fit_binary_direction, fit_numeric_direction
+from core.image_input import load_image, model_input
+from core.images import from_pil
 from core.labels import MISSING, list_images, read_labels, row_key
 from core.model import LatentModel
+from core.paths import cache_dir
+from core.projection import to_latent
 
 if TYPE_CHECKING:
     from core.executor import Executor
@@ -33,8 +37,6 @@ GROUP_COLUMNS = ("person", "person_id", "group", "subject", "identity", "face_id
 
 def user_directions_path(model_name: str) -> Path:
     """Where directions a user made for a model are kept (``python app.py directions``)."""
-    from core.paths import cache_dir
-
     return cache_dir("directions", "user") / (re.sub(r"[^A-Za-z0-9._-]+", "_", model_name) + ".safetensors")
 
 
@@ -43,8 +45,6 @@ def directions_for(model_name: str, model: LatentModel, unsupervised: int = 10) 
     "NAME (yours)": a direction fitted on a few photos must never silently replace one fitted on many), then the top
     ``unsupervised`` principal components of sampled latents (GANSpace), computed once per model and cached
     (none for a space without a prior or a large one)."""
-    from core.direction_fit import cached_pca_directions
-
     found = {d.name: d for d in model.directions()}
     for name, d in _user_directions(model_name).items():
         if name in found:
@@ -101,10 +101,6 @@ def encode_images(model: LatentModel, paths: list[Path], space: str, align_faces
     """Latents of the images that could be read (and whose face was found); returns them and their indices.
 
     ``executor`` encodes or projects them (``core.executor``; default: in this process)."""
-    from core.image_input import load_image, model_input
-    from core.images import from_pil
-    from core.projection import to_latent
-
     latents, kept = [], []
     for i, p in enumerate(paths):
         if progress:

@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import argparse
 import sys
+from dataclasses import replace
 from pathlib import Path
 from typing import TYPE_CHECKING
 
-from plugins.contract import FACES
+from core.handle import ModelHandle
 from plugins.registry import Registry
 
 if TYPE_CHECKING:
@@ -100,18 +101,25 @@ def _load(registry: Registry, name: str, announce: bool = True):
     return model
 
 
-def _target(registry: Registry, name: str, model, path: str, align: bool, face: int = 1, max_side: int | None = None,
+def _handle(registry: Registry, name: str, announce: bool = True) -> ModelHandle:
+    """The model ``name`` loaded (downloaded first if need be), with its tags."""
+    return ModelHandle(name, tuple(registry.entry(name).tags), _load(registry, name, announce))
+
+
+def _target(handle: ModelHandle, path: str, align: bool, face: int = 1, max_side: int | None = None,
             shape: tuple[int, int] | None = None):
-    """What the model sees of the photo at ``path`` (``core.image_input.input_for``): a model that works at any size (a
-    VAE) takes it at its own aspect, longer side at most ``max_side`` (None: the default), or at ``shape``; run the
-    model at ``inp.shape`` (``model.at_size``). ``face``: which face to align, 1 = the largest (``--face``)."""
+    """What the model sees of the photo at ``path`` (``core.image_input.input_for``): face-aligned when ``align`` and
+    it is a face model; a model that works at any size (a VAE) takes it at its own aspect, longer side at most
+    ``max_side`` (None: the default), or at ``shape``; run the model at ``inp.shape`` (``model.at_size``). ``face``:
+    which face to align, 1 = the largest (``--face``)."""
     from core.faces import find_faces
     from core.image_input import default_max_side, input_for, load_image
     from core.images import from_pil
     from demos.face_numbers import face_index
 
+    model = handle.model
     img = load_image(path, min_side=min(16, model.image_size))
-    aligned = align and FACES in registry.entry(name).tags
+    aligned = align and handle.is_face_model
     found = find_faces(img) if aligned else None  # NoFaceError: a plain sentence
     index = face_index(face, len(found.faces), "--face") if aligned else 0
     inp = input_for(model, img, aligned, index, None if shape else (max_side or default_max_side()), shape, found=found)
@@ -145,47 +153,39 @@ def _progress(events, total: int, label: str):
 
 
 def project(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
+    """The Projection tab's workflow (``core.photo_to_latent``, ``core.projection_outcome``): files for its views."""
     from core.export import save_latent
     from core.images import to_pil
-    from core.pivotal import project_and_tune
+    from core.photo_to_latent import project_and_tune
     from core.projection import ProjectionConfig
+    from core.projection_outcome import finish_projection
 
-    model = _load(registry, args.model)
-    space = model.check_space(args.space or model.edit_space())
-    aligned = not args.no_align and FACES in registry.entry(args.model).tags
-    inp, target = _target(registry, args.model, model, args.image, aligned, args.face, getattr(args, "max_side", None))
-    model = model.at_size(*inp.shape)  # itself, or a VAE at the photo's size
+    handle = _handle(registry, args.model)
+    space = handle.model.check_space(args.space or handle.model.edit_space())
+    inp, target = _target(handle, args.image, not args.no_align, args.face, getattr(args, "max_side", None))
+    model = handle.model.at_size(*inp.shape)  # itself, or a VAE at the photo's size
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     cfg = ProjectionConfig.for_model(model, space, preview_every=0, steps=args.steps, init=args.init, loss=args.loss,
                                      seed=args.seed, optimize_noise=True if args.noise_maps else None)
     events = project_and_tune(model, target, cfg, args.tune_steps, weights=inp.weights, executor=executor)
-    ev, last = _progress(events, cfg.steps, Path(args.image).name)
-    decoder = last.model if last.stage == "tuning" else None
-    shown, quality = (ev.preview, ev.psnr) if decoder is None else (last.preview, last.psnr)
-    recon = to_pil(shown)[0]
-    info, identity, extra = {}, "", ""
-    if inp.reference is not None:
-        from core.faces.identity import default_identity, verdict
-        from core.faces.mask import composite
-
-        d = default_identity().distance(inp.reference, recon)
-        info, identity = {"identity_distance": round(d, 4)}, f"; {verdict(d)}"
-        to_pil(composite(shown, target, inp.mask))[0].save(out / "composite.png")
-        extra = ", composite.png (the reconstructed face pasted into the photo's crop: for display, never scored)"
+    projected, last = _progress(events, cfg.steps, Path(args.image).name)
+    outcome = finish_projection(replace(handle, model=model), inp, projected, last if last.stage == "tuning" else None)
     inp.image.save(out / "target.png")
-    recon.save(out / "reconstruction.png")
-    if decoder is not None:  # what the latent draws with the model itself (the tab offers it too)
-        to_pil(ev.preview)[0].save(out / "projection_alone.png")
-        extra += ", projection_alone.png (the latent drawn by the model itself, without the tuned decoder)"
-        info.update(decoder=decoder.card.name, projection_psnr=round(ev.psnr, 3))
-    save_latent(out / "latent.npz", ev.latent, model=args.model, space=space, noise=ev.noise, psnr=round(quality, 3), loss=ev.loss,
-                loss_name=ev.loss_name, steps=ev.step, licence=model.card.licence, **info)
-    where = " inside the face" if inp.mask is not None else ""
-    tuned = (f", then the decoder tuned to the photo ({last.steps} steps; projection alone: PSNR {ev.psnr:.2f} dB; the tuned "
-             "decoder is not saved: with the base model, latent.npz draws the projection alone)") if decoder else ""
-    print(f"PSNR{where} {quality:.2f} dB after {ev.step} steps ({ev.loss_name} loss, start: {ev.init}){tuned}{identity}. Wrote "
-          f"{out}/target.png, reconstruction.png, latent.npz{extra}")
+    to_pil(outcome.shown)[0].save(out / "reconstruction.png")
+    wrote = ["target.png", "reconstruction.png", "latent.npz"]
+    if outcome.composite is not None:
+        to_pil(outcome.composite)[0].save(out / "composite.png")
+        wrote.append("composite.png (the reconstructed face pasted into the photo's crop: for display, never scored)")
+    if outcome.projection_alone is not None:  # what the latent draws with the model itself (the tab offers it too)
+        to_pil(outcome.projection_alone)[0].save(out / "projection_alone.png")
+        wrote.append("projection_alone.png (the latent drawn by the model itself, without the tuned decoder)")
+    save_latent(out / "latent.npz", **outcome.latent_fields())
+    where = " inside the face" if outcome.inside_face else ""
+    identity = f"; {outcome.identity_sentence()}" if outcome.identity is not None else ""
+    tuned = f" {outcome.tuning_sentence()}" if outcome.tuned is not None else ""
+    print(f"PSNR{where} {outcome.psnr:.2f} dB after {projected.step} steps ({projected.loss_name} loss, start: "
+          f"{projected.init}){identity}.{tuned} Wrote {out}/{', '.join(wrote)}")
     return 0
 
 
@@ -194,41 +194,36 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
     import torch
 
     from core.export import save_frames, save_gif, save_latent, save_mp4
+    from core.image_input import stacked_weights
     from core.images import to_pil
-    from core.interpolate import describe, image_endpoints, plan_interpolation, render_walk, seed_endpoints, whole_number
+    from core.interpolate import interpolate_images, interpolate_seeds, plan_interpolation, whole_number
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
-    model = _load(registry, args.model)
-    plan = plan_interpolation(model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
-    decode_kw = model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
+    handle = _handle(registry, args.model)
+    plan = plan_interpolation(handle.model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
+    decode_kw = handle.model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
     for note in plan.notes:
         print(f"note: {note}", file=sys.stderr)
-    decoder, colour = model, None
     if args.seeds is not None:
-        a, b = seed_endpoints(model, plan, *args.seeds)
+        result = interpolate_seeds(handle, plan, *args.seeds, executor=executor, decode=decode_kw)
     else:
         steps = whole_number(args.steps, "number of projection steps", 1, 100_000)
-        from core.image_input import stacked_weights
-
-        first = _target(registry, args.model, model, args.a, not args.no_align, max_side=getattr(args, "max_side", None))
-        pairs = [first, _target(registry, args.model, model, args.b, not args.no_align, shape=first[0].shape)]
-        model = model.at_size(*first[0].shape)  # a VAE works at A's size (B is fitted to it)
+        first = _target(handle, args.a, not args.no_align, max_side=getattr(args, "max_side", None))
+        pairs = [first, _target(handle, args.b, not args.no_align, shape=first[0].shape)]
+        sized = replace(handle, model=handle.model.at_size(*first[0].shape))  # a VAE works at A's size (B is fitted to it)
         targets, weights = torch.cat([t for _, t in pairs]), stacked_weights([i for i, _ in pairs])
-        a, b, _, decoder, colour = _with_bar(steps, "projecting A and B", lambda report: image_endpoints(
-            model, plan, targets, steps, report, weights, executor, args.tune_steps))
-    latents, images = render_walk(decoder, plan, a, b, executor, colour, decode_kw)
-    frames = to_pil(images)
+        result = _with_bar(steps, "projecting A and B", lambda report: interpolate_images(
+            sized, plan, targets, steps, report, weights, executor, args.tune_steps, decode_kw))
+    frames = to_pil(result.frames)
     out = Path(args.out)
     save_frames(frames, out / "frames")
     boomerang = not getattr(args, "no_loop", False)  # as the tab: forward then back, frames at least 256 px
     save_gif(frames, out / "interpolation.gif", fps=args.fps, boomerang=boomerang, min_side=256)
     save_mp4(frames, out / "interpolation.mp4", fps=args.fps, boomerang=boomerang)
-    tuned = {"decoder": decoder.card.name} if decoder is not model else {}
-    save_latent(out / "latents.npz", latents, model=args.model, space=plan.space, method=plan.method, mixing=list(plan.mixing),
-                licence=model.card.licence, **tuned)
-    how = " (drawn by the decoder tuned to A and B: the tuned decoder is not saved)" if tuned else ""
-    print(f"{describe(plan)}{how}. Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
+    save_latent(out / "latents.npz", **result.latent_fields())
+    ends = f" {result.endpoints_sentence()}" if result.psnr is not None else ""
+    print(f"{result.summary()}.{ends} Wrote {out}/frames/, interpolation.gif, interpolation.mp4, latents.npz")
     return 0
 
 
@@ -255,23 +250,26 @@ def _with_bar(total: int, label: str, work):
 
 def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
     """The Family tab's workflow (core.family.Family) with flags for widgets and files for views."""
+    from core.children import VARIATION
     from core.export import save_latent, save_mp4
     from core.faces.identity import verdict
     from core.family import DISCLAIMER, ChildSettings, Family
+    from core.handle import NotAFaceModelError, face_model_refusal
+    from core.tags import FACES
     from demos.face_numbers import set_parent_face
 
     if not 1 <= len(args.face) <= 2:
         raise ValueError("--face takes one face number (both photos) or two (father's, mother's).")
-    if FACES not in registry.entry(args.model).tags:
-        raise ValueError(f"{registry.entry(args.model).card.title} is not a face model; family needs one "
-                         "(e.g. small_ae/faces or stylegan2/ffhq-256).")
-    model = _load(registry, args.model)
-    fam = Family(model, args.model, registry.entry(args.model).tags, executor=executor)
-    model.decode_options(getattr(args, "decode_steps", None))  # a bad step count is refused before any work
-    fam.decode_steps = getattr(args, "decode_steps", None)
+    entry = registry.entry(args.model)
+    if FACES not in entry.tags:  # said before a model is downloaded or loaded
+        raise NotAFaceModelError(face_model_refusal(entry.card.title, "Family"))
+    handle = _handle(registry, args.model)
+    model = handle.model
+    fam = Family(handle, executor=executor)
+    fam.set_decode_steps(getattr(args, "decode_steps", None))
     settings = ChildSettings(gene_weight=args.gene, dominance={"coarse": args.coarse, "middle": args.middle, "fine": args.fine},
                              attributes={k: v for k, v in (("age", args.age), ("gender", args.gender)) if v},
-                             variation=args.variation, seed=args.seed, children=args.children)
+                             variation=VARIATION if args.variation is None else args.variation, seed=args.seed, children=args.children)
     for w in fam.check(settings):  # refused before any projection; unreliable directions said, as in the tab
         print(f"warning: {w}", file=sys.stderr)
     out = Path(args.out)
@@ -318,7 +316,7 @@ def directions(args: argparse.Namespace, registry: Registry, executor: Executor)
 
     from core.user_directions import fit_from_folder, save_user_directions
 
-    model = _load(registry, args.model)
+    handle = _handle(registry, args.model)
     bar = tqdm(desc="encoding photos", file=sys.stderr)
 
     def report(i, n, name):
@@ -327,8 +325,9 @@ def directions(args: argparse.Namespace, registry: Registry, executor: Executor)
         bar.set_postfix_str(name)
         bar.refresh()
 
-    align = not args.no_align and FACES in registry.entry(args.model).tags
-    found, notes = fit_from_folder(model, args.model, args.images, args.labels, args.space, align, args.steps, report, executor)
+    align = not args.no_align and handle.is_face_model
+    found, notes = fit_from_folder(handle.model, args.model, args.images, args.labels, args.space, align, args.steps, report,
+                                   executor)
     bar.close()
     for n in notes:
         print(n)

@@ -7,7 +7,7 @@ ends (tab closed, or idle for REST clients) and when the app stops; the rules
 are in ``demos/sessions.py`` and the README's Privacy section. Every file input
 passes ``AppContext.own_input`` (``read_upload`` does it for images).
 
-Why one file of ~410 lines: the app context every tab receives (models, per-session files and caches,
+Why one file (over 450 lines): the app context every tab receives (models, per-session files and caches,
 ownership checks) is one object; its parts only make sense together.
 """
 

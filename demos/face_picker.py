@@ -16,16 +16,20 @@ from collections.abc import Callable
 
 import gradio as gr
 
-from core.family import face_thumbnail
+from core.thumbnails import face_thumbnail
 from demos.common import AppContext
 from plugins.contract import FACES
 
 THUMB_SIDE = 96  # px: a face in the picker
+# Gradio stretched two faces over the whole row, each tile square and taller than the gallery: only the top half of each
+# face showed. Tiles of the thumbnails' own size instead (the page's CSS, with demos.interpolation.CSS).
+CSS = f".face-picker .grid-container {{ grid-template-columns: repeat(auto-fill, {THUMB_SIDE}px) !important; }}"
 
 
 def gallery(elem_id: str, label: str) -> gr.Gallery:
     """The picker: hidden until a photo with several faces arrives."""
-    return gr.Gallery(label=label, visible=False, columns=6, height=130, allow_preview=False, elem_id=elem_id)
+    return gr.Gallery(label=label, visible=False, columns=6, height=130, allow_preview=False, object_fit="contain",
+                      elem_id=elem_id, elem_classes=["face-picker"])
 
 
 def number(elem_id: str) -> gr.Number:

@@ -386,7 +386,8 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 extra = gr.Dropdown([], value=None, label="Another direction", allow_custom_value=True, elem_id="family_extra")
                 extra_amount = gr.Slider(-3, 3, value=0, step=0.1, label="Amount (std)", elem_id="family_extra_amount")
             directions_note = gr.Markdown("", elem_id="family_directions")
-            variation = gr.Slider(0, 1, value=0.25, step=0.01, label="Variation between children", elem_id="family_variation",
+            # value: a marked copy of core.children.VARIATION (not imported: the page is served before torch loads)
+            variation = gr.Slider(0, 1, value=0.4, step=0.01, label="Variation between children", elem_id="family_variation",
                                   info="Each child inherits every trait from one parent or the other, so siblings differ "
                                        "even at 0. This adds new traits of its own (a mutation), in the model's "
                                        "population standard deviations.")

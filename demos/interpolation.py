@@ -23,14 +23,15 @@ from demos.common import (
     read_upload,
 )
 from demos.projection import prepare_target
-from demos.wiring import bind
+from demos.wiring import bind, request_stop, stop_flag
 from plugins.contract import FACES
 
 GROUPS = ["coarse", "middle", "fine"]
 SEEDS, IMAGES = "two seeds", "two images"
 # Gradio lays a gallery out as N fixed columns of at least 100 px, which is wider than the column at 8 frames
 # per row: frames ran off to the right. Let the row hold as many as fit, and wrap the rest.
-CSS = "#interp_gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(80px, 1fr)) !important; }"
+CSS = ("#interp_gallery .grid-container { grid-template-columns: repeat(auto-fill, minmax(80px, 1fr)) !important; }\n"
+       + face_picker.CSS)  # the app's one style sheet (demos.app)
 
 
 def show_endpoints(source: str) -> tuple[dict, dict]:
@@ -78,7 +79,8 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
                 mixing: list[str] | None, steps: float, align: bool, fps: float, boomerang: bool,
                 decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None, progress=gr.Progress()):
     """Make the walk (yields a "projecting" status first for image endpoints), then the files. ``decode_steps``:
-    sampling steps per frame of a diffusion model (ignored by one-shot decoders)."""
+    sampling steps per frame of a diffusion model (ignored by one-shot decoders). Stop (or a client that leaves) ends the
+    projection of two images at its next step, with the two endpoints as projected so far (:func:`stopped_result`)."""
     import torch
 
     from core.images import from_pil
@@ -104,15 +106,23 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
         targets = torch.cat([from_pil(i.image, m.channels) for i in inputs])
         for note in plan.notes:
             gr.Warning(note)
+        stop = stop_flag(ctx, request, "interpolation")  # also set once the client has gone: nobody would see the walk
         yield None, None, None, None, "Projecting both images…"
+        reached = {"stage": "projecting", "step": 0, "steps": n_steps}  # the last step reported: where a Stop landed
+
         def report(i: int, n: int, p: float, stage: str = "projecting") -> None:
-            if ctx.client_gone(request):  # nobody is waiting for the result: end the projection here
-                raise gr.Error("The client disconnected; the interpolation was stopped.")
+            reached.update(stage=stage, step=i, steps=n)
             what = "projecting" if stage == "projecting" else "tuning the decoder to both images"
             progress(i / n, desc=f"{what}: step {i}/{n}, PSNR {p:.1f} dB")
 
-        a, b, psnr, decoder, colour = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs),
-                                                      executor=ctx.executor)
+        try:
+            a, b, psnr, decoder, colour = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs),
+                                                          executor=ctx.executor, should_stop=stop.is_set)
+        except ValueError as e:
+            raise gr.Error(str(e)) from e
+        if stop.is_set() and reached["step"] < reached["steps"]:
+            yield stopped_result(ctx, name, decoder, plan, a, b, colour, decode_kw, psnr, reached, request)
+            return
         tuned = ", then the decoder tuned to both images (pivotal tuning: a private copy draws this walk)" if decoder is not m else ""
         where = " inside the faces" if inputs[0].mask is not None else ""
         matched = " Fitted on face colours matched to each other; each frame gets its share of both photos' colours back." \
@@ -126,6 +136,36 @@ def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | 
     progress(0.9, desc="decoding frames")
     latents, images = render_walk(decoder, plan, a, b, ctx.executor, colour, decode_kw)
     yield export(ctx, name, decoder, plan, latents, images, fps, boomerang, request, proj_note)
+
+
+def stopped_result(ctx: AppContext, name: str, decoder, plan, a, b, colour, decode_kw: dict, psnr: float, where: dict,
+                   request: gr.Request | None) -> tuple:
+    """The tab's outputs after a Stop during the projection (or the decoder's tuning): the two endpoints as found so far,
+    drawn, and their latents (.npz); no walk, so nothing long runs after a Stop."""
+    import dataclasses
+
+    from core.export import save_latent
+    from core.images import to_pil
+    from core.interpolate import render_walk
+
+    latents, images = render_walk(decoder, dataclasses.replace(plan, frames=2), a, b, ctx.executor, colour, decode_kw)
+    frames = to_pil(images)
+    views = [ctx.save_image(request, f, f"stopped_{who}", min_side=128) for who, f in zip("AB", frames, strict=True)]
+    pngs = [ctx.save_image(request, f, f"endpoint_{who}") for who, f in zip("AB", frames, strict=True)]
+    npz = save_latent(ctx.new_file(request, ".npz", "endpoints"), latents, model=name, space=plan.space,
+                      stopped=True, step=where["step"], steps=where["steps"], licence=decoder.card.licence)
+    what = ("projecting both images" if where["stage"] == "projecting"
+            else "tuning the decoder to both images (the projection was complete)")
+    text = (f"**Stopped.** The interpolation stopped at step {where['step']} of {where['steps']} while {what}; "
+            f"no walk was made. Below: images A and B as projected so far (PSNR {psnr:.1f} dB), with their latents "
+            f"(.npz). Press **Interpolate** to start again.\n\n_{caption(ctx, name)}_")
+    return ([(v, f"{who} so far") for who, v in zip("AB", views, strict=True)], None, None,
+            [str(npz), *pngs], text)
+
+
+def stop_interpolation(ctx: AppContext, request: gr.Request = None) -> None:
+    """Stop: the session's projection of two images ends at its next step (a run still waiting for its turn at once)."""
+    request_stop(ctx, request, "interpolation", ("interpolate",))
 
 
 def export(ctx: AppContext, name: str, model, plan, latents, images, fps: float, boomerang: bool,
@@ -195,7 +235,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 faces_a = face_picker.gallery("interp_faces_a", "Faces in image A: click to choose")
                 faces_b = face_picker.gallery("interp_faces_b", "Faces in image B: click to choose")
             frames = gr.Slider(2, 64, value=16, step=1, label="Frames", elem_id="interp_frames")
-            with gr.Accordion("Settings", open=False):
+            with gr.Accordion("Settings", open=False, elem_id="interp_settings"):
                 space = gr.Dropdown(["latent", "z", "w", "w+"], value=None, allow_custom_value=True,
                                     label="Space (empty: default). StyleGAN: Z with slerp, W with lerp", elem_id="interp_space")
                 method = gr.Radio(["auto", "lerp", "slerp"], value="auto", label="Path",
@@ -230,9 +270,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                      show_progress="hidden")
     source.change(show_endpoints, source, [seeds_row, images_row], api_name="interp_endpoints", api_visibility="private",
                   show_progress="hidden")
-    event = run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,
-                                               steps, align, fps, boomerang, decode_steps], [gallery, gif, video, files, status],
-                      api_name="interpolate", show_progress_on=[status], concurrency_id=HEAVY)
-    stop.click(None, None, None, cancels=[event], api_name="interpolate_stop", api_visibility="private")
+    run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,
+                                       steps, align, fps, boomerang, decode_steps], [gallery, gif, video, files, status],
+              api_name="interpolate", show_progress_on=[status], concurrency_id=HEAVY)
+    # Stopped through the session's stop flag (the endpoints so far are shown), not cancelled: a cancel left the
+    # projection running on the server and the page with a bare "Error".
+    stop.click(bind(stop_interpolation, ctx), None, None, api_name="interpolate_stop", api_visibility="private",
+               concurrency_limit=None)
     gr.on([model.change, demo.load], bind(decode_steps_view, ctx), model, decode_steps, api_name="interp_decode_steps_view",
           api_visibility="private", show_progress="hidden")

@@ -28,7 +28,7 @@ from demos.common import (
 )
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
-from demos.wiring import bind
+from demos.wiring import bind, request_stop, stop_flag
 
 # Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small
 # script forwards the clicked point's dataset index (its customdata).
@@ -125,33 +125,91 @@ def compute(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str 
     return data, lmap, fig
 
 
-def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, progress=gr.Progress()):
-    """The map, its text and what it shows (for recolouring); a UMAP / t-SNE not yet cached is computed in a thread
-    while this says how long it has run, so Stop ends the wait (Gradio stops a handler only between yields)."""
+class MapStopped(BaseException):
+    """Raised inside the map's worker thread by Stop. A BaseException, so library code that catches Exception (and
+    would carry on) lets it through."""
+
+
+def _interrupt(thread: threading.Thread) -> bool:
+    """Raise :class:`MapStopped` in ``thread`` at its next Python step, unless it is importing a module or compiling
+    numba code (an import cut short leaves the module broken for the whole process); True when sent.
+
+    UMAP (umap-learn has no per-epoch callback) and scikit-learn's t-SNE fit in Python loops around compiled steps
+    (UMAP: an epoch; t-SNE: a gradient step), so the fit ends within one of them and its memory is freed. A child
+    process could be killed outright, but a fresh one compiles UMAP's numba code again every time (the warm-up at
+    start-up only helps this process)."""
+    import ctypes
+    import os
+    import sys
+
+    unsafe = ("importlib", f"{os.sep}numba{os.sep}", f"{os.sep}llvmlite{os.sep}")
+    interval = sys.getswitchinterval()
+    sys.setswitchinterval(1.0)  # the worker must not move on between the look at its stack and the exception
+    try:
+        frame = sys._current_frames().get(thread.ident)
+        while frame is not None:
+            if any(u in frame.f_code.co_filename for u in unsafe):
+                return False
+            frame = frame.f_back
+        hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(MapStopped))
+        if hit > 1:  # never: one thread id is one thread; undo rather than hit others
+            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
+        return hit == 1
+    finally:
+        sys.setswitchinterval(interval)
+
+
+def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, request: gr.Request = None,
+             progress=gr.Progress()):
+    """The map, its text and what it shows (for recolouring). A UMAP / t-SNE not yet cached is computed in a thread
+    while this says how long it has run; Stop (or a client that leaves) ends that computation itself
+    (:func:`_interrupt`), not only the wait, and nothing is cached."""
     if how == "pca":
         yield (*_map_result(ctx, name, ds, how, n_dims, by), [name, ds, how, n_dims])
         return
+    stop = stop_flag(ctx, request, "map")
     done: dict[str, Any] = {}
 
     def work() -> None:
         try:
             done["result"] = _map_result(ctx, name, ds, how, n_dims, by)
+        except MapStopped:
+            done["stopped"] = True
         except Exception as e:  # handed to the handler, which raises it as the request's own
             done["error"] = e
+        finally:
+            done["over"] = True  # from here on an interruption would land outside the work: none is sent
 
     worker = threading.Thread(target=work, name="latent-lab-map", daemon=True)
     worker.start()
     start = time.monotonic()
+    what = str(how).upper()
     while worker.is_alive():
         worker.join(0.5)
+        if stop.is_set():
+            if worker.is_alive():
+                yield (gr.update(), f"Stopping the {what} computation (it ends after its current step)…", gr.update())
+            while worker.is_alive() and "over" not in done:
+                worker.join(1.0 if _interrupt(worker) else 0.1)
+            worker.join()
+            break
         if worker.is_alive():
             seconds = time.monotonic() - start
-            progress(None, desc=f"{str(how).upper()}: {seconds:.0f} s")
-            yield (gr.update(), f"Computing the {str(how).upper()} map: {seconds:.0f} s so far (UMAP and t-SNE take seconds "
-                   "to minutes; the result is cached). Press **Stop** to stop waiting.", gr.update())
+            progress(None, desc=f"{what}: {seconds:.0f} s")
+            yield (gr.update(), f"Computing the {what} map: {seconds:.0f} s so far (UMAP and t-SNE take seconds to "
+                   "minutes; the result is cached). **Stop** ends the computation.", gr.update())
     if "error" in done:
         raise done["error"]
+    if "result" not in done:
+        yield (gr.update(), f"**Stopped.** The {what} computation was ended after {time.monotonic() - start:.0f} s; "
+               "nothing was cached. Press **Compute map** to start again (PCA is instant).", gr.update())
+        return
     yield (*done["result"], [name, ds, how, n_dims])
+
+
+def stop_map(ctx: AppContext, request: gr.Request = None) -> None:
+    """Stop: the session's UMAP / t-SNE ends at its next step (a map still waiting for its turn, at once)."""
+    request_stop(ctx, request, "map", ("map",))
 
 
 def _map_result(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None) -> tuple:
@@ -376,10 +434,9 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
           api_visibility="private", show_progress="hidden")
     colour.change(bind(recolour, ctx), [shown, model, dataset, colour], plot, api_name="map_recolour",
                   api_visibility="private", show_progress="hidden")
-    mapping = run.click(bind(show_map, ctx), common, [plot, info, shown], api_name="map", concurrency_id=HEAVY,
-                        show_progress_on=[info])
-    stop.click(lambda: "Stopped: no new map (a UMAP / t-SNE already under way finishes in the background and is cached).",
-               None, info, cancels=[mapping], api_visibility="private")
+    run.click(bind(show_map, ctx), common, [plot, info, shown], api_name="map", concurrency_id=HEAVY,
+              show_progress_on=[info])
+    stop.click(bind(stop_map, ctx), None, None, api_name="map_stop", api_visibility="private", concurrency_limit=None)
     # Batched: clicks of many visitors queued while a batch decodes go into the next one (demos/serving.py, DECODE).
     click.change(bind(decode_clicks, ctx), [*common, click, decode_steps], [decoded, decoded_info, index], api_name="map_click",
                  show_progress="hidden", batch=True, max_batch_size=MAX_CLICK_BATCH, concurrency_id=DECODE)

@@ -41,6 +41,8 @@ def map_figure(coords: np.ndarray, labels: np.ndarray | None, label_name: str, t
     # A colour bar takes the right edge, where the legend would sit on its title: the legend goes below the plot then.
     legend = {"itemsizing": "constant", **({"orientation": "h", "x": 0, "xanchor": "left", "y": -0.04, "yanchor": "top"}
                                            if scale else {})}
+    if labels is not None and not scale:  # the colours' meaning: which label they show (a colour bar has its own title)
+        legend["title"] = {"text": label_name}
     fig.update_layout(title=title, height=520, margin={"l": 10, "r": 10, "t": 40, "b": 40 if scale else 10}, legend=legend,
                       clickmode="event")
     return fig

@@ -4,12 +4,12 @@ from __future__ import annotations
 
 import gradio as gr
 
+from core.tags import FACES
 from demos import face_picker
 from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel, read_upload
 from demos.face_note import download_photo_model, face_model_note
 from demos.projection_curve import projection_curve
 from demos.wiring import bind, request_stop, stop_flag
-from plugins.contract import FACES
 
 PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while nothing is in them yet
 
@@ -22,9 +22,9 @@ def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: b
     longer side at most ``max_side``, or at ``shape``; neither: the model's own size); warnings go to the user. Run the
     model at ``inp.shape`` (``model.at_size``). ``slot``: the face picker of this upload (demos.face_picker): its face
     (0-based ``face`` otherwise) and its detection are used, and the several-faces warning it said is not said again."""
+    from core.checks import whole_number
     from core.faces import several_faces_note
     from core.image_input import MAX_SIDE, input_for
-    from core.interpolate import whole_number
 
     img = read_upload(ctx, path, request, channels=3, min_side=min(16, model.image_size))
     found = face_picker.offered(ctx, request, path) if slot else None
@@ -43,6 +43,13 @@ def prepare_target(ctx: AppContext, model, name: str, path: str | None, align: b
 
 def is_face_model(ctx: AppContext, name: str | None) -> bool:
     return bool(name) and FACES in ctx.registry.entry(name).tags
+
+
+def handle_for(ctx: AppContext, name: str, model=None):
+    """``core.handle.ModelHandle`` of a registered model (``model``: the loaded object or a resized view of it)."""
+    from core.handle import ModelHandle
+
+    return ModelHandle(name, tuple(ctx.registry.entry(name).tags), ctx.model(name) if model is None else model)
 
 
 def spaces_for(ctx: AppContext, name: str | None):
@@ -117,7 +124,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     (core.pivotal): the projection alone draws a lookalike, the tuned decoder draws this person."""
     from core.image_input import default_max_side
     from core.images import from_pil, to_pil
-    from core.pivotal import project_and_tune
+    from core.photo_to_latent import project_and_tune
 
     m = ctx.model(name)
     cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
@@ -137,9 +144,8 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
             if ev.stage == "tuning":
                 progress(ev.step / ev.steps, desc=f"tuning the decoder: step {ev.step}/{ev.steps}")
                 if ev.done:
-                    tuned = to_pil(ev.preview)[0]
-                    yield target_path, ctx.save_image(request, tuned, "preview", min_side=256), *finished(
-                        ctx, request, name, m, inp, tuned, projected, history, ev)
+                    view = ctx.save_image(request, to_pil(ev.preview)[0], "preview", min_side=256)
+                    yield target_path, view, *finished(ctx, request, handle_for(ctx, name, m), inp, projected, history, ev)
                 elif ev.step % max(1, ev.steps // 10) == 0:
                     yield (target_path, gr.update(), gr.update(), f"{status_line(projected)}\n\nTuning the decoder to this "
                            f"photo: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.2f} dB", gr.update(), None)
@@ -158,59 +164,43 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
                 yield (target_path, view, gr.update(), f"{status_line(ev)}\n\nProjected; now tuning the decoder to this photo…",
                        projection_curve(history, ev.loss_name), None)
             else:
-                yield target_path, view, *finished(ctx, request, name, m, inp, recon, ev, history)
+                yield target_path, view, *finished(ctx, request, handle_for(ctx, name, m), inp, ev, history)
     except ValueError as e:
         raise gr.Error(str(e)) from e
 
 
-def finished(ctx: AppContext, request, name: str, m, inp, recon, ev, history: list, tuned=None) -> tuple:
-    """(channels, status, curve, files) of a finished or stopped projection: the latent .npz and the reconstruction .png;
-    for an aligned face also the identity distance and a composite (the model's face pasted into the photo's crop,
-    labelled as such and never scored). ``tuned``: the final TuningEvent when the decoder was tuned; ``recon`` is then
-    its drawing, and the projection's own (``ev.preview``) is offered beside it."""
+def finished(ctx: AppContext, request, handle, inp, projected, history: list, tuned=None) -> tuple:
+    """(channels, status, curve, files) of a finished or stopped projection (``core.projection_outcome``): the latent
+    .npz and the reconstruction .png; for an aligned face also the identity verdict and the composite (labelled as
+    such, never scored); with ``tuned`` (the tuning's final event) also what the projection alone draws."""
     from core.export import save_latent
-    from core.images import from_pil, to_pil
+    from core.images import to_pil
+    from core.projection_outcome import finish_projection
 
-    target = from_pil(inp.image, m.channels)
-    shown, quality = (ev.preview, ev.psnr) if tuned is None else (tuned.preview, tuned.psnr)
-    info, identity, extra = {}, "", []
-    if tuned is not None:
-        info = {"decoder": tuned.model.card.name, "projection_psnr": round(ev.psnr, 3)}
-        extra.append(ctx.save_image(request, to_pil(ev.preview)[0], "projection_alone"))
-    if inp.reference is not None:
-        from core.faces.identity import default_identity, verdict
-        from core.faces.mask import composite
-
-        ident = default_identity()
-        d = ident.distance(inp.reference, recon)
-        info["identity_distance"] = round(d, 4)
-        identity = f" · {verdict(d)}"
-        if tuned is not None:
-            d0 = ident.distance(inp.reference, to_pil(ev.preview)[0])
-            info["projection_identity_distance"] = round(d0, 4)
-            identity = f" · projection alone: {verdict(d0)}; with the tuned decoder: {verdict(d)}"
-        identity += " · PSNR measured inside the face"
-        extra.append(ctx.save_image(request, to_pil(composite(shown, target, inp.mask))[0], "composite_display_only"))
-    npz = save_latent(ctx.new_file(request, ".npz", "latent"), ev.latent, model=name, space=ev.space, noise=ev.noise,
-                      psnr=round(quality, 3), loss=ev.loss, loss_name=ev.loss_name, steps=ev.step, stopped=ev.stopped,
-                      licence=m.card.licence, **info)
+    outcome = finish_projection(handle, inp, projected, tuned)
+    m, ev = handle.model, projected
+    recon = to_pil(outcome.shown)[0]
+    extra, identity = [], ""
+    if outcome.projection_alone is not None:
+        extra.append(ctx.save_image(request, to_pil(outcome.projection_alone)[0], "projection_alone"))
+    if outcome.composite is not None:
+        identity = f" · {outcome.identity_sentence()} · PSNR measured inside the face"
+        extra.append(ctx.save_image(request, to_pil(outcome.composite)[0], "composite_display_only"))
+    npz = save_latent(ctx.new_file(request, ".npz", "latent"), **outcome.latent_fields())
     png = ctx.save_image(request, recon, "reconstruction")
     panel = None
     if m.spaces[ev.space].spatial:
         panel, grid = latent_channels(ctx, request, m, ev)
         extra.append(grid)
     head = (f"**Stopped at step {ev.step}** of {ev.steps}; the best latent so far is below." if ev.stopped
-            else "**Stopped** while tuning the decoder; the result so far is below." if tuned is not None and tuned.step < tuned.steps
+            else "**Stopped** while tuning the decoder; the result so far is below." if outcome.tuning_stopped
             else "**Done.**")
     if tuned is not None:
-        stopped = f", stopped at step {tuned.step}" if tuned.step < tuned.steps else ""
-        head += (f" The decoder was then tuned to this photo ({tuned.steps} steps{stopped}; pivotal tuning: a private copy, "
-                 f"kept only for this result): PSNR **{quality:.2f} dB** (projection alone {ev.psnr:.2f} dB). The .npz "
-                 "latent draws the projection alone with the model itself; the tuned decoder is not saved.")
+        head += f" {outcome.tuning_sentence()}"
     size = f" · image {recon.size[0]}×{recon.size[1]} px" if m.resizable else ""
     latent = f" · latent {' × '.join(map(str, m.spaces[ev.space].spatial))}" if m.spaces[ev.space].spatial else ""
     note = f"\n\n{inp.note}" if inp.note else ""
-    text = f"{head} {status_line(ev)}{identity}{size}{latent}{note}\n\n_{caption(ctx, name)}_"
+    text = f"{head} {status_line(ev)}{identity}{size}{latent}{note}\n\n_{caption(ctx, handle.name)}_"
     return panel, text, projection_curve(history, ev.loss_name), [str(npz), png, *extra]
 
 

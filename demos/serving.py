@@ -1,7 +1,7 @@
 """Fair serving of one app to many visitors: concurrency groups, fair turns for heavy jobs, a plain queue-full
 message, and knowing when a client has gone.
 
-Why: with one queue a 0.2 s face alignment waits behind other visitors' 1000-step projections. Light events (model
+Why: with one queue a short face alignment waits behind other visitors' 1000-step projections. Light events (model
 cards, alignment, decoding one point, lists) therefore run in their own group (``LIGHT``) with room for many at
 once. Heavy jobs (``HEAVY``: projections, maps, Family, interpolation) share ``--concurrency`` slots through
 :class:`FairTurns`: a *visitor* (one browser or API client: its owner cookie and ``--auth`` user, or its address when
@@ -78,7 +78,7 @@ def light_concurrency() -> int:
 
 def share_cores() -> int:
     """On CPU, heavy jobs' torch keeps one core free for light events (``cores - 1`` threads, at least 1): else a
-    projection's threads take every core and a 0.1 s model card waits for them. Returns torch's thread count."""
+    projection's threads take every core and a quick model card waits for them. Returns torch's thread count."""
     import torch
 
     from core.device import get_device
@@ -113,7 +113,7 @@ def _advance(gen) -> tuple[bool, object]:
 class HeavyThreads:
     """Threads the OS ranks below the rest of the app (``nice`` +10), for heavy jobs' work.
 
-    Why: on a CPU server a projection keeps a core busy, and a visitor's 0.1 s model card, face alignment or the
+    Why: on a CPU server a projection keeps a core busy, and a visitor's quick model card, face alignment or the
     server's own HTTP work then waits for its turn on the cores. A heavy handler's body runs here (each step of a
     stream in turn), so the OS serves those first and heavy jobs take what is left. A thread's nice cannot be lowered
     again without privileges, so these threads are kept for heavy work only; ``nice`` 0 (or a system that refuses)
@@ -590,7 +590,7 @@ def limit_malloc_arenas(n: int = 2) -> bool:
 
 def freeze_startup_objects() -> int:
     """Move everything alive now (Gradio's blocks, modules, torch) out of the cycle collector's reach
-    (``gc.freeze``): a full collection of the app's ~300k start-up objects holds the GIL ~0.2 s, and each one (ours
+    (``gc.freeze``): a full collection of the app's start-up objects holds the GIL (docs/benchmarks.md), and each one (ours
     after sessions end, or Python's own) stalled every visitor's light requests. Objects made later are collected as
     usual. Returns how many objects were frozen."""
     gc.collect()

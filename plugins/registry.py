@@ -13,7 +13,8 @@ found in three places:
 Nothing heavy happens at discovery: ``ModelEntry.load`` runs only when a model
 is first selected, and the loaded model is cached. A plugin that fails to
 import, or a model that fails to load, is recorded with its error; the rest of
-the app keeps working.
+the app keeps working. The contract is checked at both moments (``check_entry``
+when found, ``check_model`` when loaded): a part missing is one sentence naming it.
 """
 
 from __future__ import annotations
@@ -33,7 +34,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from core.losses import register_loss
-from plugins.contract import FOLDER, FileLoader, ModelEntry
+from plugins.contract import FOLDER, ContractError, FileLoader, ModelEntry, check_entry, check_model
 
 __all__ = ["ENTRY_POINT_GROUP", "ModelEntry", "PluginError", "Registry", "UnknownModelError", "model_bytes", "parse_bytes"]
 
@@ -42,7 +43,7 @@ if TYPE_CHECKING:
 
 ENTRY_POINT_GROUP = "latent_lab.plugins"
 BUILTIN_FIRST = ("small_ae", "stylegan")  # listed first (the tabs' defaults); other built-in plugins follow by name
-DEFAULT_MAX_BYTES = 2 * 1024**3  # --max-model-memory's default: 2 GiB of loaded weights (README, "Bounded memory")
+DEFAULT_MAX_BYTES = 2 * 1024**3  # --max-model-memory's default: 2 GiB of loaded weights (docs/serving.md, "Bounded memory")
 _UNITS = {"": 1, "b": 1, "k": 1024, "kb": 1024, "m": 1024**2, "mb": 1024**2, "g": 1024**3, "gb": 1024**3, "t": 1024**4, "tb": 1024**4}
 
 
@@ -144,19 +145,25 @@ class Registry:
             obj = importer()
             get_models = obj if callable(obj) and not hasattr(obj, "get_models") else getattr(obj, "get_models", None)
             if get_models is None:
-                raise AttributeError("the plugin module has no get_models() function")
+                raise ContractError("The plugin has no get_models() function: see docs/plugins.md.")
             for loss in getattr(obj, "get_losses", lambda: [])():
                 register_loss(loss)
             for suffix, loader in getattr(obj, "get_file_loaders", dict)().items():
                 self.file_loaders[suffix.lower()] = (plugin, loader)
             for entry in get_models():
-                self.add(entry, plugin)
+                try:
+                    self.add(entry, plugin)
+                except ContractError as e:  # this model is broken, not the plugin's other models
+                    self.errors.append(PluginError(plugin, str(e)))
+        except ContractError as e:
+            self.errors.append(PluginError(plugin, str(e)))
         except Exception as e:  # a broken plugin must never stop the app
             self.errors.append(PluginError(plugin, f"{type(e).__name__}: {e}", traceback.format_exc()))
 
     def add(self, entry: ModelEntry, plugin: str = "") -> None:
         if not isinstance(entry, ModelEntry):
             raise TypeError(f"get_models() must return ModelEntry objects, got {type(entry).__name__}")
+        check_entry(entry)
         if entry.name in self.entries:
             raise ValueError(f"model name '{entry.name}' is already registered by {self.entries[entry.name].plugin}")
         entry.plugin = entry.plugin or plugin
@@ -247,9 +254,12 @@ class Registry:
                     return self._use(name, self._models.pop(name))
             try:
                 model = entry.load()
+                check_model(model, name)
             except Exception as e:
                 with self._lock:
                     self._load_errors[name] = str(e) or type(e).__name__
+                if isinstance(e, ContractError):  # already one sentence naming the model and what it lacks
+                    raise RuntimeError(str(e)) from e
                 raise RuntimeError(f"Model '{name}' could not be loaded: {e}") from e
             size = model_bytes(model)
             with self._lock:

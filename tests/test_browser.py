@@ -200,3 +200,69 @@ def test_stop_in_a_real_browser_says_where_and_offers_the_partial_result(fresh_p
     page.locator("#proj_stop").click()
     expect(status).to_contain_text("Stopped at step", timeout=60_000)
     expect(page.locator("#proj_files")).to_contain_text(".npz")
+
+
+def test_interpolation_stop_in_a_real_browser_shows_the_endpoints_so_far(fresh_page, tmp_path):
+    """Stop during the projection of two photos: a stopped state with the two endpoints so far (it was a bare red
+    "Error" while the server computed on), and the job has ended: the next run is served at once."""
+    from playwright.sync_api import expect
+
+    page = fresh_page
+    a = shared_path("data", "faces", "london", "neutral", "001_03.jpg")
+    b = shared_path("data", "faces", "london", "neutral", "002_03.jpg")
+    page.get_by_role("tab", name="Interpolation").click()
+    page.locator("#interp_source").get_by_label("two images").check()
+    page.locator("#interp_image_a input[type=file]").set_input_files(str(a))
+    page.locator("#interp_image_b input[type=file]").set_input_files(str(b))
+    page.locator("#interp_settings").get_by_text("Settings").first.click()
+    steps = page.locator("#interp_steps input[type=number]")
+    for _ in range(3):  # a typed number is committed on blur (see the Projection Stop test)
+        steps.fill("5000")
+        steps.press("Tab")
+        page.wait_for_timeout(300)
+        if steps.input_value() == "5000":
+            break
+    expect(steps).to_have_value("5000")
+    page.locator("#interp_run").click()
+    status = page.locator("#interp_status")
+    expect(status).to_contain_text("Projecting both images", timeout=60_000)
+    page.wait_for_timeout(1500)  # a few steps in
+    page.locator("#interp_stop").click()
+    expect(status).to_contain_text("Stopped.", timeout=60_000)
+    expect(status).to_contain_text("of 5000")
+    expect(page.locator("#interp_gallery img")).to_have_count(2)  # A and B as projected so far
+    expect(page.locator("#interp_files")).to_contain_text(".npz")
+    page.wait_for_timeout(500)
+    assert page.get_by_text("Error", exact=True).count() == 0  # no red badge, no error toast
+    page.screenshot(path=str(_shots(tmp_path) / "interpolation_stopped.png"), full_page=True)
+    page.locator("#interp_source").get_by_label("two seeds").check()  # the stopped job no longer holds the queue
+    page.locator("#interp_run").click()
+    expect(status).to_contain_text("16 frames", timeout=120_000)
+
+
+TOAST_LOG = """() => { window.__toasts = []; new MutationObserver(ms => { for (const m of ms) for (const n of m.addedNodes)
+    if (n.nodeType === 1) for (const t of [n, ...n.querySelectorAll('.toast-body')]) if (t.matches('.toast-body'))
+        window.__toasts.push(t.innerText); }).observe(document.body, {childList: true, subtree: true}); }"""
+
+
+def toasts_said(page, text: str) -> int:
+    """How many toasts containing ``text`` appeared since TOAST_LOG was installed (gone ones included)."""
+    return sum(text in t for t in page.evaluate("window.__toasts"))
+
+
+def test_family_says_two_faces_once_at_upload_and_not_again_on_a_pick(fresh_page):
+    from playwright.sync_api import expect
+
+    page = fresh_page
+    laos = shared_path("data", "faces", "photos", "singnet_laos.jpg")
+    page.evaluate(TOAST_LOG)
+    page.get_by_role("tab", name="Family").click()
+    page.locator("#family_father input[type=file]").set_input_files(str(laos))
+    expect(page.locator("#family_align_note")).to_contain_text("face 1 of 2", timeout=60_000)
+    expect(page.locator("#family_father_faces img")).to_have_count(2)
+    page.wait_for_timeout(3000)  # a second toast, if any, has come by now
+    assert toasts_said(page, "2 faces") == 1
+    page.locator("#family_father_faces img").nth(1).click()
+    expect(page.locator("#family_align_note")).to_contain_text("face 2 of 2", timeout=60_000)
+    page.wait_for_timeout(3000)
+    assert toasts_said(page, "2 faces") == 1

@@ -11,6 +11,7 @@ import torch
 
 from core.images import psnr
 from core.model import Cancelled, sample_budget
+from core.photo_to_latent import invert
 from plugins.registry import Registry
 from tests.diffusion_fixtures import save_bare_unet, save_pipeline, save_vae
 
@@ -62,7 +63,7 @@ def test_vae_refinement_improves_on_the_encoder(registry, folders):
     model = registry.get(registry.add_file(folders["kl"]))
     x = _images(1, model.image_size)
     encoded = float(psnr(model.generate(model.encode(x)), x).mean())
-    refined = float(psnr(model.generate(model.invert(x, steps=30)), x).mean())
+    refined = float(psnr(model.generate(invert(model, x, steps=30)), x).mean())
     assert refined > encoded + 0.5
 
 
@@ -71,13 +72,13 @@ def test_ddim_inversion_round_trip_and_refinement(registry, folders):
     assert model.iterative_inversion and model.spaces["x_T"].prior == "gaussian"
     x = _images(2, model.image_size)
     seen = []
-    lat = model.invert(x, "x_T", steps=20, progress=lambda i, n: seen.append((i, n)))
+    lat = invert(model, x, "x_T", steps=20, progress=lambda i, n: seen.append((i, n)))
     assert seen[-1] == (39, 40) and len(seen) == 39  # inversion + reconstruction steps, streamed
     rec = model.generate(lat, "x_T", steps=20)
     good = float(psnr(rec, x).mean())
     model.refine = 0  # the plain DDIMInverseScheduler
     try:
-        plain = float(psnr(model.generate(model.invert(x, "x_T", steps=20), "x_T", steps=20), x).mean())
+        plain = float(psnr(model.generate(invert(model, x, "x_T", steps=20), "x_T", steps=20), x).mean())
     finally:
         model.refine = 1
     noise = float(psnr(model.generate(model.sample(2, 5), "x_T", steps=20), x).mean())

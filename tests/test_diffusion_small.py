@@ -7,6 +7,7 @@ import json
 import pytest
 import torch
 
+from core.photo_to_latent import invert
 from plugins.diffusion.ddim import Cancelled, ddim_inverse_scheduler, ddim_invert, ddim_sample, ddim_scheduler
 from plugins.diffusion.train import digits_images, roundtrip_psnr
 from plugins.diffusion.train import main as train_main
@@ -119,7 +120,7 @@ def test_app_model_and_trainer_share_one_ddim(shipped, app_model):
     unet, config = shipped
     ds = load_digits_dataset()
     test = digits_images(ds, unet.config.sample_size)[torch.from_numpy(ds.heldout)][:2]
-    ours = app_model.invert(test, "x_T", steps=5)
+    ours = invert(app_model, test, "x_T", steps=5)
     assert torch.allclose(ours, ddim_invert(unet, config, test, 5).flatten(1), atol=1e-5)
     decoded = app_model.generate(ours, "x_T", **app_model.decode_options(5, inverted=True))
     assert torch.allclose(decoded, ddim_sample(unet, config, ours.reshape(test.shape), 5).clamp(-1, 1), atol=1e-5)

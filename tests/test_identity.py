@@ -26,8 +26,8 @@ def london():
 
 def test_same_person_is_closer_than_strangers_for_most_pairs(london):
     ident = default_identity()
-    neutral = ident.describe([v[0].image for v in london.values()])
-    smiling = ident.describe([v[1].image for v in london.values()])
+    neutral = ident.descriptors([v[0].image for v in london.values()])
+    smiling = ident.descriptors([v[1].image for v in london.values()])
     d = distances(neutral, smiling)  # (people, people): diagonal = same person
     same = np.diag(d)
     others = d[~np.eye(len(d), dtype=bool)].reshape(len(d), -1)
@@ -40,7 +40,7 @@ def test_descriptor_works_on_a_64_px_face(london):
     ident = default_identity()
     crops = [v[0].image for v in london.values()]
     small = [c.resize((64, 64), Image.LANCZOS) for c in crops]
-    d = distances(ident.describe(small), ident.describe(crops))
+    d = distances(ident.descriptors(small), ident.descriptors(crops))
     own = np.diag(d)
     assert np.median(own) < 0.4  # a 64 px copy still reads as the same person
     assert (own[:, None] < d).sum(1).min() >= len(d) - 1  # and is nearest to its own photo

@@ -119,5 +119,5 @@ def test_colour_match_reaches_the_reference_and_undoes():
     torch.testing.assert_close(m2, ref_mean.expand_as(m2), atol=1e-5, rtol=0)
     torch.testing.assert_close(s2, ref_std.expand_as(s2), atol=1e-5, rtol=0)
     torch.testing.assert_close(match.undo(match.apply(photo)), photo, atol=1e-5, rtol=0)
-    half = match.blend(0.5)
+    half = match.between(0.5)
     torch.testing.assert_close(half.mean, (mean[:1] + mean[1:]) / 2)

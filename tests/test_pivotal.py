@@ -121,7 +121,7 @@ def test_family_tuned_to_two_strangers_draws_them_recognisably():
 
 
 def test_project_and_tune_is_one_stream_and_skips_tuning_when_stopped():
-    from core.pivotal import project_and_tune
+    from core.photo_to_latent import project_and_tune
     from core.projection import ProjectionConfig
 
     model = ToyLinear()

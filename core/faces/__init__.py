@@ -19,6 +19,7 @@ from PIL import Image
 
 from core.faces.align import FivePoints, align_ffhq, ffhq_quad, to_aligned
 from core.faces.detect import LANDMARK_LICENCE, Face, FaceDetector, default_detector
+from core.faces.mask import face_mask
 
 # Below this eye-to-eye distance (pixels in the photo) the aligned crop is
 # upsampled so much that it turns blurry.
@@ -52,8 +53,6 @@ class AlignedFace:
         1 on the face (jaw, brows, forehead), 0 on background, hair beyond the face and clothes:
         pass it to ``core.projection.project(weights=...)`` so only the face drives the fit.
         """
-        from core.faces.mask import face_mask
-
         size = int(size or self.image.size[0])
         return face_mask(self.landmarks(size), size)
 

@@ -26,8 +26,8 @@ def region_stats(images: torch.Tensor, weights: torch.Tensor) -> tuple[torch.Ten
     w = weights.to(images.device, images.dtype).expand(images.shape[0], 1, *images.shape[2:])
     total = w.sum(dim=(2, 3), keepdim=True).clamp_min(1e-8)
     mean = (images * w).sum(dim=(2, 3), keepdim=True) / total
-    var = ((images - mean).square() * w).sum(dim=(2, 3), keepdim=True) / total
-    return mean, var.sqrt().clamp_min(MIN_STD)
+    variance = ((images - mean).square() * w).sum(dim=(2, 3), keepdim=True) / total
+    return mean, variance.sqrt().clamp_min(MIN_STD)
 
 
 @dataclass
@@ -47,7 +47,7 @@ class ColourMatch:
         """The model's colours -> the photo's (display only; scores are taken on the model's own output)."""
         return ((images - self.ref_mean) / self.ref_std * self.std + self.mean).clamp(-1, 1)
 
-    def blend(self, t: float | torch.Tensor) -> ColourMatch:
+    def between(self, t: float | torch.Tensor) -> ColourMatch:
         """The map between the first (t = 0) and second (t = 1) image's colours, e.g. for a child of two parents.
 
         ``t`` is one weight, or one per image to map (N,), e.g. the frames of a father -> child -> mother walk.
@@ -96,7 +96,7 @@ def match_to_each_other(target: torch.Tensor, weights: torch.Tensor) -> ColourMa
     """The colour map that gives every target (N, C, H, W) the same face colours: the average of their own.
 
     Why: a latent blend of a pale and a dark face decodes to a patchwork of the two; fitted on skin tones matched to
-    their middle, two parents differ only in what the model can blend (shape, features), and ``blend(t).undo`` puts a
+    their middle, two parents differ only in what the model can blend (shape, features), and ``between(t).undo`` puts a
     child's in-between tone back as one global map. Photos that already look alike are left almost as they are.
     """
     mean, std = region_stats(target.float(), weights)

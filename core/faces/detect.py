@@ -112,7 +112,7 @@ class FaceDetector:
         roll_refit: float = ROLL_REFIT,
     ) -> None:
         try:
-            import dlib
+            import dlib  # deferred: dlib is optional and slow to load; detection says plainly when it is missing
         except ImportError as e:  # pragma: no cover - install problem
             raise RuntimeError("Face detection needs the package 'dlib-bin' (pip install dlib-bin).") from e
         if detect_side < 80:

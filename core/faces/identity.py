@@ -46,14 +46,14 @@ class FaceIdentity:
     """Descriptors of aligned faces. Thread-safe (dlib calls are serialised); load once, reuse."""
 
     def __init__(self) -> None:
-        import dlib
+        import dlib  # deferred: dlib is optional and slow to load
 
         self._dlib = dlib
         self._predictor = dlib.shape_predictor(str(predictor_path()))
         self._model = dlib.face_recognition_model_v1(str(recognition_path()))
         self._lock = threading.Lock()
 
-    def describe(self, faces: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
+    def descriptors(self, faces: Sequence[Image.Image | np.ndarray]) -> np.ndarray:
         """(N, 128) descriptors of FFHQ-aligned faces (PIL images or uint8 arrays, grey or RGB, any size)."""
         out = np.empty((len(faces), 128), dtype=np.float64)
         for i, face in enumerate(faces):
@@ -66,7 +66,7 @@ class FaceIdentity:
 
     def distance(self, a: Image.Image | np.ndarray, b: Image.Image | np.ndarray) -> float:
         """Descriptor distance between two aligned faces."""
-        da, db = self.describe([a, b])
+        da, db = self.descriptors([a, b])
         return float(np.linalg.norm(da - db))
 
 

@@ -19,7 +19,7 @@ FEATHER = 0.03  # Gaussian sigma of the edge, as a fraction of the crop side
 
 def face_polygon(landmarks: np.ndarray) -> np.ndarray:
     """Points (K, 2) of the face outline: jaw line and brows lifted by a forehead, as a convex hull."""
-    from scipy.spatial import ConvexHull
+    from scipy.spatial import ConvexHull  # deferred: scipy.spatial is slow to import; only masks need it
 
     lm = np.asarray(landmarks, dtype=np.float64)
     if lm.shape != (68, 2):
@@ -53,7 +53,7 @@ def face_mask(landmarks: np.ndarray, size: int, feather: float = FEATHER) -> np.
 
 def as_weights(mask, n: int = 1):
     """A mask (H, W), (N, H, W) or (N, 1, H, W), array or tensor, as float weights (N or 1, 1, H, W) in [0, 1]."""
-    import torch
+    import torch  # deferred: core.faces is read by start-up paths that must not load torch
 
     w = torch.as_tensor(np.asarray(mask, dtype=np.float32) if not isinstance(mask, torch.Tensor) else mask).float()
     if w.ndim == 2:
@@ -72,7 +72,7 @@ def composite(recon, crop, mask):
     the crop's size (any shape :func:`as_weights` takes). The reconstruction is resized to the crop. Never
     score this image: outside the mask it is the photo itself, so it would flatter the model.
     """
-    import torch
+    import torch  # deferred: core.faces is read by start-up paths that must not load torch
 
     crop = crop.to(recon.device, recon.dtype)
     w = as_weights(mask).to(recon.device, recon.dtype)

@@ -148,10 +148,9 @@ class DiffusionModel(LatentModel):
     def decode_options(self, steps: float | None = None, inverted: bool = False) -> dict:
         """DDIM steps (checked here: a plain sentence before any work) and clipping for fresh samples only.
 
-        Measured on the built-in digits model at 50 steps: 17 of 64 fresh samples are speckle without clipping, none
-        with it; the round trip of 16 held-out digits is 45.1 dB unclipped, 24.1 dB clipped; slerp midpoints of two
-        inverted digits are clean either way (0 of 8 speckle both ways), so everything derived from inverted photos
-        (interpolation from images, Family) decodes unclipped and its endpoints stay the photos."""
+        Clipping keeps fresh samples free of speckle but spoils the round trip of inverted photos, and slerp midpoints
+        of inverted latents are clean either way (docs/benchmarks.md, *Diffusion*), so everything derived from inverted
+        photos (interpolation from images, Family) decodes unclipped and its endpoints stay the photos."""
         return {"steps": ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config), "clip": not inverted}
 
     @property
@@ -163,7 +162,7 @@ class DiffusionModel(LatentModel):
         """DDIM sampling from x_T (per stage for x_T+), ``steps`` steps (default: the model's).
 
         ``clip`` clamps the predicted x0 at every step: what keeps fresh noise from sampling to speckle. Decoding an
-        inverted latent to check the round trip needs ``clip=False`` (clipping is not invertible); see README."""
+        inverted latent to check the round trip needs ``clip=False`` (clipping is not invertible); see docs/diffusion.md."""
         n = ddim.check_steps(self.steps if steps is None else steps, self.scheduler_config)
         return ddim.drive(self.sampling(latents, space, n, clip), n, "sampling", progress, cancel).clamp(-1, 1)
 

@@ -38,8 +38,8 @@ class TrainConfig:
     ema: float = 0.998  # the saved weights are an exponential moving average (much cleaner samples)
     size: int = 16  # the 8x8 digits are upsampled (bilinear) so the UNet has three resolutions
     seed: int = 0
-    # One thread: on the shared 2-core box, two threads measured 5.6 s per step against 0.28 s with one
-    # (OpenMP threads spinning against other jobs). Part of what makes a run reproducible.
+    # One thread: on a shared CPU two threads were far slower per step (OpenMP threads spinning against other jobs;
+    # docs/benchmarks.md, *Diffusion*). Part of what makes a run reproducible.
     threads: int = 1
 
 

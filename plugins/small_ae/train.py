@@ -58,7 +58,7 @@ PRESETS: dict[str, tuple[AEConfig, TrainConfig]] = {
         TrainConfig(epochs=600, batch_size=16, lr=2e-3, flip=True, shift=6, rotate=8, scale=0.08, jitter=0.1),
     ),
     # London + selfies + Olivetti; the loss weighs the face and backdrops are swapped, so photos taken anywhere
-    # encode to the person rather than to their background (see README, "Built-in models and training").
+    # encode to the person rather than to their background (see docs/training.md).
     "faces-mix": (
         AEConfig(image_size=64, channels=3, latent_dim=256, widths=(16, 32, 64, 128, 256), blocks_per_level=0, gmm_components=1),
         TrainConfig(epochs=130, batch_size=16, lr=1e-3, flip=True, shift=4, rotate=8, scale=0.08, jitter=0.15, colour=0.1,
@@ -293,7 +293,7 @@ def main(argv: list[str] | None = None) -> int:
     lon.add_argument("--root", help="the london folder (default: ../shared/data/faces/london)")
     mixp = sub.add_parser("faces", help="London + selfies + Olivetti from the shared data, face-weighted loss, background swaps")
     mixp.add_argument("--shared", help="the shared folder holding data/faces and data/backgrounds (default: ../shared)")
-    mixp.add_argument("--olivetti", action="store_true", help="also train on the Olivetti faces (greyscale; off: see README)")
+    mixp.add_argument("--olivetti", action="store_true", help="also train on the Olivetti faces (greyscale; off: see docs/benchmarks.md)")
     fol = sub.add_parser("folder", help="any folder of images")
     fol.add_argument("path")
     fol.add_argument("--size", type=int, default=64)

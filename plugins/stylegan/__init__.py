@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 from core.card import ModelCard
 from core.paths import cache_dir
-from plugins.contract import LOCAL_FILE, FileLoader, Loss, ModelEntry
+from plugins.contract import FACES, LOCAL_FILE, FileLoader, Loss, ModelEntry
 from plugins.stylegan.catalog import CHECKPOINTS, Checkpoint
 
 if TYPE_CHECKING:
@@ -147,6 +147,14 @@ def download_checkpoint(ckpt: Checkpoint, progress: Progress | None = None, veri
 
 
 def load_checkpoint(ckpt: Checkpoint) -> LatentModel:
+    """The checkpoint's model, set up for its subject (faces are tuned after projection) with its latent bank
+    kept in the user cache and made in the background now if it is not there yet (``plugins.stylegan.start``)."""
+    from plugins.stylegan.model import prepare
+
+    return prepare(_load_checkpoint(ckpt), faces=FACES in ckpt.tags, bank_dir=cache_dir("stylegan", "banks"), warm=True)
+
+
+def _load_checkpoint(ckpt: Checkpoint) -> LatentModel:
     from plugins.stylegan.download import NotDownloadedError
 
     path = checkpoint_path(ckpt)
@@ -300,7 +308,9 @@ def _entry_for_local(path: Path, stem: str, info: dict, cache_root: str | os.Pat
 
         if not path.is_file():
             raise NotDownloadedError(f"{card.title} is gone: its file {path.name} no longer exists; add it again.")
-        return load_pickle_model(path, card, cache_root=cache_root)
+        from plugins.stylegan.model import prepare
+
+        return prepare(load_pickle_model(path, card, cache_root=cache_root), faces=FACES in tags)
 
     tags = (LOCAL_FILE, *(str(t) for t in info.get("tags") or ()))
     return ModelEntry(card=card, load=load, status=status, tags=tags)

@@ -109,7 +109,7 @@ def _fir2d(x: torch.Tensor, f: torch.Tensor, up: int, down: int, padding: tuple[
 #
 # A 1-D upfirdn (zero insertion by `up`, pad, convolve with `f`, keep every `down`-th sample) is a linear map
 # M [L_out, L_in] with M[m, j] = f[T - 1 - (up*j + pad0 - down*m)] (zero outside the filter): a band of width
-# about T/up. On CPUs a depthwise convolution runs at ~1 GMAC/s while a matrix product runs at ~40; so the
+# about T/up. On CPUs a depthwise convolution does far fewer MACs per second than a matrix product (docs/benchmarks.md); so the
 # passes below multiply by blocks of M that cover the band, and never touch inserted zeros or dropped samples.
 
 

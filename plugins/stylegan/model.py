@@ -8,8 +8,26 @@ import torch
 
 from core.card import LatentSpace, ModelCard
 from core.model import LatentModel
+from plugins.stylegan.start import fast_grad_dtype
 
 LAYER_SPREAD_PENALTY = 0.1  # W+ projection: weight of the layers' spread (core.projection.layer_spread)
+BANK_SIZE = 128  # latents in the bank that projections start from (plugins.stylegan.start)
+FACE_TUNING_STEPS = 10  # pivotal_tuning_steps of face models (set by mark_faces); see docs/benchmarks.md for the cost
+
+
+def prepare(model: StyleGANModel, faces: bool = False, bank_dir: str | Path | None = None,
+            warm: bool = False) -> StyleGANModel:
+    """Set a loaded model up: face models get ``FACE_TUNING_STEPS`` of pivotal tuning by default (Family, Projection,
+    Interpolation); ``bank_dir`` keeps the projection start's bank on disk; ``warm`` makes that bank now, in the
+    background, so a visitor's first projection does not wait for it."""
+    if faces:
+        model.pivotal_tuning_steps = FACE_TUNING_STEPS
+    model.bank_dir = bank_dir
+    if warm:
+        from plugins.stylegan.start import warm_bank
+
+        warm_bank(model, BANK_SIZE)
+    return model
 
 
 class StyleGANModel(LatentModel):
@@ -18,7 +36,10 @@ class StyleGANModel(LatentModel):
     Knobs (plain attributes, read at every call): ``truncation_psi`` (1.0 = none) and
     ``truncation_cutoff`` (None = all layers) for z -> w / w+; ``class_index`` for
     class-conditional models; ``noise_mode`` ('const', 'random', 'none'); ``force_fp32``
-    (on CUDA the layers flagged fp16 run in half precision unless this is set).
+    (on CUDA the layers flagged fp16 run in half precision unless this is set); ``fast_grad``
+    (True: decodes that build a gradient, i.e. projection and decoder-tuning steps, run in bfloat16
+    on CPUs with native bf16; inference and everything without a gradient stay float32); ``bank_dir``
+    (a folder where the projection start's latent bank is kept between runs; None: memory only).
 
     Noise: with ``noise_mode='const'`` (the default) StyleGAN2 reads its per-layer
     ``noise_const`` buffers, listed by :meth:`noise_buffers`. One model object serves every
@@ -46,6 +67,7 @@ class StyleGANModel(LatentModel):
         self.image_size, self.channels = int(G.img_resolution), int(G.img_channels)
         self.truncation_psi, self.truncation_cutoff = float(truncation_psi), truncation_cutoff
         self.class_index, self.noise_mode, self.force_fp32 = int(class_index), noise_mode, False
+        self.fast_grad, self.bank_dir = True, None
         n = int(G.num_ws)
         self.spaces = {
             "z": LatentSpace("z", (G.z_dim,), prior="gaussian", description="Input noise, N(0, I)."),
@@ -112,6 +134,9 @@ class StyleGANModel(LatentModel):
             kwargs["noise"] = list(noise)
         ws = latents if space == "w+" else self._convert(latents, space, "w+")
         kwargs.setdefault("force_fp32", self.force_fp32)
+        if self.fast_grad and torch.is_grad_enabled() and fast_grad_dtype(ws.device) is not None:
+            with torch.autocast("cpu", dtype=torch.bfloat16):
+                return self.G.synthesis(ws, noise_mode=noise_mode or self.noise_mode, **kwargs).float()
         return self.G.synthesis(ws, noise_mode=noise_mode or self.noise_mode, **kwargs)
 
     def mean_latent(self, space: str | None = None) -> torch.Tensor:
@@ -126,7 +151,8 @@ class StyleGANModel(LatentModel):
     def projection_defaults(self, space: str) -> dict:
         """How to project into StyleGAN (``bench/projection.py`` compares it with NVIDIA's recipe).
 
-        Start at ``w_avg``; Adam at lr 0.1 with a short second-moment memory (beta2 0.95: the
+        Start from the latent bank (``plugins.stylegan.start``: the blend of the bank latents whose
+        drawings look most like the target; ``init="mean"`` starts at ``w_avg``); Adam at lr 0.1 with a short second-moment memory (beta2 0.95: the
         gradient scale changes fast as the image comes together); NVIDIA's ramps (5 % up, cosine
         down over the last 25 %); no latent noise and no noise maps, so the latent is all there
         is and the reconstruction is exactly what the saved latent gives later; in W+ the layers'
@@ -140,7 +166,8 @@ class StyleGANModel(LatentModel):
         space = self.check_space(space)
         return {
             "loss": "lpips" if "lpips" in available() else "ms-ssim+l1",
-            "auto_init": "mean",
+            "auto_init": "bank" if space in ("w", "w+") else "mean",
+            "bank_size": BANK_SIZE,
             "lr": 0.1,
             "betas": (0.9, 0.95),
             "lr_rampup": 0.05,
@@ -149,6 +176,16 @@ class StyleGANModel(LatentModel):
             "optimize_noise": False,
             "layer_spread_penalty": LAYER_SPREAD_PENALTY if space == "w+" else 0.0,
         }
+
+    def bank_start(self, target: torch.Tensor, space: str, cfg, weights: torch.Tensor | None = None) -> torch.Tensor:
+        """Starts (N, *shape) for ``init="bank"`` (core.projection_priors): nearest drawings in the cached bank."""
+        from plugins.stylegan.start import bank_for
+
+        if space not in ("w", "w+"):
+            return self.mean_latent(space).expand(len(target), *self.spaces[space].shape).clone()
+        bank = bank_for(self, cfg.bank_size, cfg.seed, cfg.noise_mode)
+        w = bank.nearest(target.detach().cpu(), None if weights is None else weights.detach().cpu()).to(self.device)
+        return w if space == "w" else self._convert(w, "w", "w+")
 
     def layer_groups(self, space: str | None = None) -> dict[str, list[int]]:
         """StyleGAN2: by the resolution each w+ layer drives (coarse 4-8 px, middle 16-32, fine 64+), as in the paper."""

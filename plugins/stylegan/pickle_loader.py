@@ -18,7 +18,7 @@ every tensor is checked by name and shape. Attributes are untrusted too: those t
 compared with the stored tensors first, and building it may not allocate more than the stored weights explain
 (:func:`build_checked`), so a few tampered bytes cannot cost gigabytes before the shape check.
 
-Why one file of ~500 lines: the restricted unpickler, its allow-list and the reconstruction of each network
+Why one file (over 450 lines): the restricted unpickler, its allow-list and the reconstruction of each network
 class are one security boundary, reviewed as a whole.
 """
 
