@@ -182,7 +182,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     fa.add_argument("--variation", type=float, default=None,
                     help="mutation on top of the inherited traits, in population standard deviations (default: the tab's, core.children.VARIATION)")
     fa.add_argument("--seed", type=int, default=0)
-    fa.add_argument("--steps", type=int, default=200, help="projection steps per parent")
+    fa.add_argument("--steps", type=int, default=100, help="projection steps per parent (core.family.PROJECTION_STEPS)")
     fa.add_argument("--decode-steps", type=int, default=None, metavar="N",
                     help="sampling steps when a diffusion model draws parents and children (default: the model's, 50)")
     fa.add_argument("--tune-steps", type=int, default=None,

@@ -30,9 +30,10 @@ from core.faces import NoFaceError, align_face, align_ffhq, transform_size_for
 from core.faces.colour import ColourMatch, match_to_model
 from core.faces.identity import SAME_PERSON, default_identity
 from core.faces.mask import as_weights, composite
-from core.family import ChildSettings, make_children
+from core.family import PROJECTION_STEPS, ChildSettings, make_children
 from core.image_input import load_image, model_input
 from core.images import from_pil, psnr, to_pil
+from core.photo_to_latent import default_tuning
 from core.projection import ProjectionConfig, run_projection
 
 FACES = Path(__file__).resolve().parents[2] / "shared" / "data" / "faces"
@@ -359,7 +360,7 @@ def family_flow_table(name: str, n_pairs: int, steps: int, tune_steps: list[int 
     reg = Registry().discover()
     model = reg.get(name)
     for tune in tune_steps:
-        label = f"tune {model.pivotal_tuning_steps if tune is None else tune}"
+        label = f"tune {default_tuning(model, 2, 'mse').steps if tune is None else tune}"
         print(f"\n### {name}: the Family flow ({steps} projection steps, {label} decoder steps, variation {variation})\n")
         print("| pairs | parents' identity (median) | parents' distance | balance | siblings | each child closer to each "
               "parent than the parents are | texture outside / inside face (child ÷ parents) | one face found | "
@@ -428,7 +429,7 @@ def main() -> None:
     p.add_argument("--sets", default="london,3dsk,selfies,photos", help="comma-separated: london, 3dsk, selfies, photos")
     p.add_argument("--n", type=int, default=0, help="at most this many 3DSK / London photos (0: all)")
     p.add_argument("--pairs", type=int, default=20, help="Family pairs per set (0: no Family table)")
-    p.add_argument("--steps", type=int, default=200)
+    p.add_argument("--steps", type=int, default=None, help="projection steps (default: 200; the Family flow: the tab's)")
     p.add_argument("--settings", default=",".join(SETTINGS),
                    help=f"comma-separated from {', '.join(SETTINGS)}, or '+' combinations of {', '.join(PARTS)}")
     p.add_argument("--prior", type=float, default=0.02, help="prior_weight of the masked+prior setting")
@@ -448,7 +449,7 @@ def main() -> None:
     if a.flow:
         tunes = [None if t == "default" else int(t) for t in a.flow_tune.split(",") if t]
         for model in face_models(a.model):
-            family_flow_table(model.card.name, a.flow, a.steps, tunes, a.sheet_dir, a.variation)
+            family_flow_table(model.card.name, a.flow, a.steps or PROJECTION_STEPS, tunes, a.sheet_dir, a.variation)
         return
     if not FACES.is_dir():
         print(f"The shared face data is not at {FACES}: nothing to measure.")
@@ -464,11 +465,11 @@ def main() -> None:
             print(f"in-the-wild photos used: {', '.join(f.name for f in sets['photos'])}")
         print(f"aligned {sum(len(v) for v in sets.values())} photos in {time.perf_counter() - t:.1f} s")
         cache: dict = {}
-        reconstruction_table(model, sets, settings, a.steps, a.prior, a.anchor, cache)
+        reconstruction_table(model, sets, settings, a.steps or 200, a.prior, a.anchor, cache)
         children = family_table(model, sets, settings, cache, a.pairs, a.variation) if a.pairs > 0 else {}
         males = sorted((FACES / "3dsk" / "male").glob("*.jpg"))[:1] + sorted((FACES / "3dsk" / "female").glob("*.jpg"))[:1]
         if len(males) == 2:
-            family_seconds(model, males, settings, a.steps, a.prior, a.anchor)
+            family_seconds(model, males, settings, a.steps or 200, a.prior, a.anchor)
         if a.sheet:
             contact_sheet(a.sheet, model, sets, cache, children, a.sheet_setting, a.sheet_rows)
 

@@ -45,6 +45,7 @@ from core.user_directions import directions_for
 __all__ = ["BALANCE_RANGE", "BALANCE_STEPS", "DISCLAIMER", "DOMINANCE", "MAX_CHILDREN", "PARENTS", "ChildSettings",
            "Children", "Family", "Parent", "check_settings", "face_thumbnail", "layer_weights", "make_children", "morph"]
 
+PROJECTION_STEPS = 100  # the tabs' and CLI's default per parent: tuning then brings the parents back (docs/benchmarks.md)
 BALANCE_STEPS = 3  # identity evaluations per family to even out each child's resemblance (see Family.children)
 BALANCE_SLOPE = 0.3  # first guess of d(ratio)/d(shift) for the first secant step (typical of the built-in model)
 MAX_FACES = 10_000  # a bound for the face-number check, far above any photo's count
@@ -182,10 +183,10 @@ class Family:
         return p
 
     # ----- projection ----------------------------------------------------------------------
-    def project(self, steps: int = 200, should_stop: Callable[[], bool] | None = None,
+    def project(self, steps: int = PROJECTION_STEPS, should_stop: Callable[[], bool] | None = None,
                 tune_steps: int | None = None) -> Iterator:
         """Project every aligned parent not yet projected with these settings, as ONE batch, then tune a copy of the
-        decoder to both parents' photos (``tune_steps``, default the model's ``pivotal_tuning_steps``; see
+        decoder to both parents' photos (``tune_steps``, default ``core.photo_to_latent.default_tuning``'s for two; see
         core.pivotal); yields ProjectionEvents, then TuningEvents.
 
         With both parents, projection and tuning fit photos whose face colours are matched to each other (their
@@ -201,7 +202,7 @@ class Family:
         if not usable:
             self._ready("father" if self.parents["father"].error or not self.parents["mother"].error else "mother")
         cfg = ProjectionConfig.for_model(self.model, self.space, steps=steps, preview_every=0)
-        tune = self.model.pivotal_tuning_steps if tune_steps is None else int(tune_steps)
+        tune = default_tuning(self.model, 2, cfg.loss, tune_steps).steps  # the two-photo default when None
         if tune < 0:
             raise ValueError("The number of decoder-tuning steps cannot be negative.")
         photos = torch.cat([from_pil(self.parents[w].crop, self.model.channels) for w in usable])

@@ -17,13 +17,23 @@ from core.pivotal import TuningConfig, TuningEvent
 from core.projection import ProjectionConfig, ProjectionEvent, project
 
 TWO_PIVOT_PATH = 3.0  # the path term used when tuning to two photos (Family's parents, Interpolation's endpoints)
+# Tuning steps for two photos, as a multiple of the model's pivotal_tuning_steps: the path term shares the decoder's
+# capacity with the two pivots, so they need more steps to come back as themselves (docs/benchmarks.md, Family).
+TWO_PIVOT_STEPS = 1.5
+# Prior samples per step of the locality term for two photos: the path term's children already hold the decoder to
+# the base model around the pair, so fewer are needed there, and each step stays cheap.
+TWO_PIVOT_LOCALITY = 2
 
 
 def default_tuning(model: LatentModel, photos: int, loss: str, steps: int | None = None) -> TuningConfig:
     """The tuning every face workflow uses: the model's ``pivotal_tuning_steps`` (or ``steps``), and for two photos
-    (Family's parents, Interpolation's endpoints) the path term between them, so blends of the two stay one face."""
-    return TuningConfig(steps=model.pivotal_tuning_steps if steps is None else int(steps), loss=loss,
-                        path=TWO_PIVOT_PATH if photos == 2 else 0.0)
+    (Family's parents, Interpolation's endpoints) the path term between them, so blends of the two stay one face,
+    with :data:`TWO_PIVOT_STEPS` times the steps by default and :data:`TWO_PIVOT_LOCALITY` prior samples."""
+    if steps is None:
+        steps = round(model.pivotal_tuning_steps * (TWO_PIVOT_STEPS if photos == 2 else 1))
+    if photos == 2:
+        return TuningConfig(steps=int(steps), loss=loss, path=TWO_PIVOT_PATH, locality_samples=TWO_PIVOT_LOCALITY)
+    return TuningConfig(steps=int(steps), loss=loss)
 
 
 def project_and_tune(model: LatentModel, target: torch.Tensor, config: ProjectionConfig,

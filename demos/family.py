@@ -366,7 +366,8 @@ def _layout(ctx: AppContext) -> SimpleNamespace:
                 father_crop = gr.Image(label="Father, aligned", format="png", interactive=False, elem_id="family_father_crop")
                 mother_crop = gr.Image(label="Mother, aligned", format="png", interactive=False, elem_id="family_mother_crop")
             align_note = gr.Markdown("", elem_id="family_align_note")
-            steps = gr.Slider(1, ctx.max_steps, value=200, step=1, label="Projection steps", elem_id="family_steps")
+            # value: a marked copy of core.family.PROJECTION_STEPS (not imported: the page is served before torch loads)
+            steps = gr.Slider(1, ctx.max_steps, value=100, step=1, label="Projection steps", elem_id="family_steps")
             decode_steps = decode_steps_slider(ctx, "family")
             with gr.Row():
                 project_btn = gr.Button("Project parents", variant="primary", elem_id="family_project")

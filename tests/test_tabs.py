@@ -150,8 +150,10 @@ def test_face_tabs_open_on_a_face_model_and_panels_keep_their_size(ctx):
     assert by_id["proj_preview"].height and by_id["proj_preview"].height == by_id["proj_target"].height
     assert by_id["family_video"].height and by_id["family_video"].height <= 400
     from core.children import VARIATION
+    from core.family import PROJECTION_STEPS
 
-    assert by_id["family_variation"].value == VARIATION  # the tab's default is the CLI's and the benchmark's
+    assert by_id["family_variation"].value == VARIATION  # the tab's defaults are the CLI's and the benchmark's
+    assert by_id["family_steps"].value == PROJECTION_STEPS
 
 
 def test_builtin_face_model_note_and_download_button(ctx):
