@@ -87,9 +87,10 @@ def old_vs_new(steps: int, new_steps: int, tune: int) -> None:
     bank_s = time.perf_counter() - t0
     defaults = model.projection_defaults
     rows = []
-    for name, init, fast, n, k in (("old: w_avg start, fp32, no tuning", "mean", False, steps, 0),
-                                   ("new: bank start, bf16, tuned", "bank", True, new_steps, tune)):
-        model.projection_defaults = lambda space, i=init: {**defaults(space), "auto_init": i}
+    old = {"auto_init": "mean", "betas": (0.9, 0.95), "lr_rampup": 0.05}  # the defaults before the bank start
+    for name, changes, fast, n, k in (("old: w_avg start, fp32, no tuning", old, False, steps, 0),
+                                      ("new: bank start, bf16, tuned", {}, True, new_steps, tune)):
+        model.projection_defaults = lambda space, c=changes: {**defaults(space), **c}
         model.fast_grad = fast
         r = family_run(model, n, k)
         rows.append(f"| {name} | {n} | {k} | {r['align']:.2f} | {r['project+tune'] - r['tune']:.1f} | {r['tune']:.1f} | "

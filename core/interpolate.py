@@ -275,6 +275,7 @@ class InterpolationResult:
     projection_steps: int = 0  # image endpoints: the projection's steps
     inside_faces: bool = False  # image endpoints: the PSNR is measured inside the face masks
     colours_matched: bool = False  # two faces fitted on colours matched to each other, the frames given theirs back
+    stopped: bool = False  # image endpoints: a Stop ended the projection; only A and B as found so far are drawn
 
     @property
     def tuned(self) -> bool:
@@ -316,10 +317,13 @@ def interpolate_seeds(handle: ModelHandle, plan: InterpolationPlan, seed_a: floa
 def interpolate_images(handle: ModelHandle, plan: InterpolationPlan, images: torch.Tensor, steps: int,
                        report: StepReport | None = None, weights: torch.Tensor | None = None,
                        executor: Executor | None = None, tuning: TuningConfig | int | None = None,
-                       decode: dict | None = None) -> InterpolationResult:
+                       decode: dict | None = None, should_stop: Callable[[], bool] | None = None) -> InterpolationResult:
     """The walk between two images (2, C, H, W) at ``handle.model``'s size: endpoints by :func:`image_endpoints`
-    (``weights``: face masks), frames by :func:`render_walk` with the decoder the endpoints came with."""
-    ends = image_endpoints(handle.model, plan, images, steps, report, weights, executor, tuning)
-    latents, frames = render_walk(ends.decoder, plan, ends.a, ends.b, executor, ends.colour, decode)
-    return InterpolationResult(handle, plan, latents, frames, ends.decoder, ends.psnr, steps, weights is not None,
-                               ends.colour is not None)
+    (``weights``: face masks), frames by :func:`render_walk` with the decoder the endpoints came with. Stopped
+    (``should_stop``), only A and B as found so far are drawn (``stopped``): nothing long runs after a Stop."""
+    ends = image_endpoints(handle.model, plan, images, steps, report, weights, executor, tuning, should_stop)
+    stopped = should_stop is not None and should_stop()
+    drawn = dataclasses.replace(plan, frames=2) if stopped else plan
+    latents, frames = render_walk(ends.decoder, drawn, ends.a, ends.b, executor, ends.colour, decode)
+    return InterpolationResult(handle, drawn, latents, frames, ends.decoder, ends.psnr, steps, weights is not None,
+                               ends.colour is not None, stopped)

@@ -66,16 +66,17 @@ def build_app(registry: Registry, max_steps: int = 1000, concurrency: int | None
     if heavy < 1:
         raise ValueError(f"--concurrency must be 1 or more, got {heavy}.")
     serving.assign_groups(demo, serving.ADMITTED, serving.light_concurrency())
-    ctx.heavy_threads = serving.HeavyThreads(heavy)  # heavy work ranked below pages and light events
-    ctx.fair_turns = serving.FairTurns(heavy)
-    ctx.files.client_busy = lambda owner: ctx.fair_turns.has_jobs(("client", owner.token, owner.user))
+    sessions = ctx.sessions
+    sessions.heavy_threads = heavy_threads = serving.HeavyThreads(heavy)  # heavy work ranked below pages and light events
+    sessions.fair_turns = fair_turns = serving.FairTurns(heavy)
+    sessions.files.client_busy = lambda owner: fair_turns.has_jobs(("client", owner.token, owner.user))
     # Every handler, in every tab: a user's mistake is one log line, a real fault keeps its traceback.
     for block_fn in demo.fns.values():
         if block_fn.fn is not None:
             block_fn.fn = user_errors(block_fn.fn)
             if block_fn.concurrency_id == HEAVY:
                 # (the children's sliders re-render the same children: a newer slider move replaces a waiting one)
-                block_fn.fn = serving.take_turns(block_fn.fn, ctx.fair_turns, ctx.heavy_threads, lambda key: ctx.gone(key),
+                block_fn.fn = serving.take_turns(block_fn.fn, fair_turns, heavy_threads, lambda key: sessions.gone(key),
                                                  api=block_fn.api_name,
                                                  replaceable=(block_fn.api_name or "").startswith("family_children_"))
     plain_refusals(demo)  # and a value no handler could take, or a fault of ours, is a sentence too (never "error": null)
@@ -109,8 +110,8 @@ def launch(demo: gr.Blocks, host: str = "127.0.0.1", port: int | None = None, sh
         max_file_size=max_file_size, prevent_thread_lock=True, quiet=True, head=latent_map.HEAD, css=interpolation.CSS,
         footer_links=["api", "settings"], app_kwargs={"middleware": [Middleware(serving.CookieSent), Middleware(FileAccess, files=ctx.files)]},
     )
-    ctx.gone = serving.client_gone(demo)
-    ctx.queued = serving.queued_events(demo, ctx.fair_turns)
+    ctx.sessions.gone = serving.client_gone(demo)
+    ctx.sessions.queued = serving.queued_events(demo, ctx.sessions.fair_turns)
     ctx.start_reaper(lambda: _busy_sessions(demo), after=serving.release_memory)
     _close = demo.close
 

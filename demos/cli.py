@@ -101,11 +101,6 @@ def _load(registry: Registry, name: str, announce: bool = True):
     return model
 
 
-def _handle(registry: Registry, name: str, announce: bool = True) -> ModelHandle:
-    """The model ``name`` loaded (downloaded first if need be), with its tags."""
-    return ModelHandle(name, tuple(registry.entry(name).tags), _load(registry, name, announce))
-
-
 def _target(handle: ModelHandle, path: str, align: bool, face: int = 1, max_side: int | None = None,
             shape: tuple[int, int] | None = None):
     """What the model sees of the photo at ``path`` (``core.image_input.input_for``): face-aligned when ``align`` and
@@ -160,7 +155,7 @@ def project(args: argparse.Namespace, registry: Registry, executor: Executor) ->
     from core.projection import ProjectionConfig
     from core.projection_outcome import finish_projection
 
-    handle = _handle(registry, args.model)
+    handle = registry.handle(args.model, _load(registry, args.model))
     space = handle.model.check_space(args.space or handle.model.edit_space())
     inp, target = _target(handle, args.image, not args.no_align, args.face, getattr(args, "max_side", None))
     model = handle.model.at_size(*inp.shape)  # itself, or a VAE at the photo's size
@@ -200,7 +195,7 @@ def interpolate(args: argparse.Namespace, registry: Registry, executor: Executor
 
     if args.seeds is None and (args.a is None or args.b is None):
         raise ValueError("Give two images (A B) or --seeds A B.")
-    handle = _handle(registry, args.model)
+    handle = registry.handle(args.model, _load(registry, args.model))
     plan = plan_interpolation(handle.model, args.frames, args.space, args.method, args.mix or (), args.seeds is None)
     decode_kw = handle.model.decode_options(getattr(args, "decode_steps", None), inverted=args.seeds is None)
     for note in plan.notes:
@@ -263,7 +258,7 @@ def family(args: argparse.Namespace, registry: Registry, executor: Executor) -> 
     entry = registry.entry(args.model)
     if FACES not in entry.tags:  # said before a model is downloaded or loaded
         raise NotAFaceModelError(face_model_refusal(entry.card.title, "Family"))
-    handle = _handle(registry, args.model)
+    handle = registry.handle(args.model, _load(registry, args.model))
     model = handle.model
     fam = Family(handle, executor=executor)
     fam.set_decode_steps(getattr(args, "decode_steps", None))
@@ -316,7 +311,7 @@ def directions(args: argparse.Namespace, registry: Registry, executor: Executor)
 
     from core.user_directions import fit_from_folder, save_user_directions
 
-    handle = _handle(registry, args.model)
+    handle = registry.handle(args.model, _load(registry, args.model))
     bar = tqdm(desc="encoding photos", file=sys.stderr)
 
     def report(i, n, name):

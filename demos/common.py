@@ -7,8 +7,8 @@ ends (tab closed, or idle for REST clients) and when the app stops; the rules
 are in ``demos/sessions.py`` and the README's Privacy section. Every file input
 passes ``AppContext.own_input`` (``read_upload`` does it for images).
 
-Why one file (over 450 lines): the app context every tab receives (models, per-session files and caches,
-ownership checks) is one object; its parts only make sense together.
+The context is two parts with one concern each: ``demos/session_store.py`` (sessions and their files) and
+``demos/model_store.py`` (models, datasets and maps).
 """
 
 from __future__ import annotations
@@ -17,21 +17,26 @@ import functools
 import inspect
 import math
 import sys
-import threading
 import traceback
 import types
-import uuid
 from collections.abc import Callable
-from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import gradio as gr
 from gradio.data_classes import FileData
 
 from core.private_dir import IDLE_S
-from demos.sessions import SessionError, SessionFiles, owner_of, session_key
+from demos.model_store import Models, _current_request  # noqa: F401 - _current_request: demos.serving reads it here
+from demos.session_store import Sessions
+from demos.sessions import SessionFiles
 from plugins.registry import Registry, UnknownModelError
+
+if TYPE_CHECKING:  # torch and the serving machinery: types only, the page is served without them
+    from core.executor import Executor
+    from core.latent_map import MapCache
+    from core.model import LatentModel
+    from demos.serving import FairTurns
 
 HEAVY = "heavy"  # concurrency_id shared by the long jobs (projection, maps, family): --concurrency of them at once
 LIGHT = "light"  # every short event (cards, alignment, decoding a point): many at once, never behind HEAVY (demos/serving.py)
@@ -203,259 +208,121 @@ def ImageUpload(**kwargs) -> gr.Image:  # noqa: N802 - used like a component cla
     return image
 
 
-@dataclass
 class AppContext:
-    registry: Registry
-    max_steps: int = 1000
-    models_dir: Path | None = None  # the only server folder visitors may name a model (.pkl, model folder) in (--models-dir)
-    allow_shared_uploads: bool = False  # an uploaded .pkl is offered to everyone (--allow-shared-uploads)
-    idle_s: float = IDLE_S  # a session with no open tab ends after this long without activity
-    keep_files: bool = False  # --keep-files: nothing is deleted (debugging)
-    executor: Any = None  # where heavy model work runs (core.executor.Executor; None: in this process, core.executor.LOCAL)
-    model_dropdowns: list[gr.Dropdown] = field(default_factory=list)
-    files: SessionFiles = field(init=False)
-    _private_models: dict[str, str] = field(default_factory=dict)  # model name -> the session that uploaded it
-    _lock: threading.Lock = field(default_factory=threading.Lock)
-    _caches: dict[str, dict] = field(default_factory=dict)
-    _datasets: dict[tuple[str, str], Any] = field(default_factory=dict)
-    _maps: Any = None
-    _stop: threading.Event = field(default_factory=threading.Event)
-    _reaper: threading.Thread | None = None
-    max_datasets: int = 4  # labelled latent sets kept in memory (least recently used dropped first)
-    gone: Callable[[str], bool] = lambda key: False  # has this session's client disconnected? (set by launch)
-    # the ids of a session's queued events for some endpoints (set by launch; serving.queued_events)
-    queued: Callable[[str, tuple[str, ...]], set[str]] = lambda key, apis: set()
-    heavy_threads: Any = None  # demos.serving.HeavyThreads: where heavy handlers run (set by build_app)
-    _ended_count: int = 0  # sessions ended so far (the reaper hands memory back after some end)
+    """What every tab's handlers receive: ``sessions`` (each visitor's files, values and queue state,
+    ``demos.session_store.Sessions``) and ``models`` (the models a session may use, their datasets and maps,
+    ``demos.model_store.Models``), plus ``max_steps``, the app's cap on projection steps.
 
-    def __post_init__(self) -> None:
-        if self.executor is None:
-            from core.executor import LOCAL
+    The methods below only forward to those two, so handlers written as ``ctx.model(name)`` or
+    ``ctx.save_image(...)`` keep working; new code may reach the part it needs directly."""
 
-            self.executor = LOCAL
-        self.files = SessionFiles(lambda: Path(gr.utils.get_upload_folder()), idle_s=self.idle_s, keep_files=self.keep_files)
-
-    # ----- per-session files ---------------------------------------------------------
-    def _key(self, request: gr.Request | None) -> str:
-        """This request's session, checked: it must be the caller's own and not have ended."""
-        key = _session_key(request)
-        try:
-            self.files.touch(key, owner_of(request))
-        except SessionError as e:
-            raise gr.Error(str(e)) from e
-        return key
-
-    def session_dir(self, request: gr.Request | None) -> Path:
-        """This session's private output folder (random name, inside Gradio's cache, served to its client only)."""
-        try:
-            return self.files.folder(_session_key(request), owner_of(request))
-        except SessionError as e:
-            raise gr.Error(str(e)) from e
-
-    def new_file(self, request: gr.Request | None, suffix: str, stem: str = "out") -> Path:
-        return self.session_dir(request) / f"{stem}_{uuid.uuid4().hex[:10]}{suffix}"
-
-    def save_image(self, request: gr.Request | None, image, stem: str = "image", min_side: int = 0) -> str:
-        """Save a PIL image in the session folder; ``min_side`` upscales small images for display
-        (nearest neighbour, so an 8x8 digit shows its real pixels)."""
-        from core.images import enlarge
-
-        path = self.new_file(request, ".png", stem)
-        enlarge(image, min_side).save(path)
-        return str(path)
-
-    def own_input(self, request: gr.Request | None, path: str | None) -> str | None:
-        """Accept a file input only from the client that uploaded (or made) it; it is deleted with the session.
-
-        Another session's path, a path outside the app's folder typed into an API call, or a file already deleted
-        all get the same plain message.
-        """
-        if path:
-            try:
-                self.files.use(path, _session_key(request), owner_of(request))
-            except SessionError as e:
-                raise gr.Error(str(e)) from e
-        return path
-
-    def queued_events(self, request: gr.Request | None, apis: tuple[str, ...]) -> set[str]:
-        """Ids of this session's events for ``apis`` still waiting in the queue."""
-        return self.queued(_session_key(request), apis)
-
-    def client_gone(self, request: gr.Request | None) -> bool:
-        """True once the client of this request has disconnected: its job should stop, nobody will see the result."""
-        return request is not None and self.gone(_session_key(request))
-
-    def track_upload(self, request: gr.Request | None, path: str | None) -> None:
-        self.own_input(request, path)
-
-    def session_cache(self, request: gr.Request | None) -> dict:
-        """In-memory values of one session (e.g. parents' projections); dropped when it ends."""
-        key = self._key(request)
-        with self._lock:
-            return self._caches.setdefault(key, {})
-
-    def end_session(self, request: gr.Request | None) -> None:
-        """Delete this session's uploads, outputs, private models and cached values (its tab closed)."""
-        self._end(_session_key(request), owner_of(request))
-
-    def _end(self, key: str, owner=None) -> None:
-        if not self.files.end(key, owner):
-            return  # a request that named someone else's session
-        self._ended_count += 1
-        with self._lock:
-            self._caches.pop(key, None)
-            private = [n for n, k in self._private_models.items() if k == key]
-            for name in private:
-                del self._private_models[name]
-        for name in private:
-            self.registry.remove(name)
-
-    def expire_sessions(self, busy: set[str] = frozenset()) -> list[str]:
-        """End the sessions idle for ``idle_s`` (no open tab, no running job); run by the reaper."""
-        ended = self.files.expire(busy)
-        for key in ended:
-            self._end(key)
-        return ended
-
-    def start_reaper(self, busy: Callable[[], set[str]] = set, after: Callable[[], None] | None = None) -> None:
-        """Expire idle sessions in the background, every quarter of the idle time (at most every 30 s); ``after``
-        runs when sessions have ended (e.g. to hand their memory back)."""
-        if self._reaper is not None:
-            return
-        period = max(0.2, min(self.idle_s / 4, 30.0))
-        seen = [self._ended_count]
-
-        def loop() -> None:
-            while not self._stop.wait(period):
-                try:
-                    self.expire_sessions(busy())
-                    if after is not None and self._ended_count != seen[0]:  # tabs closed or sessions expired
-                        seen[0] = self._ended_count
-                        after()
-                except Exception as e:  # the reaper must outlive anything a request left behind
-                    print(f"warning: session clean-up failed: {e}", file=sys.stderr)
-
-        self._reaper = threading.Thread(target=loop, name="latent-lab-reaper", daemon=True)
-        self._reaper.start()
+    def __init__(self, registry: Registry, max_steps: int = 1000, models_dir: Path | None = None,
+                 allow_shared_uploads: bool = False, idle_s: float = IDLE_S, keep_files: bool = False,
+                 executor: Executor | None = None, max_datasets: int = 4) -> None:
+        self.max_steps = max_steps
+        self.sessions = Sessions(idle_s, keep_files)
+        self.models = Models(registry, self.sessions.key, executor, models_dir, allow_shared_uploads, max_datasets)
+        self.sessions.on_end.append(self.models.forget_session)
 
     def close(self) -> None:
-        """The app stops: no job writes anything more, and every session's files are deleted."""
-        self._stop.set()
-        self.executor.close()
-        if self.heavy_threads is not None:
-            self.heavy_threads.close()
-        self.files.close()
-        with self._lock:
-            keys = list(self._caches)
-        for key in keys:
-            self._end(key)
+        """The app stops: no job writes anything more, every session's files are deleted, the executor is closed."""
+        self.sessions.close()
+        self.models.executor.close()
 
-    # ----- models visible to this session -----------------------------------------------
-    def add_private_model(self, name: str, request: gr.Request | None) -> None:
-        """A model only the uploading session sees and uses; removed when that session ends."""
-        with self._lock:
-            self._private_models[name] = self._key(request)
-
-    def visible(self, name: str, request: gr.Request | None = None) -> bool:
-        owner_key = self._private_models.get(name)
-        if owner_key is None:
-            return True
-        request = request if request is not None else _current_request()
-        if request is None:
-            return False
-        try:
-            return self._key(request) == owner_key
-        except gr.Error:
-            return False
-
-    # ----- datasets and maps ----------------------------------------------------------
-    def dataset(self, name: str, dataset: str):
-        """A model's labelled latent set (built once, then kept in memory: the ``max_datasets`` most recently used)."""
-        key = (name, dataset)
-        with self._lock:
-            if key in self._datasets:
-                self._datasets[key] = self._datasets.pop(key)  # most recently used last
-                return self._datasets[key]
-        model = self.model(name)
-        if dataset not in model.datasets():
-            raise gr.Error(f"{self.registry.entry(name).card.title} has no dataset '{dataset}'.")
-        try:
-            value = self.executor.dataset(model, dataset)  # encoding a dataset is model work (maybe on a replica)
-        except (OSError, ValueError, RuntimeError) as e:
-            raise gr.Error(f"The dataset '{dataset}' could not be prepared: {e}") from e
-        with self._lock:
-            self._datasets[key] = value
-            while len(self._datasets) > max(1, self.max_datasets):
-                self._datasets.pop(next(iter(self._datasets)))
-        return value
+    # ----- forwarded to .models --------------------------------------------------------------------------------------
+    @property
+    def registry(self) -> Registry:
+        return self.models.registry
 
     @property
-    def maps(self):
-        """The map cache (created on first use so start-up imports no scikit-learn)."""
-        if self._maps is None:
-            from core.latent_map import MapCache
-            from core.paths import cache_dir
+    def executor(self) -> Executor:
+        return self.models.executor
 
-            self._maps = MapCache(cache_dir("maps"), fit=self.executor.latent_map)  # fitted where heavy work runs
-        return self._maps
+    @property
+    def models_dir(self) -> Path | None:
+        return self.models.models_dir
 
-    # ----- models --------------------------------------------------------------------
+    @property
+    def allow_shared_uploads(self) -> bool:
+        return self.models.allow_shared_uploads
+
+    @property
+    def model_dropdowns(self) -> list[gr.Dropdown]:
+        return self.models.dropdowns
+
+    @property
+    def maps(self) -> MapCache:
+        return self.models.maps
+
+    def model(self, name: str | None) -> LatentModel:
+        return self.models.model(name)
+
+    def dataset(self, name: str, dataset: str):
+        return self.models.dataset(name, dataset)
+
     def names(self, tag: str | None = None) -> list[str]:
-        """The registry's models this session may see (other sessions' uploaded .pkl files are left out)."""
-        return [n for n in self.registry.names(tag) if self.visible(n)]
+        return self.models.names(tag)
 
     def choices(self, tag: str | None = None) -> list[tuple[str, str]]:
-        out = []
-        for name in self.names(tag):
-            entry = self.registry.entry(name)
-            status = self.registry.status(name)
-            suffix = "" if status in ("ready", "loaded") else f" ({status})"
-            out.append((f"{entry.card.title}{suffix}", name))
-        return out
+        return self.models.choices(tag)
 
     def default_model(self, tag: str | None = None) -> str | None:
-        names = self.names(tag)
-        ready = [n for n in names if self.registry.status(n) in ("ready", "loaded")]
-        return (ready or names or [None])[0]
-
-    def model(self, name: str | None):
-        """The loaded model, or a gr.Error that says what to do."""
-        if not name:
-            raise gr.Error("Choose a model first.")
-        if name not in self.registry.entries or not self.visible(name):
-            raise gr.Error(f"Unknown model '{name}'. Available: {', '.join(self.names()) or 'none'}.")
-        try:
-            status = self.registry.status(name)
-            if status == "not downloaded":
-                raise gr.Error(f"{self.registry.entry(name).card.title} is not downloaded yet: press Download weights in its model panel.")
-            return self.registry.get(name)
-        except gr.Error:
-            raise
-        except (KeyError, RuntimeError) as e:
-            raise gr.Error(e.args[0] if isinstance(e, KeyError) and e.args else str(e)) from e  # str(KeyError) adds quotes
+        return self.models.default_model(tag)
 
     def card_markdown(self, name: str | None) -> str:
-        if not name:
-            return "No model selected."
-        if not self.visible(name):
-            return f"Unknown model '{name}'."
-        try:
-            entry = self.registry.entry(name)
-        except KeyError as e:
-            return str(e)
-        status = self.registry.status(name)
-        return entry.card.to_markdown() + f"\n- **Status:** {status}"
+        return self.models.card_markdown(name)
 
+    def visible(self, name: str, request: gr.Request | None = None) -> bool:
+        return self.models.visible(name, request)
 
-def _session_key(request: gr.Request | None) -> str:
-    return session_key(getattr(request, "session_hash", None))
+    def add_private_model(self, name: str, request: gr.Request | None) -> None:
+        self.models.add_private(name, request)
 
+    # ----- forwarded to .sessions ------------------------------------------------------------------------------------
+    @property
+    def files(self) -> SessionFiles:
+        return self.sessions.files
 
-def _current_request() -> gr.Request | None:
-    """The request of the event being run (Gradio keeps it in a context variable), for code not handed it."""
-    from gradio.context import LocalContext
+    @property
+    def _caches(self) -> dict[str, dict]:  # (tests look inside)
+        return self.sessions._caches
 
-    return LocalContext.request.get(None)
+    @property
+    def fair_turns(self) -> FairTurns | None:
+        return self.sessions.fair_turns
+
+    def session_dir(self, request: gr.Request | None) -> Path:
+        return self.sessions.session_dir(request)
+
+    def new_file(self, request: gr.Request | None, suffix: str, stem: str = "out") -> Path:
+        return self.sessions.new_file(request, suffix, stem)
+
+    def save_image(self, request: gr.Request | None, image, stem: str = "image", min_side: int = 0) -> str:
+        return self.sessions.save_image(request, image, stem, min_side)
+
+    def own_input(self, request: gr.Request | None, path: str | None) -> str | None:
+        return self.sessions.own_input(request, path)
+
+    def track_upload(self, request: gr.Request | None, path: str | None) -> None:
+        self.sessions.own_input(request, path)
+
+    def session_cache(self, request: gr.Request | None) -> dict:
+        return self.sessions.cache(request)
+
+    def queued_events(self, request: gr.Request | None, apis: tuple[str, ...]) -> set[str]:
+        return self.sessions.queued_events(request, apis)
+
+    def client_gone(self, request: gr.Request | None) -> bool:
+        return self.sessions.client_gone(request)
+
+    def end_session(self, request: gr.Request | None) -> None:
+        self.sessions.end_session(request)
+
+    def expire_sessions(self, busy: set[str] = frozenset()) -> list[str]:
+        return self.sessions.expire(busy)
+
+    def start_reaper(self, busy: Callable[[], set[str]] = set, after: Callable[[], None] | None = None) -> None:
+        self.sessions.start_reaper(busy, after)
 
 
 def read_upload(ctx: AppContext, path: str | None, request: gr.Request | None, channels: int = 3, min_side: int = 16, what: str = "image"):
@@ -503,6 +370,8 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
         with gr.Accordion("Model card (licence, training data)", open=False):
             card = gr.Markdown(ctx.card_markdown(first), elem_id=f"{prefix}_card")
         download = gr.Button("Download weights", visible=False, size="sm", elem_id=f"{prefix}_download")
+        # beside the button, where the visitor looks after pressing it (the card's accordion is usually closed)
+        failed = gr.Markdown("", visible=False, elem_id=f"{prefix}_download_status")
     ctx.model_dropdowns.append(dropdown)
 
     def show(name):
@@ -510,20 +379,22 @@ def model_panel(ctx: AppContext, prefix: str, tag: str | None = None, label: str
         return ctx.card_markdown(name), gr.update(visible=status == "not downloaded")
 
     def fetch(name, progress=gr.Progress()):
-        """A failed download is one warning and a line on the card: raised as an error, Gradio would lay a red
+        """A failed download is one warning and a line beside the button: raised as an error, Gradio would lay a red
         "Error" over every output (the dropdown too) until dismissed."""
         try:
             download_model(ctx, name, progress)
         except gr.Error as e:
             gr.Warning(e.message)
-            return (f"**Download failed:** {e.message}\n\n{ctx.card_markdown(name)}", gr.update(visible=True),
-                    gr.update())
-        return ctx.card_markdown(name), gr.update(visible=False), gr.update(choices=ctx.choices(tag), value=name)
+            return (ctx.card_markdown(name), gr.update(visible=True), gr.update(),
+                    gr.update(value=f"**Download failed:** {e.message}", visible=True))
+        return (ctx.card_markdown(name), gr.update(visible=False), gr.update(choices=ctx.choices(tag), value=name),
+                gr.update(value="", visible=False))
 
     dropdown.change(show, dropdown, [card, download], api_name=f"{prefix}_model_card", show_progress="hidden")
+    dropdown.change(lambda: gr.update(value="", visible=False), None, failed, api_visibility="private", show_progress="hidden")
     dropdown.focus(lambda: gr.update(choices=ctx.choices(tag)), None, dropdown, api_name=f"{prefix}_model_list",
                    api_visibility="undocumented", show_progress="hidden")
-    download.click(fetch, dropdown, [card, download, dropdown], api_name=f"{prefix}_download", concurrency_id="download",
+    download.click(fetch, dropdown, [card, download, dropdown, failed], api_name=f"{prefix}_download", concurrency_id="download",
                    show_progress_on=[download])
     return dropdown, card, download
 

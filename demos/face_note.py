@@ -48,3 +48,29 @@ def download_photo_model(ctx: AppContext, progress=gr.Progress()):
     download_model(ctx, photo, progress)
     # (the dropdown's labels refresh on its next focus, as after any download)
     return gr.update(value="", visible=False), gr.update(visible=False), gr.update(value=photo)
+
+
+def directions_note(ctx: AppContext, name: str | None):
+    """What each of a model's directions is and how well it did on held-out data, and the choices of directions
+    beyond age and gender (Family's "Another direction")."""
+    from core.user_directions import directions_for
+
+    if not name or ctx.registry.status(name) == "not downloaded":
+        return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
+    dirs = directions_for(name, ctx.model(name))
+    if not dirs:
+        return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
+                "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
+    lines = []
+    for d in dirs:
+        if d.method == "pca":
+            continue
+        towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
+        lines.append(f"- {d.describe()}{towards}")
+    pcs = [d for d in dirs if d.method == "pca"]
+    if pcs:
+        shares = ", ".join(f"{d.metrics['explained_variance_ratio']:.0%}" for d in pcs[:5])
+        lines.append(f"- PC1–PC{len(pcs)}: principal components of {pcs[0].source} (GANSpace-style, unsupervised): "
+                     f"{shares}… of the variance")
+    others = [d.name for d in dirs if d.name not in ("age", "gender")]
+    return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)

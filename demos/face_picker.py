@@ -16,9 +16,9 @@ from collections.abc import Callable
 
 import gradio as gr
 
+from core.tags import FACES
 from core.thumbnails import face_thumbnail
 from demos.common import AppContext
-from plugins.contract import FACES
 
 THUMB_SIDE = 96  # px: a face in the picker
 # Gradio stretched two faces over the whole row, each tile square and taller than the gallery: only the top half of each

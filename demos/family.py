@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from types import SimpleNamespace
 
 import gradio as gr
 
+from core.tags import FACES
 from demos import face_picker
 from demos.common import (
     DECODE_STEPS,
@@ -17,14 +19,51 @@ from demos.common import (
     decode_steps_view,
     model_panel,
 )
-from demos.face_note import download_photo_model, face_model_note
+from demos.face_note import directions_note, download_photo_model, face_model_note
 from demos.face_numbers import set_parent_face
-from demos.wiring import bind, request_stop, stop_flag
-from plugins.contract import FACES
+from demos.wiring import bind, bind_settings, request_stop, stop_flag
 
 GROUPS = ("coarse", "middle", "fine")
 GROUP_HELP = {"coarse": "face shape, pose", "middle": "features, hair", "fine": "colour, skin texture"}
 PARENTS = ("father", "mother")
+
+
+@dataclass
+class FamilySettings:
+    """The tab's inputs by name (``demos.wiring.bind_settings``); defaults as the tab opens. Projecting the parents
+    reads the model, photos, face numbers (1 = the largest) and steps; children and the morph read the rest."""
+
+    model: str | None
+    father: str | None = None
+    mother: str | None = None
+    steps: float = 100  # a marked copy of core.family.PROJECTION_STEPS (not imported: the page is served before torch)
+    gene: float = 0.5
+    coarse: str = "blend"  # per-layer dominance: "blend", "father" or "mother"
+    middle: str = "blend"
+    fine: str = "blend"
+    age: float | None = 0
+    gender: float | None = 0
+    extra: str | None = None  # another direction's name
+    extra_amount: float | None = 0
+    variation: float | None = 0.4  # a marked copy of core.children.VARIATION
+    seed: float | None = 0
+    count: float | None = 4
+    which: float | None = 0  # the morph's child (0 = first)
+    father_face: float = 1
+    mother_face: float = 1
+    decode_steps: float | None = DECODE_STEPS  # a diffusion model's sampling steps (one-shot decoders: none)
+
+    def child_settings(self):
+        """As ``core.family.ChildSettings``; ``core.family.check_settings`` judges them (one place for UI, API, CLI)."""
+        from core.family import ChildSettings
+
+        wanted = {"age": float(self.age or 0), "gender": float(self.gender or 0)}
+        if self.extra:
+            wanted[self.extra] = float(self.extra_amount or 0)
+        return ChildSettings(gene_weight=float(self.gene), dominance=dict(zip(GROUPS, (self.coarse, self.middle, self.fine),
+                                                                              strict=True)),
+                             attributes={k: v for k, v in wanted.items() if v}, variation=float(self.variation or 0),
+                             seed=int(self.seed or 0), children=self.count if self.count is not None else 1)
 
 
 # ----- the session's Family -------------------------------------------------------------------------------------
@@ -36,7 +75,7 @@ def family_for(ctx: AppContext, name: str | None, request: gr.Request | None):
     cache = ctx.session_cache(request)
     if ("family", name) not in cache:
         try:
-            cache[("family", name)] = Family(m, name, ctx.registry.entry(name).tags, executor=ctx.executor)
+            cache[("family", name)] = Family(ctx.registry.handle(name, m), executor=ctx.executor)
         except ValueError as e:  # not a face model
             raise gr.Error(str(e)) from e
     return cache[("family", name)]
@@ -119,24 +158,20 @@ def align_chosen_face(ctx: AppContext, name: str, fpath: str | None, mpath: str 
     return align_parents(ctx, name, fpath, mpath, fface, mface, request, notify=())
 
 
-def project_parents(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, fface: float = 1,
-                    mface: float = 1, decode_steps: float | None = DECODE_STEPS, request: gr.Request = None,
-                    progress=gr.Progress()):
-    """Stream (father's projection, mother's projection, status); Stop ends with the partial projections.
-    ``decode_steps``: a diffusion model's sampling steps for what it draws (ignored by one-shot decoders)."""
-    fam = yield from projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps)
+def project_parents(ctx: AppContext, s: FamilySettings, request: gr.Request = None, progress=gr.Progress()):
+    """Stream (father's projection, mother's projection, status); Stop ends with the partial projections."""
+    fam = yield from projected(ctx, s, request, progress)
     yield *parent_views(ctx, request, fam), projection_status(fam)
 
 
-def projected(ctx: AppContext, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps=None):
+def projected(ctx: AppContext, s: FamilySettings, request, progress):
     """Generator: aligns and projects what is missing (one batch), yielding progress rows; returns the Family, which
-    draws with ``decode_steps`` (diffusion models)."""
-    fam = set_parents(ctx, name, fpath, mpath, fface, mface, request)
-    fam.model.decode_options(decode_steps)  # a bad step count is refused before any work
-    fam.decode_steps = decode_steps
+    draws with the settings' diffusion steps (diffusion models)."""
+    fam = set_parents(ctx, s.model, s.father, s.mother, s.father_face, s.mother_face, request)
+    fam.set_decode_steps(s.decode_steps)  # a bad step count is refused before any work
     stop = stop_flag(ctx, request, "family")
     try:
-        for ev in fam.project(n_steps, should_stop=stop.is_set):
+        for ev in fam.project(s.steps, should_stop=stop.is_set):
             what = "projecting the parents" if ev.stage == "projecting" else "tuning the decoder to the parents' photos"
             progress(ev.step / ev.steps, desc=f"{what}: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.1f} dB")
             if not ev.done and ev.step % max(1, ev.steps // 10) == 0:
@@ -174,65 +209,34 @@ def projection_status(fam) -> str:
     return "\n\n".join([text, *(f"- {n}" for n in parent_notes(fam) if "photo:" in n)])
 
 
-def child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n):
-    """The widgets' values as ChildSettings; core.family.check_settings judges them (one place for UI, API and CLI)."""
-    from core.family import ChildSettings
-
-    wanted = {"age": float(age_v or 0), "gender": float(gender_v or 0)}
-    if extra_name:
-        wanted[extra_name] = float(extra_v or 0)
-    return ChildSettings(gene_weight=float(gene_w), dominance=dict(zip(GROUPS, (d0, d1, d2), strict=True)),
-                         attributes={k: v for k, v in wanted.items() if v}, variation=float(var or 0),
-                         seed=int(seed_v or 0), children=n if n is not None else 1)
-
-
-def make_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
-                  d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
-                  var: float, seed_v: float, n: float, fface: float = 1, mface: float = 1,
-                  decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()):
+def make_children(ctx: AppContext, s: FamilySettings, request: gr.Request = None, progress=gr.Progress()):
     """Stream (children gallery, files, status, father's projection, mother's projection)."""
-    settings = _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
-                             n, fface, mface, request)
-    fam = yield from _as_children_rows(projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress,
-                                                 decode_steps))
+    settings = _refuse_early(ctx, s, request)
+    fam = yield from _as_children_rows(projected(ctx, s, request, progress))
     try:
         kids = fam.children(settings)
     except ValueError as e:
         raise gr.Error(str(e)) from e
     for w in kids.warnings:
         gr.Warning(w)
-    yield *children_outputs(ctx, request, name, fam, kids), *parent_views(ctx, request, fam)
+    yield *children_outputs(ctx, request, s.model, fam, kids), *parent_views(ctx, request, fam)
 
 
-def check_children(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float,
-                   d0: str, d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float,
-                   var: float, seed_v: float, n: float, fface: float = 1, mface: float = 1,
-                   decode_steps: float | None = DECODE_STEPS, request: gr.Request = None) -> None:
-    """Make children's refusals, said before its event starts: a refusal then comes as one message, with no error
-    marks on the outputs and nothing computed."""
-    _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, fface,
-                  mface, request)
+def check_children(ctx: AppContext, s: FamilySettings, request: gr.Request = None) -> None:
+    """Make children's (and the morph's) refusals, said before its event starts: a refusal then comes as one message,
+    with no error marks on the outputs and nothing computed."""
+    _refuse_early(ctx, s, request)
 
 
-def check_morph(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
-                d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
-                seed_v: float, n: float, index: float, fface: float = 1, mface: float = 1,
-                decode_steps: float | None = DECODE_STEPS, request: gr.Request = None) -> None:
-    """The morph's refusals, before its event starts (as :func:`check_children`)."""
-    _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n, fface,
-                  mface, request)
-
-
-def _refuse_early(ctx: AppContext, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
-                  n, fface, mface, request):
-    """The settings, once they and both parents' photos are usable; else one gr.Error before any projection."""
-    settings = child_settings(gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v, n)
-    fam = family_for(ctx, name, request)
+def _refuse_early(ctx: AppContext, s: FamilySettings, request):
+    """The child settings, once they and both parents' photos are usable; else one gr.Error before any projection."""
+    settings = s.child_settings()
+    fam = family_for(ctx, s.model, request)
     try:
         fam.check(settings)  # a bad setting costs nothing
     except ValueError as e:
         raise gr.Error(str(e)) from e
-    ready_parents(ctx, name, fpath, mpath, fface, mface, request)  # a photo without a face, or a parent missing
+    ready_parents(ctx, s.model, s.father, s.mother, s.father_face, s.mother_face, request)  # no face, or a parent missing
     return settings
 
 
@@ -262,19 +266,14 @@ def children_outputs(ctx: AppContext, request, name: str, fam, kids) -> tuple:
     return gallery, files, f"{count}.{notes}\n\n{table}\n\n_{caption(ctx, name)}. {DISCLAIMER}_"
 
 
-def morph_video(ctx: AppContext, name: str, fpath: str | None, mpath: str | None, n_steps: float, gene_w: float, d0: str,
-                d1: str, d2: str, age_v: float, gender_v: float, extra_name: str | None, extra_v: float, var: float,
-                seed_v: float, n: float, index: float, fface: float = 1, mface: float = 1,
-                decode_steps: float | None = DECODE_STEPS, request: gr.Request = None, progress=gr.Progress()) -> str:
-    """The father -> child -> mother MP4 of child ``index``."""
+def morph_video(ctx: AppContext, s: FamilySettings, request: gr.Request = None, progress=gr.Progress()) -> str:
+    """The father -> child -> mother MP4 of child ``s.which``."""
     from core.export import save_mp4
 
-    settings = _refuse_early(ctx, name, fpath, mpath, gene_w, d0, d1, d2, age_v, gender_v, extra_name, extra_v, var, seed_v,
-                             n, fface, mface, request)
-    gen = projected(ctx, name, fpath, mpath, n_steps, fface, mface, request, progress, decode_steps)
-    fam = _finish(gen)
+    settings = _refuse_early(ctx, s, request)
+    fam = _family_of(projected(ctx, s, request, progress))
     try:
-        frames = fam.morph(index if index is not None else 0, settings, 32)
+        frames = fam.morph(s.which if s.which is not None else 0, settings, 32)
     except ValueError as e:
         raise gr.Error(str(e)) from e
     return str(save_mp4(frames, ctx.new_file(request, ".mp4", "morph"), fps=12, boomerang=True))
@@ -290,8 +289,8 @@ def _as_children_rows(gen):
         yield gr.update(), gr.update(), row[2], gr.update(), gr.update()
 
 
-def _finish(gen):
-    """Run a generator to its end and return its return value."""
+def _family_of(gen):
+    """Run the projection generator to its end (no progress rows: the morph has one output) and return its Family."""
     while True:
         try:
             next(gen)
@@ -315,31 +314,6 @@ def model_view(ctx: AppContext, name: str | None):
         m = ctx.model(name)
         layered = bool(m.layer_groups(m.edit_space()))
     return gr.update(visible=layered), *face_model_note(ctx, name)
-
-
-def directions_info(ctx: AppContext, name: str | None):
-    """What each direction is and how well it did on held-out data; the extra-direction choices."""
-    from core.user_directions import directions_for
-
-    if not name or ctx.registry.status(name) == "not downloaded":
-        return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
-    dirs = directions_for(name, ctx.model(name))
-    if not dirs:
-        return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
-                "the age and gender sliders do nothing."), gr.update(choices=[], value=None)
-    lines = []
-    for d in dirs:
-        if d.method == "pca":
-            continue
-        towards = f" (positive = {d.metrics['positive_class']})" if "positive_class" in d.metrics else ""
-        lines.append(f"- {d.describe()}{towards}")
-    pcs = [d for d in dirs if d.method == "pca"]
-    if pcs:
-        shares = ", ".join(f"{d.metrics['explained_variance_ratio']:.0%}" for d in pcs[:5])
-        lines.append(f"- PC1–PC{len(pcs)}: principal components of {pcs[0].source} (GANSpace-style, unsupervised): "
-                     f"{shares}… of the variance")
-    others = [d.name for d in dirs if d.name not in ("age", "gender")]
-    return "Directions of this model:\n" + "\n".join(lines), gr.update(choices=others, value=others[0] if others else None)
 
 
 # ----- layout and wiring ------------------------------------------------------------------------------------------
@@ -414,9 +388,15 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
     faces = [c.father_face, c.mother_face]
     both = [c.model, c.father, c.mother]
     align_out = [c.father_crop, c.mother_crop, c.align_note, c.father_faces, c.mother_faces]
-    child_inputs = [c.model, c.father, c.mother, c.steps, c.gene, *c.dominance, c.age, c.gender, c.extra, c.extra_amount,
-                    c.variation, c.seed, c.count]
     child_outputs = [c.children, c.files, c.status, c.father_proj, c.mother_proj]
+    # Each event's settings (demos.wiring.bind_settings), in its API order: the children's controls sit between the
+    # steps and the face numbers; the morph adds which child.
+    parents = {"model": c.model, "father": c.father, "mother": c.mother, "steps": c.steps}
+    tail = {"father_face": c.father_face, "mother_face": c.mother_face, "decode_steps": c.decode_steps}
+    controls = {"gene": c.gene, **dict(zip(GROUPS, c.dominance, strict=True)), "age": c.age, "gender": c.gender,
+                "extra": c.extra, "extra_amount": c.extra_amount, "variation": c.variation, "seed": c.seed, "count": c.count}
+    children_settings = {**parents, **controls, **tail}
+    morph_settings = {**parents, **controls, "which": c.which, **tail}
     # A new photo starts from its largest face; then both parents are aligned (each on its own), and only the new
     # photo is warned about. A face clicked in a picker re-aligns on it.
     for photo, number, align, api in ((c.father, c.father_face, align_new_father, "family_align"),
@@ -429,25 +409,25 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
         gallery.select(face_picker.picked, None, number, api_visibility="private").then(
             bind(align_chosen_face, ctx), [*both, *faces], align_out, api_visibility="private")
     # Project / Make are stopped through the session's stop flag (partial projections are shown), not cancelled.
-    tail = [*faces, c.decode_steps]  # the last inputs of the projection and children events: face numbers, diffusion steps
-    c.project_btn.click(bind(project_parents, ctx), [*both, c.steps, *tail], [c.father_proj, c.mother_proj, c.status],
-                        api_name="family_project", show_progress_on=[c.status], concurrency_id=HEAVY)
-    make, check = bind(make_children, ctx), bind(check_children, ctx)
+    c.project_btn.click(*bind_settings(project_parents, ctx, FamilySettings, {**parents, **tail}),
+                        [c.father_proj, c.mother_proj, c.status], api_name="family_project", show_progress_on=[c.status],
+                        concurrency_id=HEAVY)
     # A refusal (a photo without a face, a missing parent, a bad setting) comes from a check with no outputs, before the
     # long event: one message, no error marks on the outputs, nothing projected. The handlers check again (API callers).
     for trigger, api in ((c.generate.click, "family_children"),
                          *((s.release, f"family_children_{s.elem_id}") for s in (c.gene, c.age, c.gender, c.extra_amount,
                                                                                  c.variation))):
-        trigger(check, [*child_inputs, *tail], None, api_name=f"{api}_check", api_visibility="private",
-                show_progress="hidden").success(make, [*child_inputs, *tail], child_outputs, api_name=api,
-                                                api_visibility="public" if api == "family_children" else "undocumented",
-                                                concurrency_id=HEAVY)
-    mv = c.morph_btn.click(bind(check_morph, ctx), [*child_inputs, c.which, *tail], None, api_name="family_morph_check",
-                           api_visibility="private", show_progress="hidden").success(
-        bind(morph_video, ctx), [*child_inputs, c.which, *tail], c.video, api_name="family_morph", concurrency_id=HEAVY)
+        trigger(*bind_settings(check_children, ctx, FamilySettings, children_settings), None, api_name=f"{api}_check",
+                api_visibility="private", show_progress="hidden").success(
+            *bind_settings(make_children, ctx, FamilySettings, children_settings), child_outputs, api_name=api,
+            api_visibility="public" if api == "family_children" else "undocumented", concurrency_id=HEAVY)
+    mv = c.morph_btn.click(*bind_settings(check_children, ctx, FamilySettings, morph_settings), None,
+                           api_name="family_morph_check", api_visibility="private", show_progress="hidden").success(
+        *bind_settings(morph_video, ctx, FamilySettings, morph_settings), c.video, api_name="family_morph",
+        concurrency_id=HEAVY)
     c.stop.click(bind(stop_family, ctx), None, None, cancels=[mv], api_name="family_stop", api_visibility="private",
                  concurrency_limit=None)
-    gr.on([c.model.change, demo.load], bind(directions_info, ctx), c.model, [c.directions_note, c.extra],
+    gr.on([c.model.change, demo.load], bind(directions_note, ctx), c.model, [c.directions_note, c.extra],
           api_name="family_directions", show_progress="hidden")
     gr.on([c.model.change, demo.load], bind(model_view, ctx), c.model, [c.dominance_group, c.builtin_note, c.get_photo_model],
           api_name="family_model_view", show_progress="hidden")

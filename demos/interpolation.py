@@ -7,9 +7,11 @@ the choice of space, path and style mixing is ``core.interpolate``'s, shared wit
 from __future__ import annotations
 
 import zipfile
+from dataclasses import dataclass
 
 import gradio as gr
 
+from core.tags import FACES
 from demos import face_picker
 from demos.common import (
     DECODE_STEPS,
@@ -23,8 +25,7 @@ from demos.common import (
     read_upload,
 )
 from demos.projection import prepare_target
-from demos.wiring import bind, request_stop, stop_flag
-from plugins.contract import FACES
+from demos.wiring import bind, bind_settings, request_stop, stop_flag
 
 GROUPS = ["coarse", "middle", "fine"]
 SEEDS, IMAGES = "two seeds", "two images"
@@ -45,7 +46,7 @@ def model_hint(ctx: AppContext, name: str | None, image) -> str | None:
     import numpy as np
 
     if not name or name not in ctx.registry.entries or FACES in ctx.registry.entry(name).tags:
-        return None
+        return None  # (read from the entry: a face model is not loaded just to say nothing)
     try:
         m = ctx.model(name)
     except gr.Error:
@@ -74,91 +75,95 @@ def check_fit(ctx: AppContext, name: str | None, image_a: str | None, image_b: s
                 return
 
 
-def interpolate(ctx: AppContext, name: str | None, source: str, seed_a: float | None, seed_b: float | None,
-                image_a: str | None, image_b: str | None, frames: float, space: str | None, method: str,
-                mixing: list[str] | None, steps: float, align: bool, fps: float, boomerang: bool,
-                decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None, progress=gr.Progress()):
-    """Make the walk (yields a "projecting" status first for image endpoints), then the files. ``decode_steps``:
-    sampling steps per frame of a diffusion model (ignored by one-shot decoders). Stop (or a client that leaves) ends the
-    projection of two images at its next step, with the two endpoints as projected so far (:func:`stopped_result`)."""
+@dataclass
+class InterpolationSettings:
+    """The tab's inputs by name (``demos.wiring.bind_settings``); defaults as the tab opens."""
+
+    model: str | None
+    source: str = SEEDS
+    seed_a: float | None = 1
+    seed_b: float | None = 2
+    image_a: str | None = None
+    image_b: str | None = None
+    frames: float = 16
+    space: str | None = None
+    method: str = "auto"
+    mixing: list[str] | None = None
+    steps: float = 100  # projection steps (image endpoints)
+    align: bool = True
+    fps: float = 12
+    boomerang: bool = True
+    decode_steps: float | None = DECODE_STEPS  # a diffusion model's sampling steps per frame (one-shot decoders: none)
+
+
+def interpolate(ctx: AppContext, s: InterpolationSettings, request: gr.Request | None = None, progress=gr.Progress()):
+    """Make the walk (yields a "projecting" status first for image endpoints), then the files. Stop (or a client that
+    leaves) ends the projection of two images at its next step, with the two endpoints as projected so far
+    (:func:`stopped_result`)."""
     import torch
 
     from core.images import from_pil
-    from core.interpolate import image_endpoints, plan_interpolation, render_walk, seed_endpoints, whole_number
+    from core.interpolate import interpolate_images, interpolate_seeds, plan_interpolation, whole_number
 
-    if source not in (SEEDS, IMAGES):
-        raise gr.Error(f"Endpoints are '{SEEDS}' or '{IMAGES}', not '{source}'.")
-    m = ctx.model(name)
-    from_images = source == IMAGES
-    plan = plan_interpolation(m, frames, space or None, method, mixing or [], from_images)  # ValueError -> one-line gr.Error
-    decode_kw = m.decode_options(decode_steps, inverted=from_images)
-    proj_note, decoder, colour = "", m, None
-    if from_images:
-        n_steps = whole_number(steps, "number of projection steps", 1, ctx.max_steps)
-        from core.image_input import default_max_side, stacked_weights
+    if s.source not in (SEEDS, IMAGES):
+        raise gr.Error(f"Endpoints are '{SEEDS}' or '{IMAGES}', not '{s.source}'.")
+    name, m = s.model, ctx.model(s.model)
+    from_images = s.source == IMAGES
+    plan = plan_interpolation(m, s.frames, s.space or None, s.method, s.mixing or [], from_images)  # ValueError -> gr.Error
+    decode_kw = m.decode_options(s.decode_steps, inverted=from_images)
+    if not from_images:
+        progress(0.9, desc="decoding frames")
+        yield export(ctx, interpolate_seeds(ctx.registry.handle(name, m), plan, s.seed_a or 0, s.seed_b or 0, ctx.executor,
+                                            decode_kw), s.fps, s.boomerang, request)
+        return
+    from core.image_input import default_max_side, stacked_weights
 
-        hint = next(filter(None, (model_hint(ctx, name, read_upload(ctx, p, request)) for p in (image_a, image_b) if p)), None)
-        first = prepare_target(ctx, m, name, image_a, bool(align), request, max_side=default_max_side(), slot="interp_a")
-        inputs = [first, prepare_target(ctx, m, name, image_b, bool(align), request, shape=first.shape, slot="interp_b")]
-        m = m.at_size(*first.shape)  # a VAE works at image A's size (B is fitted to it); other models: themselves
-        for note in (i.note for i in inputs if i.note):
-            gr.Warning(note)
-        targets = torch.cat([from_pil(i.image, m.channels) for i in inputs])
-        for note in plan.notes:
-            gr.Warning(note)
-        stop = stop_flag(ctx, request, "interpolation")  # also set once the client has gone: nobody would see the walk
-        yield None, None, None, None, "Projecting both images…"
-        reached = {"stage": "projecting", "step": 0, "steps": n_steps}  # the last step reported: where a Stop landed
+    n_steps = whole_number(s.steps, "number of projection steps", 1, ctx.max_steps)
+    hint = next(filter(None, (model_hint(ctx, name, read_upload(ctx, p, request)) for p in (s.image_a, s.image_b) if p)), None)
+    first = prepare_target(ctx, m, name, s.image_a, bool(s.align), request, max_side=default_max_side(), slot="interp_a")
+    inputs = [first, prepare_target(ctx, m, name, s.image_b, bool(s.align), request, shape=first.shape, slot="interp_b")]
+    m = m.at_size(*first.shape)  # a VAE works at image A's size (B is fitted to it); other models: themselves
+    for note in [*(i.note for i in inputs if i.note), *plan.notes]:
+        gr.Warning(note)
+    targets = torch.cat([from_pil(i.image, m.channels) for i in inputs])
+    stop = stop_flag(ctx, request, "interpolation")  # also set once the client has gone: nobody would see the walk
+    yield None, None, None, None, "Projecting both images…"
+    reached = {"stage": "projecting", "step": 0, "steps": n_steps}  # the last step reported: where a Stop landed
 
-        def report(i: int, n: int, p: float, stage: str = "projecting") -> None:
-            reached.update(stage=stage, step=i, steps=n)
-            what = "projecting" if stage == "projecting" else "tuning the decoder to both images"
-            progress(i / n, desc=f"{what}: step {i}/{n}, PSNR {p:.1f} dB")
+    def report(i: int, n: int, p: float, stage: str = "projecting") -> None:
+        reached.update(stage=stage, step=i, steps=n)
+        what = "projecting" if stage == "projecting" else "tuning the decoder to both images"
+        progress(i / n, desc=f"{what}: step {i}/{n}, PSNR {p:.1f} dB")
 
-        try:
-            a, b, psnr, decoder, colour = image_endpoints(m, plan, targets, n_steps, report, stacked_weights(inputs),
-                                                          executor=ctx.executor, should_stop=stop.is_set)
-        except ValueError as e:
-            raise gr.Error(str(e)) from e
-        if stop.is_set() and reached["step"] < reached["steps"]:
-            yield stopped_result(ctx, name, decoder, plan, a, b, colour, decode_kw, psnr, reached, request)
-            return
-        tuned = ", then the decoder tuned to both images (pivotal tuning: a private copy draws this walk)" if decoder is not m else ""
-        where = " inside the faces" if inputs[0].mask is not None else ""
-        matched = " Fitted on face colours matched to each other; each frame gets its share of both photos' colours back." \
-            if colour is not None else ""
-        proj_note = f" Endpoints projected ({n_steps} steps){tuned}; PSNR{where} {psnr:.1f} dB.{matched}"
-        if hint:
-            proj_note += f"\n\n**{hint}**"
-    else:
-        a, b = seed_endpoints(m, plan, whole_number(seed_a or 0, "seed A", 0, 2**63 - 1),
-                              whole_number(seed_b or 0, "seed B", 0, 2**63 - 1))
-    progress(0.9, desc="decoding frames")
-    latents, images = render_walk(decoder, plan, a, b, ctx.executor, colour, decode_kw)
-    yield export(ctx, name, decoder, plan, latents, images, fps, boomerang, request, proj_note)
+    try:
+        result = interpolate_images(ctx.registry.handle(name, m), plan, targets, n_steps, report, stacked_weights(inputs),
+                                    ctx.executor, decode=decode_kw, should_stop=stop.is_set)
+    except ValueError as e:
+        raise gr.Error(str(e)) from e
+    if result.stopped:
+        yield stopped_result(ctx, result, reached, request)
+        return
+    note = " " + result.endpoints_sentence() + (f"\n\n**{hint}**" if hint else "")
+    yield export(ctx, result, s.fps, s.boomerang, request, note)
 
 
-def stopped_result(ctx: AppContext, name: str, decoder, plan, a, b, colour, decode_kw: dict, psnr: float, where: dict,
-                   request: gr.Request | None) -> tuple:
-    """The tab's outputs after a Stop during the projection (or the decoder's tuning): the two endpoints as found so far,
-    drawn, and their latents (.npz); no walk, so nothing long runs after a Stop."""
-    import dataclasses
-
+def stopped_result(ctx: AppContext, result, where: dict, request: gr.Request | None) -> tuple:
+    """The tab's outputs after a Stop during the projection (or the decoder's tuning): the two endpoints as found so far
+    (``result`` holds only them), drawn, and their latents (.npz); no walk."""
     from core.export import save_latent
     from core.images import to_pil
-    from core.interpolate import render_walk
 
-    latents, images = render_walk(decoder, dataclasses.replace(plan, frames=2), a, b, ctx.executor, colour, decode_kw)
-    frames = to_pil(images)
+    frames = to_pil(result.frames)
     views = [ctx.save_image(request, f, f"stopped_{who}", min_side=128) for who, f in zip("AB", frames, strict=True)]
     pngs = [ctx.save_image(request, f, f"endpoint_{who}") for who, f in zip("AB", frames, strict=True)]
-    npz = save_latent(ctx.new_file(request, ".npz", "endpoints"), latents, model=name, space=plan.space,
-                      stopped=True, step=where["step"], steps=where["steps"], licence=decoder.card.licence)
+    npz = save_latent(ctx.new_file(request, ".npz", "endpoints"), result.latents, model=result.handle.name,
+                      space=result.plan.space, stopped=True, step=where["step"], steps=where["steps"],
+                      licence=result.decoder.card.licence)
     what = ("projecting both images" if where["stage"] == "projecting"
             else "tuning the decoder to both images (the projection was complete)")
     text = (f"**Stopped.** The interpolation stopped at step {where['step']} of {where['steps']} while {what}; "
-            f"no walk was made. Below: images A and B as projected so far (PSNR {psnr:.1f} dB), with their latents "
-            f"(.npz). Press **Interpolate** to start again.\n\n_{caption(ctx, name)}_")
+            f"no walk was made. Below: images A and B as projected so far (PSNR {result.psnr:.1f} dB), with their latents "
+            f"(.npz). Press **Interpolate** to start again.\n\n_{caption(ctx, result.handle.name)}_")
     return ([(v, f"{who} so far") for who, v in zip("AB", views, strict=True)], None, None,
             [str(npz), *pngs], text)
 
@@ -168,15 +173,14 @@ def stop_interpolation(ctx: AppContext, request: gr.Request = None) -> None:
     request_stop(ctx, request, "interpolation", ("interpolate",))
 
 
-def export(ctx: AppContext, name: str, model, plan, latents, images, fps: float, boomerang: bool,
-           request: gr.Request | None, note: str = "") -> tuple:
-    """Frames, GIF, MP4, a zip of the frames and the latents, in this session's folder: the tab's outputs."""
+def export(ctx: AppContext, result, fps: float, boomerang: bool, request: gr.Request | None, note: str = "") -> tuple:
+    """Frames, GIF, MP4, a zip of the frames and the latents of a ``core.interpolate.InterpolationResult``, in this
+    session's folder: the tab's outputs."""
     from core.export import save_gif, save_latent, save_mp4
     from core.images import to_pil
-    from core.interpolate import describe
 
-    frames = to_pil(images)
-    label = caption(ctx, name)
+    frames = to_pil(result.frames)
+    label = caption(ctx, result.handle.name)
     paths = [ctx.save_image(request, f, f"frame{i:03d}") for i, f in enumerate(frames)]
     views = [ctx.save_image(request, f, f"view{i:03d}", min_side=128) for i, f in enumerate(frames)]
     gif = save_gif(frames, ctx.new_file(request, ".gif", "interpolation"), fps=fps, boomerang=boomerang, min_side=256)
@@ -186,10 +190,8 @@ def export(ctx: AppContext, name: str, model, plan, latents, images, fps: float,
         for i, p in enumerate(paths):
             z.write(p, f"frame_{i:03d}.png")
         z.writestr("LICENCE.txt", f"Generated with Latent Lab by {label}\n")
-    tuned = {"decoder": model.card.name} if model.card.name != name else {}  # a decoder tuned to the endpoints' photos
-    npz = save_latent(ctx.new_file(request, ".npz", "latents"), latents, model=name, space=plan.space, method=plan.method,
-                      mixing=list(plan.mixing), licence=model.card.licence, **tuned)
-    text = f"{describe(plan)}.{note}\n\n_{label}_"
+    npz = save_latent(ctx.new_file(request, ".npz", "latents"), **result.latent_fields())
+    text = f"{result.summary()}.{note}\n\n_{label}_"
     return [(p, f"{i}") for i, p in enumerate(views)], str(gif), str(mp4), [str(zip_path), str(gif), str(mp4), str(npz)], text
 
 
@@ -270,8 +272,10 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                      show_progress="hidden")
     source.change(show_endpoints, source, [seeds_row, images_row], api_name="interp_endpoints", api_visibility="private",
                   show_progress="hidden")
-    run.click(bind(interpolate, ctx), [model, source, seed_a, seed_b, image_a, image_b, frames, space, method, mixing,
-                                       steps, align, fps, boomerang, decode_steps], [gallery, gif, video, files, status],
+    settings = {"model": model, "source": source, "seed_a": seed_a, "seed_b": seed_b, "image_a": image_a,
+                "image_b": image_b, "frames": frames, "space": space, "method": method, "mixing": mixing, "steps": steps,
+                "align": align, "fps": fps, "boomerang": boomerang, "decode_steps": decode_steps}
+    run.click(*bind_settings(interpolate, ctx, InterpolationSettings, settings), [gallery, gif, video, files, status],
               api_name="interpolate", show_progress_on=[status], concurrency_id=HEAVY)
     # Stopped through the session's stop flag (the endpoints so far are shown), not cancelled: a cancel left the
     # projection running on the server and the page with a bare "Error".

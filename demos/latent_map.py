@@ -10,6 +10,7 @@ import threading
 import time
 import types
 from collections.abc import Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import gradio as gr
@@ -28,7 +29,7 @@ from demos.common import (
 )
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
-from demos.wiring import bind, request_stop, stop_flag
+from demos.wiring import bind, bind_settings, request_stop, stop_flag
 
 # Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small
 # script forwards the clicked point's dataset index (its customdata).
@@ -108,8 +109,24 @@ def label_choices(ctx: AppContext, name: str | None, ds: str | None) -> dict:
     return gr.update(choices=labels, value=labels[0] if labels else None)
 
 
-def compute(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, highlight=None, query_coords=None):
+@dataclass
+class MapSettings:
+    """Which map: the tab's first five inputs by name (``demos.wiring.bind_settings``), shared by every map event."""
+
+    model: str | None
+    dataset: str | None
+    method: str = "pca"
+    dims: int = 2
+    colour: str | None = None  # the label the points are coloured by (None: one colour)
+
+    def shown(self) -> list:
+        """What the map on screen is of (the ``shown`` state: recolouring keeps model, dataset, method and dims)."""
+        return [self.model, self.dataset, self.method, self.dims]
+
+
+def compute(ctx: AppContext, v: MapSettings, highlight=None, query_coords=None):
     """(dataset, map, figure); an unknown "colour by" or dimension count is refused, not ignored."""
+    name, ds, how, n_dims, by = v.model, v.dataset, v.method, v.dims, v.colour
     data = ctx.dataset(name, ds)
     if by and by not in data.labels:
         raise gr.Error(f"The dataset '{ds}' has no label '{by}' to colour by (it has: {', '.join(data.labels) or 'none'}).")
@@ -159,20 +176,19 @@ def _interrupt(thread: threading.Thread) -> bool:
         sys.setswitchinterval(interval)
 
 
-def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, request: gr.Request = None,
-             progress=gr.Progress()):
+def show_map(ctx: AppContext, v: MapSettings, request: gr.Request = None, progress=gr.Progress()):
     """The map, its text and what it shows (for recolouring). A UMAP / t-SNE not yet cached is computed in a thread
     while this says how long it has run; Stop (or a client that leaves) ends that computation itself
     (:func:`_interrupt`), not only the wait, and nothing is cached."""
-    if how == "pca":
-        yield (*_map_result(ctx, name, ds, how, n_dims, by), [name, ds, how, n_dims])
+    if v.method == "pca":
+        yield (*_map_result(ctx, v), v.shown())
         return
     stop = stop_flag(ctx, request, "map")
     done: dict[str, Any] = {}
 
     def work() -> None:
         try:
-            done["result"] = _map_result(ctx, name, ds, how, n_dims, by)
+            done["result"] = _map_result(ctx, v)
         except MapStopped:
             done["stopped"] = True
         except Exception as e:  # handed to the handler, which raises it as the request's own
@@ -183,7 +199,7 @@ def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str
     worker = threading.Thread(target=work, name="latent-lab-map", daemon=True)
     worker.start()
     start = time.monotonic()
-    what = str(how).upper()
+    what = str(v.method).upper()
     while worker.is_alive():
         worker.join(0.5)
         if stop.is_set():
@@ -204,7 +220,7 @@ def show_map(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str
         yield (gr.update(), f"**Stopped.** The {what} computation was ended after {time.monotonic() - start:.0f} s; "
                "nothing was cached. Press **Compute map** to start again (PCA is instant).", gr.update())
         return
-    yield (*done["result"], [name, ds, how, n_dims])
+    yield (*done["result"], v.shown())
 
 
 def stop_map(ctx: AppContext, request: gr.Request = None) -> None:
@@ -212,8 +228,8 @@ def stop_map(ctx: AppContext, request: gr.Request = None) -> None:
     request_stop(ctx, request, "map", ("map",))
 
 
-def _map_result(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None) -> tuple:
-    data, lmap, fig = compute(ctx, name, ds, how, n_dims, by)
+def _map_result(ctx: AppContext, v: MapSettings) -> tuple:
+    data, lmap, fig = compute(ctx, v)
     extra = f" · explained variance {lmap.info['explained_variance']}" if "explained_variance" in lmap.info else ""
     if "summarised" in lmap.info:  # a large latent (a VAE's 4 x 32 x 32, a noise image): mapped by a low-pass summary
         extra += f" · latents {lmap.info['summarised']} before mapping; decoded points are nearest-neighbour blends"
@@ -230,12 +246,12 @@ def recolour(ctx: AppContext, shown: list | None, name: str | None, ds: str | No
     data = ctx.dataset(name, ds)
     if by and by not in data.labels:
         return gr.update()
-    return compute(ctx, *shown, by)[2]
+    return compute(ctx, MapSettings(*shown, by))[2]
 
 
 def clear_map() -> tuple:
-    """A new model or dataset: the old map, its text, the decoded point and the neighbours go."""
-    return None, "", None, "", [], None
+    """A new model or dataset: the old map, its text, the decoded point (and its number) and the neighbours go."""
+    return None, "", None, "", [], None, None
 
 
 def warm_up_umap() -> None:
@@ -262,10 +278,11 @@ def _decode_latent(ctx: AppContext, name: str, lat, space: str, request: gr.Requ
     return ctx.save_image(request, img, "decoded", min_side=256)
 
 
-def decode_point(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, i: float | None,
-                 decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None):
+def decode_point(ctx: AppContext, v: MapSettings, i: float | None, decode_steps: float | None = DECODE_STEPS,
+                 request: gr.Request | None = None):
     """Decode point ``i``; ``decode_steps``: a diffusion model's sampling steps (ignored by one-shot decoders)."""
-    data = ctx.dataset(name, ds)
+    name = v.model
+    data = ctx.dataset(name, v.dataset)
     if i is None or i != int(i) or not 0 <= int(i) < len(data):
         raise gr.Error(f"Choose a point number between 0 and {len(data) - 1}.")
     i = int(i)
@@ -340,27 +357,28 @@ def _as_request(request: gr.Request | None) -> Iterator[None]:
         LocalContext.request.reset(token)
 
 
-def decode_coords(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, xv: float, yv: float,
-                  zv: float, decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None):
-    data, lmap, _ = compute(ctx, name, ds, how, n_dims, by)
-    point = np.array([xv, yv, zv][: int(n_dims)], dtype=np.float64)
+def decode_coords(ctx: AppContext, v: MapSettings, xv: float, yv: float, zv: float,
+                  decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None):
+    name = v.model
+    data, lmap, _ = compute(ctx, v)
+    point = np.array([xv, yv, zv][: int(v.dims)], dtype=np.float64)
     lat, how_text = lmap.latent_at(point, data.latents)
     return (_decode_latent(ctx, name, lat, data.space, request, decode_steps),
             f"Latent at ({', '.join(f'{v:.2f}' for v in point)}): {how_text}.\n\n_{caption(ctx, name)}_")
 
 
-def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, by: str | None, path: str | None, n: float,
-                    n_steps: float, decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None,
-                    progress=gr.Progress()):
+def find_neighbours(ctx: AppContext, v: MapSettings, path: str | None, n: float, n_steps: float,
+                    decode_steps: float | None = DECODE_STEPS, request: gr.Request | None = None, progress=gr.Progress()):
     import torch
 
+    from core.checks import whole_number
     from core.images import from_pil, to_pil
-    from core.interpolate import whole_number
     from core.latent_map import Neighbours
 
+    name, by = v.model, v.colour
     m = ctx.model(name)
-    data = ctx.dataset(name, ds)
-    compute(ctx, name, ds, how, n_dims, by)  # refuse bad settings before the projection
+    data = ctx.dataset(name, v.dataset)
+    compute(ctx, v)  # refuse bad settings before the projection
     k = whole_number(n, "number of neighbours", 1, len(data))
     target = from_pil(prepare_target(ctx, m, name, path, True, request).image, m.channels)
     from core.projection import to_latent
@@ -376,8 +394,8 @@ def find_neighbours(ctx: AppContext, name: str, ds: str, how: str, n_dims: int, 
     gallery = [(ctx.save_image(request, p, "neighbour", min_side=128),
                 f"#{i} · d={d:.2f}" + (f" · {by}: {label_of[i]}" if label_of is not None else ""))
                for p, i, d in zip(pics, idx, dist, strict=True)]
-    _, lmap, _ = compute(ctx, name, ds, how, n_dims, by)
-    fig = compute(ctx, name, ds, how, n_dims, by, highlight=idx, query_coords=lmap.locate(lat, data.latents))[2]
+    _, lmap, _ = compute(ctx, v)
+    fig = compute(ctx, v, highlight=idx, query_coords=lmap.locate(lat, data.latents))[2]
     return gallery, fig
 
 
@@ -426,24 +444,28 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
                 neighbours = gr.Gallery(label="Nearest neighbours (distance in latent space)", columns=8, format="png",
                                         height="auto", elem_id="map_neighbours")
 
-    common = [model, dataset, method, dims, colour]
+    common = [model, dataset, method, dims, colour]  # MapSettings, in every map event's API order
+    which = {"model": model, "dataset": dataset, "method": method, "dims": dims, "colour": colour}
     gr.on([model.change, demo.load], bind(dataset_choices, ctx), model, [dataset, colour], api_name="map_datasets",
           show_progress="hidden")
     dataset.change(bind(label_choices, ctx), [model, dataset], colour, api_name="map_labels", show_progress="hidden")
-    gr.on([model.change, dataset.change], clear_map, None, [plot, info, decoded, decoded_info, neighbours, shown],
+    gr.on([model.change, dataset.change], clear_map, None, [plot, info, decoded, decoded_info, neighbours, shown, index],
           api_visibility="private", show_progress="hidden")
     colour.change(bind(recolour, ctx), [shown, model, dataset, colour], plot, api_name="map_recolour",
                   api_visibility="private", show_progress="hidden")
-    run.click(bind(show_map, ctx), common, [plot, info, shown], api_name="map", concurrency_id=HEAVY,
+    run.click(*bind_settings(show_map, ctx, MapSettings, which), [plot, info, shown], api_name="map", concurrency_id=HEAVY,
               show_progress_on=[info])
     stop.click(bind(stop_map, ctx), None, None, api_name="map_stop", api_visibility="private", concurrency_limit=None)
     # Batched: clicks of many visitors queued while a batch decodes go into the next one (demos/serving.py, DECODE).
     click.change(bind(decode_clicks, ctx), [*common, click, decode_steps], [decoded, decoded_info, index], api_name="map_click",
                  show_progress="hidden", batch=True, max_batch_size=MAX_CLICK_BATCH, concurrency_id=DECODE)
-    decode_index.click(bind(decode_point, ctx), [*common, index, decode_steps], [decoded, decoded_info, index],
+    decode_index.click(bind_settings(decode_point, ctx, MapSettings, which)[0], [*common, index, decode_steps],
+                       [decoded, decoded_info, index],
                        api_name="map_decode_point")
-    decode_xy.click(bind(decode_coords, ctx), [*common, x, y, zc, decode_steps], [decoded, decoded_info], api_name="map_decode_xy")
-    find.click(bind(find_neighbours, ctx), [*common, query, k, steps, decode_steps], [neighbours, plot], api_name="map_neighbours",
+    decode_xy.click(bind_settings(decode_coords, ctx, MapSettings, which)[0], [*common, x, y, zc, decode_steps],
+                    [decoded, decoded_info], api_name="map_decode_xy")
+    find.click(bind_settings(find_neighbours, ctx, MapSettings, which)[0], [*common, query, k, steps, decode_steps],
+               [neighbours, plot], api_name="map_neighbours",
                concurrency_id=HEAVY)
     gr.on([model.change, demo.load], bind(decode_steps_view, ctx), model, decode_steps, api_name="map_decode_steps_view",
           api_visibility="private", show_progress="hidden")

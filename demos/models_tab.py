@@ -9,12 +9,13 @@ from __future__ import annotations
 
 import os
 import re
+from dataclasses import dataclass
 
 import gradio as gr
 
+from core.tags import FACES
 from demos.common import AppContext, model_panel
-from demos.wiring import bind
-from plugins.contract import FACES
+from demos.wiring import bind, bind_settings
 
 # No "source" column: its long URLs pushed the table past the page's right edge (the model card shows the source).
 HEADERS = ["id", "model", "status", "size", "licence"]
@@ -77,13 +78,23 @@ def overview(ctx: AppContext) -> tuple[list[list[str]], str]:
     return table(ctx), errors_markdown(ctx)
 
 
-def add_model(ctx: AppContext, file_path: str | None, path_text: str | None, title_text: str | None, is_face: bool,
-              request: gr.Request = None, progress=gr.Progress()) -> str:
+@dataclass
+class AddModelSettings:
+    """The "Add your own model" inputs by name (``demos.wiring.bind_settings``)."""
+
+    upload: str | None = None  # an uploaded model file
+    path: str | None = None  # or the name of a file or folder in the operator's --models-dir (or a hub id)
+    title: str | None = None  # display name (optional)
+    faces: bool = False  # a face model: offered in the Family tab
+
+
+def add_model(ctx: AppContext, s: AddModelSettings, request: gr.Request = None, progress=gr.Progress()) -> str:
     """Add an uploaded model file (private to this session unless the operator shares uploads) or a file of the
     operator's ``--models-dir``; returns the note. A refused file raises, and only this note's output shows the
     error: the table is refreshed by a separate step that runs only on success."""
     from demos.local_models import add_server_pickle, add_uploaded_pickle
 
+    file_path, path_text, title_text, is_face = s.upload, s.path, s.title, s.faces
     if not file_path and not (path_text or "").strip():
         raise gr.Error("Upload a model file first." if ctx.models_dir is None else
                        "Upload a model file or name one in the models folder first.")
@@ -142,6 +153,7 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
               show_progress="hidden")
     models.select(chosen_row, None, model, api_visibility="private", show_progress="hidden")
     card.change(bind(overview, ctx), None, [models, errors], api_visibility="private", show_progress="hidden")  # status
-    add.click(bind(add_model, ctx), [upload, local_path, title, faces], added, api_name="add_pickle").success(
+    add.click(*bind_settings(add_model, ctx, AddModelSettings, {"upload": upload, "path": local_path, "title": title,
+                                                                 "faces": faces}), added, api_name="add_pickle").success(
         bind(model_lists, ctx), None, [models, *ctx.model_dropdowns], api_name="models_after_add", api_visibility="private",
         show_progress="hidden")

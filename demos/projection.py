@@ -45,13 +45,6 @@ def is_face_model(ctx: AppContext, name: str | None) -> bool:
     return bool(name) and FACES in ctx.registry.entry(name).tags
 
 
-def handle_for(ctx: AppContext, name: str, model=None):
-    """``core.handle.ModelHandle`` of a registered model (``model``: the loaded object or a resized view of it)."""
-    from core.handle import ModelHandle
-
-    return ModelHandle(name, tuple(ctx.registry.entry(name).tags), ctx.model(name) if model is None else model)
-
-
 def spaces_for(ctx: AppContext, name: str | None):
     """The chosen model's spaces (loading it: it is about to be used), the one it edits in first."""
     if not name or ctx.registry.status(name) not in ("ready", "loaded"):
@@ -145,7 +138,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
                 progress(ev.step / ev.steps, desc=f"tuning the decoder: step {ev.step}/{ev.steps}")
                 if ev.done:
                     view = ctx.save_image(request, to_pil(ev.preview)[0], "preview", min_side=256)
-                    yield target_path, view, *finished(ctx, request, handle_for(ctx, name, m), inp, projected, history, ev)
+                    yield target_path, view, *finished(ctx, request, ctx.registry.handle(name, m), inp, projected, history, ev)
                 elif ev.step % max(1, ev.steps // 10) == 0:
                     yield (target_path, gr.update(), gr.update(), f"{status_line(projected)}\n\nTuning the decoder to this "
                            f"photo: step {ev.step}/{ev.steps}, PSNR {ev.psnr:.2f} dB", gr.update(), None)
@@ -164,7 +157,7 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
                 yield (target_path, view, gr.update(), f"{status_line(ev)}\n\nProjected; now tuning the decoder to this photo…",
                        projection_curve(history, ev.loss_name), None)
             else:
-                yield target_path, view, *finished(ctx, request, handle_for(ctx, name, m), inp, ev, history)
+                yield target_path, view, *finished(ctx, request, ctx.registry.handle(name, m), inp, ev, history)
     except ValueError as e:
         raise gr.Error(str(e)) from e
 

@@ -51,7 +51,9 @@ def _ray():
 
 
 def _worker_class():
-    """The deployment class (defined on first use, so importing this module needs no Ray)."""
+    """The deployment class (defined on first use, so importing this module needs no Ray). Over 80 lines because the
+    class body is the replica's whole protocol (jobs, polling, stop flags), and a class body cannot be split out of
+    the function that defines it on first use."""
     import asyncio
 
     ray, serve = _ray()

@@ -8,6 +8,9 @@ once. Heavy jobs (``HEAVY``: projections, maps, Family, interpolation) share ``-
 it sends no cookie) has at most one heavy job running and ``MAX_WAITING`` waiting, and waiting jobs are served in
 turns across visitors, not first come: twenty jobs queued by one client delay a newcomer by one job, not twenty. A job
 whose client has disconnected stops within a step or a yield, or leaves the line before it starts.
+
+Why one file (over 450 lines): who a visitor is, the fair line, the concurrency groups and the queue's messages are
+one admission policy; a change to one (a new limit, a new group) is checked against the others here.
 """
 
 from __future__ import annotations

@@ -12,10 +12,12 @@ checks it between steps and finishes with the best latent so far.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import inspect
 import threading
 from collections.abc import Callable
+from typing import Any
 
 import gradio as gr
 
@@ -40,6 +42,39 @@ def bind(fn: Callable, ctx: AppContext) -> Callable:
     bound.__annotations__ = _resolved(fn)
     del bound.__wrapped__  # Gradio and inspect would otherwise read the unbound signature back
     return bound
+
+
+def bind_settings(fn: Callable, ctx: AppContext, settings: type, fields: dict[str, Any]) -> tuple[Callable, list]:
+    """``fn(ctx, settings, ...)`` as a Gradio handler, and its inputs: the components of ``fields`` (settings field
+    name -> component, in the event's order) arrive as one ``settings`` object, so a component meets its parameter by
+    name, never by position. A field named here that the settings lack, or a field without a default left out, fails
+    when the tab is built, not when a visitor presses a button.
+
+    The Gradio-facing function names one parameter per component (the API page shows those names and keeps its
+    positional order), then ``fn``'s own parameters after ``settings`` (``gr.Request``, ``gr.Progress``)."""
+    known = {f.name: f for f in dataclasses.fields(settings)}
+    needed = {n for n, f in known.items() if f.default is dataclasses.MISSING and f.default_factory is dataclasses.MISSING}
+    if set(fields) - set(known) or needed - set(fields):
+        raise TypeError(f"{fn.__name__}: components {sorted(set(fields) - set(known))} have no field in "
+                        f"{settings.__name__}; fields {sorted(needed - set(fields))} have no component.")
+    names = list(fields)
+    if inspect.isgeneratorfunction(fn):
+
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            yield from fn(ctx, settings(**dict(zip(names, args, strict=False))), *args[len(names):], **kwargs)
+    else:
+
+        @functools.wraps(fn)
+        def bound(*args, **kwargs):
+            return fn(ctx, settings(**dict(zip(names, args, strict=False))), *args[len(names):], **kwargs)
+
+    rest = list(inspect.signature(fn).parameters.values())[2:]
+    own = [inspect.Parameter(n, inspect.Parameter.POSITIONAL_OR_KEYWORD) for n in names]
+    bound.__signature__ = inspect.Signature(own + rest)
+    bound.__annotations__ = {k: v for k, v in _resolved(fn).items() if k in {p.name for p in rest}}
+    del bound.__wrapped__
+    return bound, list(fields.values())
 
 
 class StopFlag(threading.Event):

@@ -33,6 +33,7 @@ from typing import TYPE_CHECKING, Any, Protocol
 
 from core.card import ModelCard
 from core.losses import Loss, LossFn
+from core.tags import DIGITS, FACES, LOCAL_FILE  # the tags a plugin puts on its models: defined once, in core
 
 if TYPE_CHECKING:
     from core.model import LatentModel
@@ -40,9 +41,6 @@ if TYPE_CHECKING:
 __all__ = ["DIGITS", "FACES", "FOLDER", "LOCAL_FILE", "ContractError", "FileLoader", "Loss", "LossFn", "ModelEntry",
            "check_entry", "check_model"]
 
-FACES = "faces"  # photos of faces: the Family tab offers it, uploads are face-aligned
-DIGITS = "digits"  # handwritten digits
-LOCAL_FILE = "stylegan-local"  # added from a file the user supplied (not from a catalog)
 FOLDER = "/"  # get_file_loaders() key of the loader for model folders and Hugging Face Hub ids
 
 

@@ -33,6 +33,7 @@ from importlib.metadata import entry_points
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from core.handle import ModelHandle
 from core.losses import register_loss
 from plugins.contract import FOLDER, ContractError, FileLoader, ModelEntry, check_entry, check_model
 
@@ -227,6 +228,11 @@ class Registry:
             hint = f" Did you mean {' or '.join(close)}?" if close else ""
             raise UnknownModelError(f"Unknown model {name}.{hint} Available: {', '.join(self.entries) or 'none'}.")
         return self.entries[name]
+
+    def handle(self, name: str, model: LatentModel | None = None) -> ModelHandle:
+        """The model ``name`` with its tags (``core.handle.ModelHandle``), loaded unless ``model`` is given (the loaded
+        object, or a resized view of it)."""
+        return ModelHandle(name, tuple(self.entry(name).tags), self.get(name) if model is None else model)
 
     def status(self, name: str) -> str:
         if name in self._models:

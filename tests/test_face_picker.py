@@ -115,22 +115,22 @@ def test_family_picker_numbers_from_one_and_warns_about_the_new_photo_only(ctx):
     assert "must be from 1 to 2; got 3" in note3
 
 
-CHILD = dict(gene_w=0.5, d0="blend", d1="blend", d2="blend", age_v=0, gender_v=0, extra_name=None, extra_v=0, var=0.2,
-             seed_v=0, n=1)
+CHILD = dict(model=FACES, steps=5, variation=0.2, count=1)
 
 
 @pytest.mark.parametrize("father,mother,message", [(ZEBRA, _london(2), "Father's photo: No face was found"),
                                                     (_london(1), None, "upload the mother's photo first")])
 def test_make_children_refuses_a_parent_photo_before_any_projection(ctx, monkeypatch, father, mother, message):
     from core.family import Family
-    from demos.family import check_children, make_children, morph_video
+    from demos.family import FamilySettings, check_children, make_children, morph_video
 
     projections = []
     monkeypatch.setattr(Family, "project", lambda self, *a, **k: projections.append(1) or iter(()))
-    gen = make_children(ctx, FACES, father, mother, 5, **CHILD)
+    settings = FamilySettings(father=father, mother=mother, **CHILD)
+    gen = make_children(ctx, settings)
     assert message in _error(lambda: next(gen))  # the first thing it does: no progress row before it
-    assert message in _error(lambda: check_children(ctx, FACES, father, mother, 5, **CHILD))  # the UI's check
-    assert message in _error(lambda: morph_video(ctx, FACES, father, mother, 5, *CHILD.values(), 0))
+    assert message in _error(lambda: check_children(ctx, settings))  # the UI's check
+    assert message in _error(lambda: morph_video(ctx, settings))
     assert projections == []
 
 

@@ -52,12 +52,12 @@ def test_interpolation_opens_on_faces_and_a_face_photo_on_digits_gets_one_line(d
 
 # ----- 4: latent map ---------------------------------------------------------------------------------------------
 def test_colour_by_recolours_the_map_on_screen_without_recomputing(demo, monkeypatch):
-    from demos.latent_map import clear_map, recolour, show_map
+    from demos.latent_map import MapSettings, clear_map, recolour, show_map
 
     ctx = demo.latent_lab
     ds = next(iter(ctx.model(DIGITS).datasets()))
     labels = list(ctx.dataset(DIGITS, ds).labels)
-    *_, (fig, _, shown) = show_map(ctx, DIGITS, ds, "pca", 2, labels[0])
+    *_, (fig, _, shown) = show_map(ctx, MapSettings(DIGITS, ds, colour=labels[0]))
     fits = []
     fit = ctx.maps.fit
     monkeypatch.setattr(ctx.maps, "fit", lambda *a: fits.append(a) or fit(*a))
@@ -66,8 +66,8 @@ def test_colour_by_recolours_the_map_on_screen_without_recomputing(demo, monkeyp
     assert not fits and again is not fig and len(again.data) >= 1
     assert recolour(ctx, shown, FACES, ds, other) == gr.update()  # another model chosen: nothing drawn from the old
     assert recolour(ctx, None, DIGITS, ds, other) == gr.update()
-    plot, info, decoded, decoded_info, neighbours, state = clear_map()
-    assert plot is None and info == "" and decoded is None and decoded_info == "" and not state
+    plot, info, decoded, decoded_info, neighbours, state, point = clear_map()
+    assert plot is None and info == "" and decoded is None and decoded_info == "" and not state and point is None
 
 
 def test_map_has_stop_and_clears_on_a_new_model(demo):
@@ -114,7 +114,7 @@ def test_a_colour_bar_leaves_the_legend_below_the_plot():
 
 
 # ----- 6: downloads ----------------------------------------------------------------------------------------------
-def test_a_failed_download_is_a_line_on_the_card_not_an_error_on_the_dropdown(demo, monkeypatch):
+def test_a_failed_download_is_a_line_beside_its_button_not_an_error_on_the_dropdown(demo, monkeypatch):
     ctx = demo.latent_lab
     name = "stylegan2/ffhq-256"
     entry = ctx.registry.entry(name)
@@ -123,8 +123,9 @@ def test_a_failed_download_is_a_line_on_the_card_not_an_error_on_the_dropdown(de
         raise ConnectionError("no internet access to nvlabs-fi-cdn.nvidia.com")
 
     monkeypatch.setattr(entry, "download", offline)
-    card, button, dropdown = _fn(demo, "models_download").fn(name)
-    assert card.startswith("**Download failed:**") and "no internet" in card
+    card, button, dropdown, failed = _fn(demo, "models_download").fn(name)
+    assert failed["value"].startswith("**Download failed:**") and "no internet" in failed["value"] and failed["visible"]
+    assert "Download failed" not in card  # the card sits in a closed accordion: the line goes beside the button
     assert button["visible"] is True and dropdown == gr.update()
     with pytest.raises(gr.Error, match="Download weights"):
         ctx.model(name)

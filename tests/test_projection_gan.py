@@ -164,7 +164,7 @@ def test_projection_recovers_a_latent(space):
     _, tgt = targets(m, 2)
     start = float(psnr(m.decode(m.mean_latent(space).expand(2, *m.spaces[space].shape), space, noise_mode="none"), tgt).mean())
     res = run_projection(m, tgt, _ours(m, space, 60))
-    assert res.latent.shape == (2, *m.spaces[space].shape) and res.init == "mean"
+    assert res.latent.shape == (2, *m.spaces[space].shape) and res.init == "bank"  # the default start in W and W+
     assert res.psnr > 21 and res.psnr > start + 8
     assert torch.allclose(res.reconstruction, m.generate(res.latent, space, noise_mode="none"), atol=1e-4)  # the latent is all
     if space == "w+":  # the spread penalty keeps the layers closer together than free W+, at little cost in PSNR

@@ -38,7 +38,7 @@ def digit_pngs(tmp_path_factory):
 
 def test_stop_ends_the_projection_of_two_images_with_the_endpoints_so_far(ctx, digit_pngs):
     from core.export import load_latent
-    from demos.interpolation import IMAGES, interpolate, stop_interpolation
+    from demos.interpolation import IMAGES, InterpolationSettings, interpolate, stop_interpolation
 
     seen = []
 
@@ -47,8 +47,8 @@ def test_stop_ends_the_projection_of_two_images_with_the_endpoints_so_far(ctx, d
         if "step 5/" in desc:
             stop_interpolation(ctx)
 
-    rows = list(interpolate(ctx, DIGITS, IMAGES, 0, 0, *digit_pngs, 8, None, "auto", [], 5000, False, 8, False,
-                            progress=progress))
+    settings = InterpolationSettings(DIGITS, IMAGES, 0, 0, *digit_pngs, frames=8, steps=5000, align=False)
+    rows = list(interpolate(ctx, settings, progress=progress))
     gallery, gif, mp4, files, status = rows[-1]
     assert status.startswith("**Stopped.**") and ("step 5 of 5000" in status or "step 6 of 5000" in status), status
     assert "Error" not in status
@@ -60,9 +60,10 @@ def test_stop_ends_the_projection_of_two_images_with_the_endpoints_so_far(ctx, d
 
 
 def test_a_new_run_after_a_stop_runs_in_full(ctx, digit_pngs):
-    from demos.interpolation import IMAGES, interpolate
+    from demos.interpolation import IMAGES, InterpolationSettings, interpolate
 
-    *_, status = list(interpolate(ctx, DIGITS, IMAGES, 0, 0, *digit_pngs, 4, None, "auto", [], 5, False, 8, False))[-1]
+    settings = InterpolationSettings(DIGITS, IMAGES, 0, 0, *digit_pngs, frames=4, steps=5, align=False)
+    *_, status = list(interpolate(ctx, settings))[-1]
     assert "Stopped" not in status and "4 frames" in status  # the earlier Stop does not leak into the next run
 
 
@@ -74,7 +75,7 @@ def _map_threads() -> list:
 
 @pytest.mark.parametrize("how", ["tsne", "umap"])
 def test_stop_ends_the_map_computation_itself_and_caches_nothing(ctx, how):
-    from demos.latent_map import show_map, stop_map
+    from demos.latent_map import MapSettings, show_map, stop_map
 
     ds = next(iter(ctx.model(DIGITS).datasets()))
     calls = []
@@ -83,12 +84,12 @@ def test_stop_ends_the_map_computation_itself_and_caches_nothing(ctx, how):
         calls.append(desc)
         stop_map(ctx)
 
-    rows = list(show_map(ctx, DIGITS, ds, how, 2, None, progress=progress))
+    rows = list(show_map(ctx, MapSettings(DIGITS, ds, how), progress=progress))
     assert calls, "the fit took under half a second: nothing to stop"
     fig, info, shown = rows[-1]
     assert info.startswith("**Stopped.**") and how.upper() in info
     assert not _map_threads()  # the fit itself ended (it used to run on in the background and be cached)
     assert not [k for k in ctx.maps._mem if k[2] == how]
 
-    *_, (fig, info, shown) = show_map(ctx, DIGITS, ds, "pca", 2, None)  # the next map is served
+    *_, (fig, info, shown) = show_map(ctx, MapSettings(DIGITS, ds))  # the next map is served
     assert shown[2] == "pca" and "points" in info

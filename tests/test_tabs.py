@@ -58,11 +58,11 @@ def test_a_stop_pressed_while_the_run_waits_in_the_queue_stops_that_run_as_it_st
 
     from demos.projection import project_image, stop_projection
 
-    ctx.queued = lambda key, apis: {"waiting-run"} if "project" in apis else set()
+    ctx.sessions.queued = lambda key, apis: {"waiting-run"} if "project" in apis else set()
     try:
         stop_projection(ctx)  # pressed while the session's run waits for a heavy slot
     finally:
-        ctx.queued = lambda key, apis: set()
+        ctx.sessions.queued = lambda key, apis: set()
     token = LocalContext.event_id.set("another-run")
     try:
         *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
@@ -190,35 +190,33 @@ def test_family_several_faces_offer_a_choice(ctx):
 
 
 def test_family_refuses_non_face_models_and_bad_settings(ctx, digit):
-    from demos.family import align_parents, make_children, morph_video
+    from demos.family import FamilySettings, align_parents, make_children, morph_video
 
     assert "not a face model" in _error(lambda: align_parents(ctx, DIGITS, digit, digit))
     dad, mum = _london(1), _london(2)
 
     def kids(**kw):
-        args = dict(gene_w=0.5, d0="blend", d1="blend", d2="blend", age_v=0, gender_v=0, extra_name=None, extra_v=0, var=0.2,
-                    seed_v=0, n=2)
-        args.update(kw)
-        return list(make_children(ctx, FACES, dad, mum, 5, **args))
+        return list(make_children(ctx, FamilySettings(**({"model": FACES, "father": dad, "mother": mum, "steps": 5,
+                                                           "variation": 0.2, "count": 2} | kw))))
 
-    assert "No 'eyebrows' direction" in _error(lambda: kids(extra_name="eyebrows", extra_v=1.0))
-    assert "per-layer dominance does not apply" in _error(lambda: kids(d0="father"))
-    assert "whole number from 1" in _error(lambda: kids(n=0))
-    assert "whole number from 1" in _error(lambda: kids(n=1.5))
-    gallery, files, status, fproj, mproj = kids(n=1)[-1]
+    assert "No 'eyebrows' direction" in _error(lambda: kids(extra="eyebrows", extra_amount=1.0))
+    assert "per-layer dominance does not apply" in _error(lambda: kids(coarse="father"))
+    assert "whole number from 1" in _error(lambda: kids(count=0))
+    assert "whole number from 1" in _error(lambda: kids(count=1.5))
+    gallery, files, status, fproj, mproj = kids(count=1)[-1]
     assert status.startswith("1 child.") and "identity distance to father" in status and fproj and mproj
     assert all(caption is None for _, caption in gallery)  # captions sit under the gallery, not over the faces
-    gallery, _, status, *_ = kids(n=3, age_v=1.0)[-1]
+    gallery, _, status, *_ = kids(count=3, age=1.0)[-1]
     assert status.startswith("3 children.") and "unreliable" in status and len(gallery) == 3
-    assert "between 0 and 1" in _error(lambda: morph_video(ctx, FACES, dad, mum, 5, 0.5, "blend", "blend", "blend", 0, 0, None, 0,
-                                                           0.2, 0, 2, 2))
+    two = FamilySettings(FACES, dad, mum, steps=5, variation=0.2, count=2, which=2)
+    assert "between 0 and 1" in _error(lambda: morph_video(ctx, two))
 
 
 def test_family_stop_keeps_partial_projections(ctx):
-    from demos.family import project_parents, stop_family
+    from demos.family import FamilySettings, project_parents, stop_family
 
     rows = []
-    for row in project_parents(ctx, FACES, _london(3), _london(4), 300):
+    for row in project_parents(ctx, FamilySettings(FACES, _london(3), _london(4), steps=300)):
         rows.append(row)
         stop_family(ctx)  # pressed as soon as the first progress row arrives
     fproj, mproj, status = rows[-1]

@@ -67,7 +67,7 @@ class StyleGANModel(LatentModel):
         self.image_size, self.channels = int(G.img_resolution), int(G.img_channels)
         self.truncation_psi, self.truncation_cutoff = float(truncation_psi), truncation_cutoff
         self.class_index, self.noise_mode, self.force_fp32 = int(class_index), noise_mode, False
-        self.fast_grad, self.bank_dir = True, None
+        self.fast_grad, self.bank_dir = False, None
         n = int(G.num_ws)
         self.spaces = {
             "z": LatentSpace("z", (G.z_dim,), prior="gaussian", description="Input noise, N(0, I)."),
@@ -152,9 +152,9 @@ class StyleGANModel(LatentModel):
         """How to project into StyleGAN (``bench/projection.py`` compares it with NVIDIA's recipe).
 
         Start from the latent bank (``plugins.stylegan.start``: the blend of the bank latents whose
-        drawings look most like the target; ``init="mean"`` starts at ``w_avg``); Adam at lr 0.1 with a short second-moment memory (beta2 0.95: the
-        gradient scale changes fast as the image comes together); NVIDIA's ramps (5 % up, cosine
-        down over the last 25 %); no latent noise and no noise maps, so the latent is all there
+        drawings look most like the target; ``init="mean"`` starts at ``w_avg``); Adam at lr 0.1 (betas 0.9, 0.999) ramped up over the first 20 % of
+        the steps, so the first steps refine the bank's start instead of throwing it away, and down
+        with a cosine over the last 25 % (``bench/projection.py --compare``); no latent noise and no noise maps, so the latent is all there
         is and the reconstruction is exactly what the saved latent gives later; in W+ the layers'
         spread around their mean is penalised lightly (``core.projection.layer_spread``). The loss is
         LPIPS once NVIDIA's vgg16.pt is downloaded, else the offline MS-SSIM + L1 (``core.losses``).
@@ -169,8 +169,8 @@ class StyleGANModel(LatentModel):
             "auto_init": "bank" if space in ("w", "w+") else "mean",
             "bank_size": BANK_SIZE,
             "lr": 0.1,
-            "betas": (0.9, 0.95),
-            "lr_rampup": 0.05,
+            "betas": (0.9, 0.999),
+            "lr_rampup": 0.2,
             "lr_rampdown": 0.25,
             "latent_noise": 0.0,
             "optimize_noise": False,
