@@ -199,6 +199,21 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     di.add_argument("--steps", type=int, default=200, help="projection steps per photo (models without an encoder)")
     di.add_argument("--no-align", action="store_true")
 
+    ed = sub.add_parser("edit", parents=[common], help="move a photo or a saved latent along directions (age, PC1, …)")
+    ed.add_argument("input", help="a photo (projected first) or a latent .npz saved by the app or `project`")
+    ed.add_argument("--model", default=None, help=MODEL_HELP + " (default for a .npz: the model it was saved from)")
+    ed.add_argument("--out", required=True, help="output folder")
+    ed.add_argument("--direction", action="append", metavar="NAME=AMOUNT",
+                    help="move along NAME by AMOUNT standard deviations (repeatable), e.g. --direction age=1.5")
+    ed.add_argument("--layers", default="all", help="W+ only: all, coarse, middle, fine (joined by +) or layer numbers")
+    ed.add_argument("--keep-fixed", action="append", metavar="NAME",
+                    help="keep this direction fixed while moving the others (conditional edit; repeatable)")
+    ed.add_argument("--strip", action="append", metavar="NAME", help="also write NAME at -2…+2 std as one picture (repeatable)")
+    ed.add_argument("--space", default=None, help="for a photo: the space to project into (default: the model's edit space)")
+    ed.add_argument("--steps", type=int, default=200, help="for a photo: projection steps")
+    ed.add_argument("--tune-steps", type=int, default=None, help=TUNE_HELP)
+    ed.add_argument("--no-align", action="store_true", help="for a photo: do not detect and align the face")
+
     sub.add_parser("models", parents=[common], help="list the models, their status and licence")
     return p.parse_args(argv)
 

@@ -389,3 +389,16 @@ def replay_edit(source: str | Path | Mapping[str, np.ndarray]) -> torch.Tensor:
     moves = [Move(m["name"], m["amount"], m["std"], arrays[f"vector_{i}"], m["layers"], m.get("kept_fixed", []))
              for i, m in enumerate(info["edit"]["moves"])]
     return move_latent(torch.as_tensor(arrays["original"]), moves)
+
+
+def unconditioned_effects(model: LatentModel, space: str, latent: torch.Tensor, directions: Sequence[Direction],
+                          amounts: Mapping[str, float], kept: Sequence[str],
+                          layers: str | Sequence[int] | None = None) -> dict[str, float]:
+    """Each kept direction's score after the same edit made WITHOUT keeping anything fixed (latent arithmetic only,
+    nothing drawn): beside :attr:`EditResult.effects` it shows what "keep B fixed" prevented."""
+    space = model.check_space(space)
+    original = model.check_latents(torch.as_tensor(latent), space)[:1].detach().cpu()
+    moves, _, _ = plan_moves(model, space, directions, amounts, layers)
+    free = move_latent(original, moves)
+    by_name = {d.name: d for d in directions}
+    return {name: float(np.ravel(direction_score(by_name[name], free))[0]) for name in kept}

@@ -12,6 +12,7 @@ import hashlib
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
@@ -41,6 +42,9 @@ from core.photo_to_latent import default_tuning
 from core.projection import ProjectionConfig
 from core.thumbnails import face_thumbnail
 from core.user_directions import directions_for
+
+if TYPE_CHECKING:
+    from core.teach import SessionDirections
 
 __all__ = ["BALANCE_RANGE", "BALANCE_STEPS", "DISCLAIMER", "DOMINANCE", "MAX_CHILDREN", "PARENTS", "ChildSettings",
            "Children", "Family", "Parent", "check_settings", "face_thumbnail", "layer_weights", "make_children", "morph"]
@@ -100,9 +104,10 @@ class Family:
     """
 
     def __init__(self, model: ModelHandle | LatentModel, name: str = "", tags: Sequence[str] = (),
-                 executor: Executor | None = None) -> None:
+                 executor: Executor | None = None, session_directions: SessionDirections | None = None) -> None:
         """``model``: the face model's handle (name, tags, loaded model); ``executor`` runs the projections and decoding
-        (``core.executor``; default: in this process). Deprecated: a bare model with its ``name`` and ``tags``."""
+        (``core.executor``; default: in this process); ``session_directions``: what this session taught
+        (``core.teach``), offered after the model's own. Deprecated: a bare model with its ``name`` and ``tags``."""
         handle = model if isinstance(model, ModelHandle) else ModelHandle(name, tuple(tags), model)
         handle.require_faces("Family")
         self.handle, self.executor = handle, executor or LOCAL
@@ -117,6 +122,7 @@ class Family:
         self._projected: dict[tuple, Parent] = {}
         self._descriptors: dict[tuple[str, int], object] = {}  # (digest, face) -> the parent photo's dlib descriptor
         self._directions: list | None = None
+        self.session_directions = session_directions
         self.decoder: LatentModel = model  # what draws parents and children: the model, or its copy tuned to the parents
         self._tuned: tuple[tuple, LatentModel] | None = None  # (parents' keys, tuned copy): only the latest is kept
         self._kids: tuple[tuple, Children] | None = None  # the latest children (morphs walk to the very child shown)
@@ -132,9 +138,12 @@ class Family:
 
     @property
     def directions(self) -> list:
+        """The model's directions (read once), then the session's taught ones (read each time: teaching adds some)."""
         if self._directions is None:
-                self._directions = directions_for(self.name, self.model)
-        return self._directions
+            self._directions = directions_for(self.name, self.model)
+        if self.session_directions is None:
+            return self._directions
+        return self.session_directions.merged(self.name, self._directions)
 
     # ----- photos ------------------------------------------------------------------------
     def set_parent(self, who: str, photo: str | Path | None, face: int = 0) -> Parent:

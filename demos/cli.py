@@ -40,6 +40,8 @@ def run(args: argparse.Namespace, registry: Registry, executor: Executor | None 
         return family(args, registry, executor)
     if args.command == "directions":
         return directions(args, registry, executor)
+    if args.command == "edit":
+        return edit(args, registry, executor)
     raise ValueError(f"Unknown command '{args.command}'.")
 
 
@@ -331,3 +333,98 @@ def directions(args: argparse.Namespace, registry: Registry, executor: Executor)
     path = save_user_directions(args.model, found)
     print(f"Saved {len(found)} direction(s) to {path}; the Family tab offers them for {args.model}.")
     return 0
+
+
+def _amounts(pairs: list[str] | None) -> dict[str, float]:
+    """``--direction NAME=AMOUNT`` (repeatable) as {name: amount}; a plain sentence for anything else."""
+    out: dict[str, float] = {}
+    for pair in pairs or []:
+        name, sep, amount = pair.rpartition("=")
+        try:
+            value = float(amount)
+        except ValueError:
+            value = None
+        if not sep or not name.strip() or value is None:
+            raise ValueError(f"--direction takes NAME=AMOUNT (e.g. --direction age=1.5, amounts in std), not '{pair}'.")
+        out[name.strip()] = out.get(name.strip(), 0.0) + value
+    return out
+
+
+def edit(args: argparse.Namespace, registry: Registry, executor: Executor) -> int:
+    """The Projection tab's Edit panel: a photo (projected first, tuned for faces) or a saved latent, moved along
+    directions; writes the edited picture, its replayable .npz and optional strips."""
+    from core.edit import edit as edit_latent
+    from core.edit import strip, unconditioned_effects
+    from core.export import load_latent
+    from core.user_directions import directions_for
+
+    amounts = _amounts(args.direction)
+    if not amounts and not args.strip:
+        raise ValueError("Nothing to do: give --direction NAME=AMOUNT (repeatable) and/or --strip NAME.")
+    both = [k for k in args.keep_fixed or [] if k in amounts]
+    if both:
+        raise ValueError(f"'{both[0]}' is moved by --direction, so it cannot also be kept fixed (--keep-fixed).")
+    src = Path(args.input).expanduser()
+    if not src.is_file():
+        raise ValueError(f"{args.input} does not exist (give a photo, or a latent .npz saved by the app or `project`).")
+    descriptor, decoder = None, None
+    if src.suffix.lower() == ".npz":
+        latent, info = load_latent(src)
+        if args.model and info.get("model") and args.model != info["model"]:
+            raise ValueError(f"{src.name} is a latent of {info['model']}, not of {args.model}; edit it with "
+                             f"--model {info['model']} (or leave --model out).")
+        name = args.model or resolve_model(registry, info.get("model") or "")
+        handle = registry.handle(name, _load(registry, name))
+        model, space, latent = handle.model, info.get("space") or handle.model.edit_space(), torch_latent(latent)
+        if info.get("decoder"):
+            print("note: the .npz holds the latent only; it is drawn by the model itself, not by the decoder tuned to "
+                  "the photo (edit the photo itself to use a tuned decoder).", file=sys.stderr)
+    else:
+        if not args.model:
+            raise ValueError("Give --model to edit a photo (it is projected into that model first).")
+        from core.faces.identity import default_identity
+        from core.photo_to_latent import project_and_tune
+        from core.projection import ProjectionConfig
+
+        handle = registry.handle(args.model, _load(registry, args.model))
+        inp, target = _target(handle, str(src), not args.no_align)
+        model = handle.model.at_size(*inp.shape)
+        space = model.check_space(args.space or model.edit_space())
+        cfg = ProjectionConfig.for_model(model, space, preview_every=0, steps=args.steps)
+        projected, last = _progress(project_and_tune(model, target, cfg, args.tune_steps, executor=executor), cfg.steps,
+                                    src.name)
+        latent = projected.latent[:1]
+        decoder = last.model if last.stage == "tuning" and last.model is not None else None
+        if inp.reference is not None:
+            descriptor = default_identity().descriptors([inp.reference])[0]
+    dirs = directions_for(handle.name, model)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    layers = args.layers if model.spaces[model.check_space(space)].per_layer else (args.layers if args.layers != "all" else None)
+    wrote = []
+    kw = {"layers": layers, "keep_fixed": args.keep_fixed or [], "decoder": decoder}
+    if amounts:
+        result = edit_latent(model, space, latent, dirs, amounts, photo_descriptor=descriptor, model_name=handle.name, **kw)
+        result.image.save(out / "edited.png")
+        result.save(out / "edited.npz")
+        wrote += ["edited.png", "edited.npz"]
+        print(result.caption())
+        if args.keep_fixed:
+            free = unconditioned_effects(model, space, latent, dirs, amounts, args.keep_fixed, layers)
+            for k, after in free.items():
+                before, now = result.effects[k]
+                print(f"{k} kept fixed: score moved {now - before:+.2f} (without keeping it fixed: {after - before:+.2f}).")
+    for name in args.strip or []:
+        st = strip(model, space, latent, dirs, name, layers=layers,
+                   keep_fixed=[k for k in args.keep_fixed or [] if k != name], decoder=decoder)
+        file = "strip_" + "".join(c if c.isalnum() or c in "-_" else "_" for c in name) + ".png"
+        st.image.save(out / file)
+        wrote.append(f"{file} ({name} at {', '.join(f'{a:+g}' for a in st.amounts)} std)")
+    print(f"Wrote {out}/{', '.join(wrote)}")
+    return 0
+
+
+def torch_latent(array):
+    import torch
+
+    return torch.as_tensor(array, dtype=torch.float32)

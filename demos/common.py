@@ -30,6 +30,7 @@ from core.private_dir import IDLE_S
 from demos.model_store import Models, _current_request  # noqa: F401 - _current_request: demos.serving reads it here
 from demos.session_store import Sessions
 from demos.sessions import SessionFiles
+from demos.taught import TaughtStore
 from plugins.registry import Registry, UnknownModelError
 
 if TYPE_CHECKING:  # torch and the serving machinery: types only, the page is served without them
@@ -223,6 +224,8 @@ class AppContext:
         self.sessions = Sessions(idle_s, keep_files)
         self.models = Models(registry, self.sessions.key, executor, models_dir, allow_shared_uploads, max_datasets)
         self.sessions.on_end.append(self.models.forget_session)
+        self.taught = TaughtStore()  # directions taught in the browser, per session (demos.taught)
+        self.sessions.on_end.append(self.taught.forget)
 
     def close(self) -> None:
         """The app stops: no job writes anything more, every session's files are deleted, the executor is closed."""

@@ -50,14 +50,16 @@ def download_photo_model(ctx: AppContext, progress=gr.Progress()):
     return gr.update(value="", visible=False), gr.update(visible=False), gr.update(value=photo)
 
 
-def directions_note(ctx: AppContext, name: str | None):
+def directions_note(ctx: AppContext, name: str | None, request: gr.Request = None):
     """What each of a model's directions is and how well it did on held-out data, and the choices of directions
     beyond age and gender (Family's "Another direction")."""
     from core.user_directions import directions_for
 
     if not name or ctx.registry.status(name) == "not downloaded":
         return "Age and gender sliders work where the model has those directions.", gr.update(choices=[], value=None)
-    dirs = directions_for(name, ctx.model(name))
+    from demos.taught import session_directions  # the session's taught directions join the list
+
+    dirs = session_directions(ctx, request).merged(name, directions_for(name, ctx.model(name)))
     if not dirs:
         return ("This model has no attribute directions yet (`python app.py directions` makes them from labelled photos); "
                 "the age and gender sliders do nothing."), gr.update(choices=[], value=None)

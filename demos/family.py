@@ -70,12 +70,14 @@ class FamilySettings:
 def family_for(ctx: AppContext, name: str | None, request: gr.Request | None):
     """This session's :class:`core.family.Family` for the chosen model (one per model), or a gr.Error."""
     from core.family import Family
+    from demos.taught import session_directions
 
     m = ctx.model(name)
     cache = ctx.session_cache(request)
     if ("family", name) not in cache:
         try:
-            cache[("family", name)] = Family(ctx.registry.handle(name, m), executor=ctx.executor)
+            cache[("family", name)] = Family(ctx.registry.handle(name, m), executor=ctx.executor,
+                                           session_directions=session_directions(ctx, request))
         except ValueError as e:  # not a face model
             raise gr.Error(str(e)) from e
     return cache[("family", name)]

@@ -29,6 +29,7 @@ from demos.common import (
 )
 from demos.map_figure import map_figure
 from demos.projection import prepare_target
+from demos.thread_stop import MapStopped, interrupt
 from demos.wiring import bind, bind_settings, request_stop, stop_flag
 
 # Plotly click -> hidden textbox bridge: gr.Plot has no click event, so a small
@@ -142,44 +143,10 @@ def compute(ctx: AppContext, v: MapSettings, highlight=None, query_coords=None):
     return data, lmap, fig
 
 
-class MapStopped(BaseException):
-    """Raised inside the map's worker thread by Stop. A BaseException, so library code that catches Exception (and
-    would carry on) lets it through."""
-
-
-def _interrupt(thread: threading.Thread) -> bool:
-    """Raise :class:`MapStopped` in ``thread`` at its next Python step, unless it is importing a module or compiling
-    numba code (an import cut short leaves the module broken for the whole process); True when sent.
-
-    UMAP (umap-learn has no per-epoch callback) and scikit-learn's t-SNE fit in Python loops around compiled steps
-    (UMAP: an epoch; t-SNE: a gradient step), so the fit ends within one of them and its memory is freed. A child
-    process could be killed outright, but a fresh one compiles UMAP's numba code again every time (the warm-up at
-    start-up only helps this process)."""
-    import ctypes
-    import os
-    import sys
-
-    unsafe = ("importlib", f"{os.sep}numba{os.sep}", f"{os.sep}llvmlite{os.sep}")
-    interval = sys.getswitchinterval()
-    sys.setswitchinterval(1.0)  # the worker must not move on between the look at its stack and the exception
-    try:
-        frame = sys._current_frames().get(thread.ident)
-        while frame is not None:
-            if any(u in frame.f_code.co_filename for u in unsafe):
-                return False
-            frame = frame.f_back
-        hit = ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), ctypes.py_object(MapStopped))
-        if hit > 1:  # never: one thread id is one thread; undo rather than hit others
-            ctypes.pythonapi.PyThreadState_SetAsyncExc(ctypes.c_ulong(thread.ident), None)
-        return hit == 1
-    finally:
-        sys.setswitchinterval(interval)
-
-
 def show_map(ctx: AppContext, v: MapSettings, request: gr.Request = None, progress=gr.Progress()):
     """The map, its text and what it shows (for recolouring). A UMAP / t-SNE not yet cached is computed in a thread
     while this says how long it has run; Stop (or a client that leaves) ends that computation itself
-    (:func:`_interrupt`), not only the wait, and nothing is cached."""
+    (``demos.thread_stop.interrupt``), not only the wait, and nothing is cached."""
     if v.method == "pca":
         yield (*_map_result(ctx, v), v.shown())
         return
@@ -206,7 +173,7 @@ def show_map(ctx: AppContext, v: MapSettings, request: gr.Request = None, progre
             if worker.is_alive():
                 yield (gr.update(), f"Stopping the {what} computation (it ends after its current step)…", gr.update())
             while worker.is_alive() and "over" not in done:
-                worker.join(1.0 if _interrupt(worker) else 0.1)
+                worker.join(1.0 if interrupt(worker) else 0.1)
             worker.join()
             break
         if worker.is_alive():

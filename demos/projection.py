@@ -2,14 +2,16 @@
 
 from __future__ import annotations
 
+from dataclasses import dataclass
+
 import gradio as gr
 
 from core.tags import FACES
-from demos import face_picker
+from demos import edit_panel, face_picker
 from demos.common import HEAVY, AppContext, ImageUpload, caption, model_panel, read_upload
 from demos.face_note import download_photo_model, face_model_note
 from demos.projection_curve import projection_curve
-from demos.wiring import bind, request_stop, stop_flag
+from demos.wiring import bind, bind_settings, request_stop, stop_flag
 
 PANEL_HEIGHT = 300  # px: the target and reconstruction keep this size while nothing is in them yet
 
@@ -108,9 +110,24 @@ def status_line(ev) -> str:
             f"start: {ev.init} · space: {ev.space}" + (" · noise maps optimised" if ev.noise else ""))
 
 
-def project_image(ctx: AppContext, name: str, path: str | None, space_name: str | None, init_name: str, loss_name: str,
-                  n_steps: float, do_align: bool, seed_value: float, with_noise: bool = False, max_side: float | None = None,
-                  tune: bool = True, request: gr.Request = None, progress=gr.Progress()):
+@dataclass
+class ProjectionSettings:
+    """The tab's inputs by name (``demos.wiring.bind_settings``); defaults as the tab opens."""
+
+    model: str | None
+    image: str | None = None
+    space: str | None = None
+    init: str = "auto"
+    loss: str = "auto"
+    steps: float = 200
+    align: bool = True
+    seed: float = 0
+    noise_maps: bool = False
+    max_side: float | None = None  # None: the default for this machine
+    tune: bool = True
+
+
+def project_image(ctx: AppContext, s: ProjectionSettings, request: gr.Request = None, progress=gr.Progress()):
     """Stream (target, preview, channels, status, curve, files); Stop ends it with the best latent so far, offered as
     files. A model that works at any size (a VAE) runs at the photo's own aspect, longer side at most ``max_side``.
     With ``tune``, a model with ``pivotal_tuning_steps`` (faces) then tunes a private copy of its decoder to the photo
@@ -119,10 +136,11 @@ def project_image(ctx: AppContext, name: str, path: str | None, space_name: str 
     from core.images import from_pil, to_pil
     from core.photo_to_latent import project_and_tune
 
+    name, tune = s.model, s.tune
     m = ctx.model(name)
-    cfg = projection_config(m, space_name, init_name, loss_name, n_steps, seed_value, with_noise)
-    inp = prepare_target(ctx, m, name, path, bool(do_align), request, max_side=default_max_side() if max_side is None else max_side,
-                         slot="proj")
+    cfg = projection_config(m, s.space, s.init, s.loss, s.steps, s.seed, s.noise_maps)
+    inp = prepare_target(ctx, m, name, s.image, bool(s.align), request,
+                         max_side=default_max_side() if s.max_side is None else s.max_side, slot="proj")
     m = m.at_size(*inp.shape)  # itself, or a VAE's view at the photo's size
     img = inp.image
     stop = stop_flag(ctx, request, "projection")
@@ -171,6 +189,7 @@ def finished(ctx: AppContext, request, handle, inp, projected, history: list, tu
     from core.projection_outcome import finish_projection
 
     outcome = finish_projection(handle, inp, projected, tuned)
+    edit_panel.remember_projection(ctx, request, handle, inp, projected, tuned)  # the Edit panel works on it
     m, ev = handle.model, projected
     recon = to_pil(outcome.shown)[0]
     extra, identity = [], ""
@@ -288,8 +307,12 @@ def build(ctx: AppContext, demo: gr.Blocks) -> None:
             curve = gr.Plot(label="Quality", elem_id="proj_curve")
             files = gr.File(label="Downloads (latent .npz, reconstruction .png; a spatial latent's channels as .png)", file_count="multiple", interactive=False, elem_id="proj_files")
 
-    run.click(bind(project_image, ctx), [model, image, space, init, loss, steps, align, seed, noise_maps, max_side, tune],
-              [target, preview, channels, status, curve, files], api_name="project", show_progress_on=[status], concurrency_id=HEAVY)
+    settings = {"model": model, "image": image, "space": space, "init": init, "loss": loss, "steps": steps, "align": align,
+                "seed": seed, "noise_maps": noise_maps, "max_side": max_side, "tune": tune}
+    projected = run.click(*bind_settings(project_image, ctx, ProjectionSettings, settings),
+                          [target, preview, channels, status, curve, files], api_name="project", show_progress_on=[status],
+                          concurrency_id=HEAVY)
+    edit_panel.build(ctx, model, projected)  # under the outputs: edit the projection, teach a direction
     gr.on([image.change, model.change, align.change], bind(offer_faces, ctx), [model, image, align], [faces, target],
           api_name="proj_faces", api_visibility="private", show_progress="hidden")
     faces.select(bind(choose_face, ctx), [model, image], target, api_name="proj_choose_face", api_visibility="private",

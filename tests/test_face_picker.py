@@ -67,7 +67,7 @@ def test_face_numbers_count_from_one():
 
 
 def test_projection_offers_the_faces_warns_once_and_projects_the_chosen_one(ctx):
-    from demos.projection import choose_face, offer_faces, project_image
+    from demos.projection import ProjectionSettings, choose_face, offer_faces, project_image
 
     (faces, target), said = _said(lambda: offer_faces(ctx, FACES, GROUP, True))
     assert faces["visible"] and len(faces["value"]) == 2
@@ -80,7 +80,7 @@ def test_projection_offers_the_faces_warns_once_and_projects_the_chosen_one(ctx)
     second = choose_face(ctx, FACES, GROUP, _select(1))  # re-aligned on the face clicked
     assert not np.array_equal(np.asarray(Image.open(target)), np.asarray(Image.open(second)))
 
-    rows, said = _said(lambda: list(project_image(ctx, FACES, GROUP, None, "auto", "auto", 2, True, 0, tune=False)))
+    rows, said = _said(lambda: list(project_image(ctx, ProjectionSettings(FACES, GROUP, None, "auto", "auto", 2, True, 0, tune=False))))
     assert not any("faces" in w for w in said)  # said once, at upload
     assert np.array_equal(np.asarray(Image.open(rows[-1][0])), np.asarray(Image.open(second)))  # the chosen face
 

@@ -221,9 +221,9 @@ def test_uploads_leave_no_file_behind(served, tmp_path):
         assert not empty, empty  # gr.File used to leave one empty temporary file per upload
         shared = tmp_path / "shared_net.pkl"  # with --allow-shared-uploads the cache keeps a copy: the upload goes
         shared.write_bytes((FIXTURES / "ada_r32.pkl").read_bytes())
-        demo.latent_lab.allow_shared_uploads = True
+        demo.latent_lab.models.allow_shared_uploads = True
         note = client.predict(gradio_client.handle_file(str(shared)), "", "", False, api_name="/add_pickle")
         assert "every model list" in note and not list(root.rglob("shared_net.pkl"))
     finally:
-        demo.latent_lab.allow_shared_uploads = False
+        demo.latent_lab.models.allow_shared_uploads = False
         client.close()

@@ -56,7 +56,7 @@ def _error(call) -> str:
 def test_a_stop_pressed_while_the_run_waits_in_the_queue_stops_that_run_as_it_starts(ctx, digit):
     from gradio.context import LocalContext
 
-    from demos.projection import project_image, stop_projection
+    from demos.projection import ProjectionSettings, project_image, stop_projection
 
     ctx.sessions.queued = lambda key, apis: {"waiting-run"} if "project" in apis else set()
     try:
@@ -65,22 +65,22 @@ def test_a_stop_pressed_while_the_run_waits_in_the_queue_stops_that_run_as_it_st
         ctx.sessions.queued = lambda key, apis: set()
     token = LocalContext.event_id.set("another-run")
     try:
-        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
+        *_, last = project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "mean", "mse", 5, False, 0))
         assert "Done" in last[3]  # a different run is not stopped
         LocalContext.event_id.set("waiting-run")
-        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 200, False, 0)
+        *_, last = project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "mean", "mse", 200, False, 0))
         assert "Stopped at step 0" in last[3]  # the run that waited ends at once, with where it started
-        *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
+        *_, last = project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "mean", "mse", 5, False, 0))
         assert "Done" in last[3]  # and only once
     finally:
         LocalContext.event_id.reset(token)
 
 
 def test_stop_says_where_and_offers_the_partial_latent(ctx, digit):
-    from demos.projection import project_image, stop_projection
+    from demos.projection import ProjectionSettings, project_image, stop_projection
 
     rows = []
-    for row in project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 200, False, 0):
+    for row in project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "mean", "mse", 200, False, 0)):
         rows.append(row)
         if len(rows) == 3:  # the target, then two previews: press Stop
             stop_projection(ctx)
@@ -92,25 +92,25 @@ def test_stop_says_where_and_offers_the_partial_latent(ctx, digit):
     assert latent.shape == (1, 8) and info["stopped"] is True and info["steps"] == step
     assert Image.open(next(f for f in files if f.endswith(".png"))).size == (8, 8)
     # The next run is not stopped by the old press.
-    *_, last = project_image(ctx, DIGITS, digit, "latent", "mean", "mse", 5, False, 0)
+    *_, last = project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "mean", "mse", 5, False, 0))
     assert "Done" in last[3]
 
 
 def test_projection_refuses_unknown_space_and_fractional_steps(ctx, digit):
-    from demos.projection import project_image
+    from demos.projection import ProjectionSettings, project_image
 
-    msg = _error(lambda: list(project_image(ctx, DIGITS, digit, "w+", "auto", "mse", 5, False, 0)))
+    msg = _error(lambda: list(project_image(ctx, ProjectionSettings(DIGITS, digit, "w+", "auto", "mse", 5, False, 0))))
     assert "has no latent space 'w+'" in msg
-    assert "whole number" in _error(lambda: list(project_image(ctx, DIGITS, digit, "latent", "auto", "mse", 5.5, False, 0)))
-    *_, last = project_image(ctx, DIGITS, digit, "", "auto", "mse", 3.0, False, 0)  # empty: the model's edit space
+    assert "whole number" in _error(lambda: list(project_image(ctx, ProjectionSettings(DIGITS, digit, "latent", "auto", "mse", 5.5, False, 0))))
+    *_, last = project_image(ctx, ProjectionSettings(DIGITS, digit, "", "auto", "mse", 3.0, False, 0))  # empty: the model's edit space
     assert "space: latent" in last[3]
 
 
 def test_face_projection_shows_identity(ctx):
-    from demos.projection import project_image
+    from demos.projection import ProjectionSettings, project_image
 
     photo = str(shared_path("data", "faces", "london", "neutral", "001_03.jpg"))
-    *_, last = project_image(ctx, FACES, photo, None, "auto", "auto", 5, True, 0, tune=False)
+    *_, last = project_image(ctx, ProjectionSettings(FACES, photo, None, "auto", "auto", 5, True, 0, tune=False))
     assert "identity distance" in last[3] and "reads as" in last[3] and "tuned" not in last[3]
     _, info = load_latent(next(f for f in last[5] if f.endswith(".npz")))
     assert 0 < info["identity_distance"] < 2 and "decoder" not in info
@@ -119,10 +119,10 @@ def test_face_projection_shows_identity(ctx):
 
 def test_face_projection_tunes_the_decoder_to_a_stranger(ctx):
     """By default the faces model's decoder is then tuned to the photo: a person no model saw comes back as them."""
-    from demos.projection import project_image
+    from demos.projection import ProjectionSettings, project_image
 
     photo = str(shared_path("data", "faces", "3dsk", "female", "agata.jpg"))
-    rows = list(project_image(ctx, FACES, photo, None, "auto", "auto", 100, True, 0))
+    rows = list(project_image(ctx, ProjectionSettings(FACES, photo, None, "auto", "auto", 100, True, 0)))
     assert any("Tuning the decoder" in r[3] for r in rows)  # its progress is shown
     last = rows[-1]
     assert "tuned to this photo" in last[3] and "projection alone" in last[3]

@@ -12,7 +12,7 @@ from plugins.stylegan.start import fast_grad_dtype
 
 LAYER_SPREAD_PENALTY = 0.1  # W+ projection: weight of the layers' spread (core.projection.layer_spread)
 BANK_SIZE = 128  # latents in the bank that projections start from (plugins.stylegan.start)
-FACE_TUNING_STEPS = 10  # pivotal_tuning_steps of face models (set by mark_faces); see docs/benchmarks.md for the cost
+FACE_TUNING_STEPS = 10  # pivotal_tuning_steps of face models (set by prepare); few, as each step decodes at full size
 
 
 def prepare(model: StyleGANModel, faces: bool = False, bank_dir: str | Path | None = None,
