@@ -147,12 +147,10 @@ API_SENTENCES = {
     "proj_model_note": "A note on what the chosen model can do with photos, with a button to get a better one.",
     "proj_photo_download": "Download the suggested photo model (StyleGAN2 FFHQ) and choose it.",
     "proj_loss_download": "Download the weights the LPIPS loss needs.",
-    "edit": "Move your latest projection along up to three directions (amounts in std; layers; directions kept fixed) and "
-            "draw it with the decoder that projected it: the picture, its identity distance to the photo, the edited .npz.",
+    "edit": "Move your latest projection along up to three directions: the edited picture, its identity, its latent.",
     "edit_strip": "One direction from -2 to +2 std applied to your latest projection, as one picture.",
     "edit_directions": "The directions your latest projection can be edited along (the model's and the ones you taught).",
-    "teach": "Teach a direction from two sets of uploaded photos (with / without); its held-out accuracy and verdict; "
-             "usable in this session only.",
+    "teach": "Teach a direction from photos with and without a trait: held-out accuracy and verdict, this session only.",
     "interpolate": "Walk between two seeds or two uploaded images: frames, a GIF, an MP4 and the latents.",
     "family_align": "Find and align the faces in the father's and the mother's photos.",
     "family_project": "Project both parents' faces into the chosen face model.",
