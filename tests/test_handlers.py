@@ -9,22 +9,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from tests.conftest import shared_path
+from tests.conftest import restore_env, shared_path, use_private_dirs
 
 DIGITS, FACES = "small_ae/digits", "small_ae/faces"
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("handlers")
-    mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
-    mp.setenv("LATENT_LAB_CACHE", str(tmp / "cache"))
+    old = use_private_dirs(tmp_path_factory.mktemp("handlers"))
     from demos.common import AppContext
     from plugins.registry import Registry
 
     yield AppContext(Registry().discover(None, use_entry_points=False), max_steps=50)
-    mp.undo()
+    restore_env(old)
 
 
 @pytest.fixture(scope="module")

@@ -7,20 +7,19 @@ import numpy as np
 import pytest
 from PIL import Image
 
+from tests.conftest import restore_env, use_private_dirs
+
 DIGITS = "small_ae/digits"
 
 
 @pytest.fixture(scope="module")
 def ctx(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("stop")
-    mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
-    mp.setenv("LATENT_LAB_CACHE", str(tmp / "cache"))
+    old = use_private_dirs(tmp_path_factory.mktemp("stop"))
     from demos.common import AppContext
     from plugins.registry import Registry
 
     yield AppContext(Registry().discover(None, use_entry_points=False), max_steps=5000)
-    mp.undo()
+    restore_env(old)
 
 
 @pytest.fixture(scope="module")

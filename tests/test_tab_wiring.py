@@ -6,6 +6,8 @@ from __future__ import annotations
 import gradio as gr
 import pytest
 
+from tests.conftest import restore_env, use_private_dirs
+
 INPUTS = (gr.Slider, gr.Dropdown, gr.Checkbox, gr.CheckboxGroup, gr.Number, gr.Radio, gr.Textbox, gr.Image, gr.File)
 TABS = ("projection", "interpolation", "family", "latent_map", "models")
 
@@ -27,17 +29,14 @@ def unwired(demo: gr.Blocks, tab_id: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def demo(tmp_path_factory):
-    mp = pytest.MonkeyPatch()
-    tmp = tmp_path_factory.mktemp("wiring")
-    mp.setenv("GRADIO_TEMP_DIR", str(tmp / "gradio"))
-    mp.setenv("LATENT_LAB_CACHE", str(tmp / "cache"))
+    old = use_private_dirs(tmp_path_factory.mktemp("wiring"))
     from demos.app import build_app
     from plugins.registry import Registry
 
     app = build_app(Registry().discover(None, use_entry_points=False), max_steps=50)
     yield app
     app.latent_lab.close()
-    mp.undo()
+    restore_env(old)
 
 
 @pytest.mark.parametrize("tab", TABS)
